@@ -1,0 +1,241 @@
+//! The machinery shared by the two kernel-held file locks, flock(2) and OFD
+//! fcntl locks: opening the file as flock(1) does, fd mode, and waiting on a
+//! blocking lock call without losing the deadline or signals. The two
+//! mechanisms differ only in their [`KernelOps`].
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nix::errno::Errno;
+
+use super::{Backend, Held, Request};
+use crate::cli::Mode;
+use crate::error::Error;
+use crate::wait::{Background, Waiter};
+
+/// What distinguishes one kernel lock mechanism from another.
+pub struct KernelOps {
+    /// The lock call, for messages.
+    pub what: &'static str,
+    /// Whether the file must be opened for writing to take a lock in `mode`.
+    pub needs_write: fn(Mode) -> bool,
+    /// The lock syscall: take (or drop, for Mode::Unlock) the lock on `fd`.
+    pub call: fn(RawFd, Mode, bool) -> nix::Result<()>,
+}
+
+/// Where a kernel lock is taken.
+#[derive(Debug, Clone)]
+enum FileTarget {
+    /// A path lockwrap opens itself.
+    Path(PathBuf),
+    /// An fd of the caller, used as is and never closed.
+    Fd(RawFd),
+}
+
+/// A flock(2) or OFD lock on a path or on an fd of the caller.
+pub struct KernelLock {
+    lock: String,
+    target: FileTarget,
+    ops: &'static KernelOps,
+}
+
+impl KernelLock {
+    /// A lock on a file or directory, created if missing.
+    pub fn path(lock: String, path: PathBuf, ops: &'static KernelOps) -> KernelLock {
+        KernelLock {
+            lock,
+            target: FileTarget::Path(path),
+            ops,
+        }
+    }
+
+    /// flock(1)'s fd mode: a lock on an open fd of the caller.
+    pub fn fd(fd: RawFd, ops: &'static KernelOps) -> KernelLock {
+        KernelLock {
+            lock: format!("fd {fd}"),
+            target: FileTarget::Fd(fd),
+            ops,
+        }
+    }
+
+    fn lock_failed(&self, errno: Errno) -> Error {
+        Error::Lock {
+            lock: self.lock.clone(),
+            what: self.ops.what,
+            errno,
+        }
+    }
+}
+
+impl Backend for KernelLock {
+    fn acquire(&self, request: &Request<'_>, waiter: &Waiter<'_>) -> Result<Box<dyn Held>, Error> {
+        let mut fd = match &self.target {
+            FileTarget::Fd(fd) => {
+                if !fd_is_open(*fd) {
+                    return Err(Error::Lock {
+                        lock: self.lock.clone(),
+                        what: "not an open file descriptor (open it in the shell first, e.g. 9>FILE)",
+                        errno: Errno::EBADF,
+                    });
+                }
+                LockFd::Borrowed(*fd)
+            }
+            FileTarget::Path(path) => LockFd::Owned(Arc::new(open_lock_file(
+                &self.lock,
+                path,
+                (self.ops.needs_write)(request.mode),
+            )?)),
+        };
+        match self.take(&fd, request.mode, waiter) {
+            // NFS emulates flock() with byte-range locks, which need a writable
+            // fd for a write lock: reopen read-write when allowed, as flock(1) does.
+            Err(Error::Lock {
+                errno: errno @ (Errno::EIO | Errno::EBADF),
+                ..
+            }) if request.mode == Mode::Exclusive => {
+                let path = self
+                    .writable_path()
+                    .ok_or_else(|| self.lock_failed(errno))?;
+                fd = LockFd::Owned(Arc::new(open_read_write(&self.lock, &path)?));
+                self.take(&fd, request.mode, waiter)?;
+            }
+            other => other?,
+        }
+        Ok(Box::new(KernelHeld { fd }))
+    }
+
+    fn supports_shared(&self) -> bool {
+        true
+    }
+}
+
+impl KernelLock {
+    /// One non-blocking try, then, if waiting is allowed, a blocking call on
+    /// a helper thread so the deadline and signals still count.
+    fn take(&self, fd: &LockFd, mode: Mode, waiter: &Waiter<'_>) -> Result<(), Error> {
+        let call = self.ops.call;
+        match call(fd.raw(), mode, false) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EWOULDBLOCK | Errno::EACCES) => {}
+            Err(e) => return Err(self.lock_failed(e)),
+        }
+        if waiter.is_nonblocking() {
+            return waiter.pause(&[], None);
+        }
+        // The helper thread keeps its own reference so the fd cannot be closed
+        // and reused under it while it blocks.
+        let keep_open = match fd {
+            LockFd::Owned(owned) => Some(Arc::clone(owned)),
+            LockFd::Borrowed(_) => None,
+        };
+        let raw = fd.raw();
+        let blocked = Background::start(move || {
+            let _keep_open = keep_open;
+            loop {
+                match call(raw, mode, true) {
+                    Err(Errno::EINTR) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .map_err(|e| Error::os(&self.lock, "cannot start the waiting thread", e))?;
+        loop {
+            waiter.pause(&[blocked.as_fd()], None)?;
+            if let Some(result) = blocked.try_result() {
+                return result.map_err(|e| self.lock_failed(e));
+            }
+        }
+    }
+
+    /// The path, if it is one and this user may open it read-write.
+    fn writable_path(&self) -> Option<PathBuf> {
+        match &self.target {
+            FileTarget::Path(path) => nix::unistd::access(
+                path.as_path(),
+                nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+            )
+            .ok()
+            .map(|()| path.clone()),
+            FileTarget::Fd(_) => None,
+        }
+    }
+}
+
+/// The fd a kernel lock sits on.
+enum LockFd {
+    /// Opened by lockwrap; closing the last copy releases the lock.
+    Owned(Arc<OwnedFd>),
+    /// The caller's; the lock stays on it after lockwrap exits, as with flock(1).
+    Borrowed(RawFd),
+}
+
+impl LockFd {
+    fn raw(&self) -> RawFd {
+        match self {
+            LockFd::Owned(fd) => fd.as_raw_fd(),
+            LockFd::Borrowed(fd) => *fd,
+        }
+    }
+}
+
+/// A kernel lock held through an fd.
+struct KernelHeld {
+    fd: LockFd,
+}
+
+impl Held for KernelHeld {
+    fn lock_fds(&self) -> Vec<BorrowedFd<'_>> {
+        // SAFETY: the fd stays open for as long as self lives: either we own
+        // it, or it is the caller's fd, which lockwrap never closes.
+        vec![unsafe { BorrowedFd::borrow_raw(self.fd.raw()) }]
+    }
+
+    fn release(self: Box<Self>) -> Result<(), Error> {
+        // Closing, not unlocking: an unlock would also take the lock from
+        // descendants that still hold an inherited copy, unlike flock(1).
+        Ok(())
+    }
+}
+
+/// Opens the file the way flock(1) does: created if missing (0666 less
+/// umask), never truncated or written; a directory is opened read-only.
+fn open_lock_file(lock: &str, path: &std::path::Path, writable: bool) -> Result<OwnedFd, Error> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode as Perm;
+    let access = if writable {
+        OFlag::O_WRONLY
+    } else {
+        OFlag::O_RDONLY
+    };
+    let base = OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    match open(
+        path,
+        access | OFlag::O_CREAT | base,
+        Perm::from_bits_truncate(0o666),
+    ) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::EISDIR) => {
+            open(path, OFlag::O_RDONLY | base, Perm::empty()).map_err(|e| Error::open(lock, e))
+        }
+        Err(e) => Err(Error::open(lock, e)),
+    }
+}
+
+fn open_read_write(lock: &str, path: &std::path::Path) -> Result<OwnedFd, Error> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode as Perm;
+    let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    open(path, flags, Perm::from_bits_truncate(0o666)).map_err(|e| Error::open(lock, e))
+}
+
+/// Whether `fd` is an open file descriptor of this process.
+fn fd_is_open(fd: RawFd) -> bool {
+    nix::fcntl::fcntl(
+        // SAFETY: only used for F_GETFD, which reads flags and reports EBADF
+        // for a closed fd; nothing is closed or kept.
+        unsafe { BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .is_ok()
+}

@@ -1,0 +1,119 @@
+//! The lock mechanisms behind one small trait. Each backend lives in its own
+//! file and knows nothing of the others; [`open`] is the one place that maps
+//! a [`LockSpec`] to a backend.
+
+mod abstract_socket;
+mod excl;
+mod flock;
+mod kernel;
+mod mkdir;
+mod ofd;
+mod path_artifact;
+
+use std::ffi::OsString;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::time::Duration;
+
+use nix::unistd::Pid;
+
+use crate::cli::Mode;
+use crate::error::Error;
+use crate::spec::LockSpec;
+use crate::wait::Waiter;
+
+/// What an acquisition asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Shared, exclusive or unlock.
+    pub mode: Mode,
+    /// The command about to run, for holder records.
+    pub command: &'a str,
+    /// `--stale-after`: reclaim a lock of unknown owner older than this.
+    pub stale_after: Option<Duration>,
+}
+
+/// A lock mechanism.
+pub trait Backend {
+    /// Takes the lock, waiting as `waiter` allows between attempts.
+    fn acquire(&self, request: &Request<'_>, waiter: &Waiter<'_>) -> Result<Box<dyn Held>, Error>;
+
+    /// Whether `-s` can be honoured (and `-u` means anything).
+    fn supports_shared(&self) -> bool {
+        false
+    }
+
+    /// Whether the lock stays valid across exec (`-F`) with no wrapper left
+    /// to look after it. A lease that must be renewed cannot.
+    fn survives_exec(&self) -> bool {
+        true
+    }
+}
+
+/// A held lock. Dropping it releases it; [`Held::release`] does the same and
+/// reports failures.
+pub trait Held {
+    /// The fds that carry the lock into the child (and across `-F`): the
+    /// child keeps the lock while any copy of them is open. Empty when the
+    /// lock is not an fd.
+    fn lock_fds(&self) -> Vec<BorrowedFd<'_>> {
+        Vec::new()
+    }
+
+    /// Tells the holder the child's pid, so that a lock whose wrapper died is
+    /// still seen as held while the child runs.
+    fn child_started(&mut self, _child: Pid) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Extra environment for the child (a fencing token, a slot number).
+    fn child_env(&self) -> Vec<(OsString, OsString)> {
+        Vec::new()
+    }
+
+    /// For leases: how often [`Held::renew`] must be called while the child runs.
+    fn renew_every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// For leases: extends the lease. An error means the lock may no longer
+    /// be ours; the child must be stopped.
+    fn renew(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Releases the lock.
+    fn release(self: Box<Self>) -> Result<(), Error>;
+}
+
+/// The registration point: the backend for a lock spec.
+pub fn open(spec: &LockSpec) -> Box<dyn Backend> {
+    let lock = spec.to_string();
+    match spec {
+        LockSpec::Flock(path) => {
+            Box::new(kernel::KernelLock::path(lock, path.clone(), &flock::OPS))
+        }
+        LockSpec::Ofd(path) => Box::new(kernel::KernelLock::path(lock, path.clone(), &ofd::OPS)),
+        LockSpec::Mkdir(path) => Box::new(mkdir::MkdirLock::new(lock, path.clone())),
+        LockSpec::Excl(path) => Box::new(excl::ExclLock::new(lock, path.clone())),
+        LockSpec::Abstract(name) => {
+            Box::new(abstract_socket::AbstractLock::new(lock, name.clone()))
+        }
+    }
+}
+
+/// The backend for flock(1)'s fd mode: an already-open fd of the caller.
+pub fn for_fd(fd: RawFd, fcntl: bool) -> Box<dyn Backend> {
+    let ops = if fcntl { &ofd::OPS } else { &flock::OPS };
+    Box::new(kernel::KernelLock::fd(fd, ops))
+}
+
+/// Clears or sets FD_CLOEXEC: whether a child inherits `fd`.
+pub fn set_inheritable(fd: BorrowedFd<'_>, inheritable: bool) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let flags = if inheritable {
+        FdFlag::empty()
+    } else {
+        FdFlag::FD_CLOEXEC
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags)).map(drop)
+}

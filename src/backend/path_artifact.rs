@@ -1,0 +1,291 @@
+//! What the two path-artifact backends (mkdir and excl) share: publishing a
+//! holder record without a reader ever seeing half of it, waiting for the
+//! artifact to go away with inotify, and reclaiming a stale artifact so that
+//! exactly one of several racing reclaimers wins.
+//!
+//! Reclaim protocol: a reclaimer opens the artifact (never following a
+//! symlink), reads the record through that fd and judges it; if the holder is
+//! provably dead it takes flock(LOCK_EX|LOCK_NB) on that same fd, checks that
+//! the path still names the same inode, and only then removes it. Creating
+//! stays lock-free (mkdir and link are atomic) and only a dead owner's
+//! artifact is ever removed by someone else, so a reclaimer that arrives late
+//! finds a different inode (its open fd keeps the old inode number from being
+//! reused) and leaves the new lock alone.
+
+use std::io::Write as _;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::{Mode as Perm, fstat};
+
+use super::Request;
+use crate::error::Error;
+use crate::holder::{HolderRecord, Liveness};
+use crate::wait::{NameWatch, Waiter};
+
+/// How often a waiter re-examines a held artifact when no event woke it:
+/// to notice a holder that died without removing it, or a release on NFS.
+const RECHECK_WITH_WATCH: Duration = Duration::from_millis(500);
+/// The same, when inotify is unavailable (too many instances, odd filesystem).
+const RECHECK_WITHOUT_WATCH: Duration = Duration::from_millis(50);
+
+/// One kind of path artifact: how it is created, read and removed.
+pub trait Artifact {
+    /// The lock as the user wrote it.
+    fn lock(&self) -> &str;
+    /// Where the artifact lives.
+    fn path(&self) -> &Path;
+    /// Creates the artifact atomically, carrying `record`. Ok(None) when it
+    /// already exists; Ok(Some(identity)) when created.
+    fn try_create(&self, record: &HolderRecord) -> Result<Option<FileId>, Error>;
+    /// Opens an existing artifact for inspection without following symlinks.
+    /// Ok(None) when it vanished meanwhile; an error when the path holds
+    /// something this backend must not touch.
+    fn open_existing(&self) -> Result<Option<OwnedFd>, Error>;
+    /// The record of an opened artifact (None: no complete record).
+    fn read_record(&self, artifact: BorrowedFd<'_>) -> Option<HolderRecord>;
+    /// Replaces the record of a held artifact; returns its new identity.
+    fn rewrite_record(&self, current: FileId, record: &HolderRecord) -> Result<FileId, Error>;
+    /// Removes the artifact known by `id`; the caller has checked it is the one at the path.
+    fn remove(&self, id: FileId) -> Result<(), Error>;
+}
+
+/// Device and inode: which file a path named at some moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity of an open fd.
+    pub fn of_fd(fd: BorrowedFd<'_>) -> nix::Result<FileId> {
+        let st = fstat(fd)?;
+        Ok(FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+
+    /// The identity of whatever `path` names now (not following a symlink).
+    pub fn of_path(path: &Path) -> Option<FileId> {
+        let m = std::fs::symlink_metadata(path).ok()?;
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// Takes a path-artifact lock: create, or find it held; reclaim it if its
+/// holder is provably dead (or, with `--stale-after`, unknown and too old);
+/// otherwise wait for an inotify event or the recheck interval.
+pub fn acquire<A: Artifact>(
+    artifact: &A,
+    request: &Request<'_>,
+    waiter: &Waiter<'_>,
+) -> Result<(HolderRecord, FileId), Error> {
+    let record = HolderRecord::for_this_process(request.command);
+    // Watch before the first attempt, so a release between the attempt and
+    // the wait is not missed.
+    let watch = if waiter.is_nonblocking() {
+        None
+    } else {
+        NameWatch::new(artifact.path()).ok()
+    };
+    loop {
+        if let Some(id) = artifact.try_create(&record)? {
+            return Ok((record, id));
+        }
+        if reclaim_if_stale(artifact, request.stale_after)? {
+            continue;
+        }
+        match &watch {
+            Some(watch) => {
+                waiter.pause(&[watch.as_fd()], Some(RECHECK_WITH_WATCH))?;
+                watch.drain();
+            }
+            None => waiter.pause(&[], Some(RECHECK_WITHOUT_WATCH))?,
+        }
+    }
+}
+
+/// Removes the artifact if its holder is provably gone. True when the caller
+/// should retry at once (removed, or vanished meanwhile).
+fn reclaim_if_stale<A: Artifact>(
+    artifact: &A,
+    stale_after: Option<Duration>,
+) -> Result<bool, Error> {
+    let Some(fd) = artifact.open_existing()? else {
+        return Ok(true);
+    };
+    let lock_failed = |errno| Error::os(artifact.lock(), "cannot examine the lock", errno);
+    let id = FileId::of_fd(fd.as_fd()).map_err(lock_failed)?;
+    if !is_stale(artifact, fd.as_fd(), stale_after) {
+        return Ok(false);
+    }
+    // Serialise reclaimers on the artifact itself; the loser retries and finds
+    // either a new lock or nothing.
+    match try_flock(fd.as_fd()) {
+        Ok(()) => {}
+        Err(Errno::EWOULDBLOCK) => return Ok(false),
+        Err(e) => return Err(lock_failed(e)),
+    }
+    if FileId::of_path(artifact.path()) != Some(id) || !is_stale(artifact, fd.as_fd(), stale_after)
+    {
+        return Ok(true);
+    }
+    artifact.remove(id)?;
+    Ok(true)
+}
+
+fn is_stale<A: Artifact>(artifact: &A, fd: BorrowedFd<'_>, stale_after: Option<Duration>) -> bool {
+    let record = artifact.read_record(fd);
+    if record.as_ref().map(HolderRecord::liveness) == Some(Liveness::Dead) {
+        return true;
+    }
+    let Some(limit) = stale_after else {
+        return false;
+    };
+    let age = match &record {
+        Some(r) => r.age(),
+        None => fstat(fd)
+            .ok()
+            .and_then(|st| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .ok()
+                    .map(|now| (st, now))
+            })
+            .map(
+                |(st, now)| Duration::from_secs((now.as_secs() as i64 - st.st_mtime).max(0) as u64),
+            )
+            .unwrap_or_default(),
+    };
+    age > limit
+}
+
+/// flock(LOCK_EX|LOCK_NB) on an artifact's fd, used only to serialise reclaimers.
+fn try_flock(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: flock takes a plain fd and flags and touches no memory.
+    let rc = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    Errno::result(rc).map(drop)
+}
+
+/// Writes `record` to a new file `dir/name` (created exclusively, never
+/// through a symlink, mode 0644 less umask), ready to be linked or renamed
+/// into place. The caller removes or renames it.
+pub fn write_temp_record(
+    lock: &str,
+    dir: BorrowedFd<'_>,
+    name: &Path,
+    record: &HolderRecord,
+) -> Result<(), Error> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir, name, flags, Perm::from_bits_truncate(0o644))
+        .map_err(|e| Error::open(lock, e))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(record.encode().as_bytes())
+        .map_err(|e| Error::os(lock, "cannot write the holder record", io_errno(&e)))
+}
+
+/// A name for a temporary file that no other process picks.
+pub fn temp_name(prefix: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    PathBuf::from(format!(
+        "{prefix}.lockwrap-{}-{nanos}.tmp",
+        std::process::id()
+    ))
+}
+
+/// Opens a directory for *at() calls.
+pub fn open_dir(lock: &str, dir: &Path) -> Result<OwnedFd, Error> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    open(
+        dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Perm::empty(),
+    )
+    .map_err(|e| Error::open(lock, e))
+}
+
+/// Reads a small file through an fd, from the start.
+pub fn read_fd_to_string(fd: BorrowedFd<'_>) -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let n = nix::sys::uio::pread(fd, &mut buf, 0).ok()?;
+    buf.truncate(n);
+    String::from_utf8(buf).ok()
+}
+
+/// The errno inside an io::Error, for messages.
+pub fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// A held mkdir or excl lock: removes its artifact on release, but only if
+/// the path still names the artifact it created.
+pub struct ArtifactHeld<A: Artifact> {
+    artifact: A,
+    record: HolderRecord,
+    id: FileId,
+    released: bool,
+}
+
+impl<A: Artifact> ArtifactHeld<A> {
+    /// Wraps a freshly created artifact.
+    pub fn new(artifact: A, (record, id): (HolderRecord, FileId)) -> ArtifactHeld<A> {
+        ArtifactHeld {
+            artifact,
+            record,
+            id,
+            released: false,
+        }
+    }
+
+    fn remove_if_ours(&mut self) -> Result<(), Error> {
+        if std::mem::replace(&mut self.released, true) {
+            return Ok(());
+        }
+        if FileId::of_path(self.artifact.path()) != Some(self.id) {
+            return Err(Error::Artifact {
+                lock: self.artifact.lock().to_owned(),
+                reason:
+                    "the lock was removed or replaced by someone else while held; left as it is"
+                        .into(),
+            });
+        }
+        self.artifact.remove(self.id)
+    }
+}
+
+impl<A: Artifact> super::Held for ArtifactHeld<A> {
+    fn child_started(&mut self, child: nix::unistd::Pid) -> Result<(), Error> {
+        let pid = child.as_raw();
+        let start = crate::holder::process_start_time(pid).unwrap_or(0);
+        self.record.child = Some((pid, start));
+        self.id = self.artifact.rewrite_record(self.id, &self.record)?;
+        Ok(())
+    }
+
+    fn release(mut self: Box<Self>) -> Result<(), Error> {
+        self.remove_if_ours()
+    }
+}
+
+impl<A: Artifact> Drop for ArtifactHeld<A> {
+    fn drop(&mut self) {
+        let _ = self.remove_if_ours();
+    }
+}

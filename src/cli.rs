@@ -1,0 +1,443 @@
+//! The command line: clap definitions plus flock(1)'s positional rules,
+//! turned into an [`Invocation`]. Nothing here touches a lock.
+
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::duration::parse_duration;
+use crate::error::Error;
+use crate::spec::LockSpec;
+
+const EXAMPLES: &str = "\
+Lock specs:
+  PATH, flock:PATH   flock(2) on a file or directory (created if missing, never written)
+  fcntl:PATH         open-file-description locks (also --fcntl PATH); work on NFS
+  mkdir:PATH         an atomic lock directory, removed on release
+  excl:PATH          an O_CREAT|O_EXCL lock file, removed on release
+  @NAME, abstract:NAME   a Linux abstract unix socket; no file at all
+
+Exit codes:
+  the command's status (128+N if it was killed by signal N)
+  1 (or the -E value)  the lock is held (-n) or -w expired
+  64 usage error   65 lock call failed   66 cannot open the lock   69 cannot run the command
+  71 system error  73 read-only or full filesystem   75 lock server unreachable or lock lost
+  124 --max-runtime expired
+
+Examples:
+  */5 * * * * lockwrap -n /run/lock/backup.lock /usr/local/bin/backup
+  lockwrap -w 30s mkdir:/var/tmp/deploy.lock -c 'make deploy'
+  exec 9>/run/lock/app.lock; lockwrap -n 9 || exit 1
+  lockwrap --status /run/lock/backup.lock";
+
+/// lockwrap: run a command while holding a lock; a drop-in for flock(1).
+#[derive(Debug, Parser)]
+#[command(
+    name = "lockwrap",
+    version,
+    override_usage = "lockwrap [OPTIONS] <LOCK> <COMMAND> [ARGS...]\n       \
+                      lockwrap [OPTIONS] <LOCK> -c <COMMAND_STRING>\n       \
+                      lockwrap [OPTIONS] <FD>\n       \
+                      lockwrap [OPTIONS] --fd <N> <COMMAND> [ARGS...]\n       \
+                      lockwrap --status [--json] <LOCK>...",
+    after_help = EXAMPLES,
+    trailing_var_arg = true,
+    infer_long_args = true,
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// Take a shared lock (readers); flock and fcntl locks only
+    #[arg(short = 's', long = "shared", overrides_with_all = ["exclusive", "unlock"])]
+    shared: bool,
+
+    /// Take an exclusive lock (the default)
+    #[arg(short = 'x', short_alias = 'e', long = "exclusive", overrides_with_all = ["shared", "unlock"])]
+    exclusive: bool,
+
+    /// Remove a lock (useful with an fd of the caller)
+    #[arg(short = 'u', long = "unlock", overrides_with_all = ["shared", "exclusive"])]
+    unlock: bool,
+
+    /// Fail at once (exit 1 or the -E value) if the lock is held
+    #[arg(short = 'n', long = "nonblocking", visible_aliases = ["nb", "nonblock"])]
+    nonblock: bool,
+
+    /// Wait at most this long (2.5, 500ms, 30s, 5m, 2h); 0 is the same as -n
+    #[arg(
+        short = 'w',
+        long = "timeout",
+        visible_alias = "wait",
+        value_name = "SECS",
+        allow_hyphen_values = true
+    )]
+    timeout: Option<String>,
+
+    /// Exit code when the lock is held (-n) or -w expires (0..255, default 1)
+    #[arg(
+        short = 'E',
+        long = "conflict-exit-code",
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    conflict_exit_code: Option<String>,
+
+    /// Do not let the command inherit the lock; only lockwrap holds it
+    #[arg(short = 'o', long = "close")]
+    close: bool,
+
+    /// Run this string with $SHELL -c (or /bin/sh -c); with --fd, or after LOCK
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "COMMAND_STRING",
+        allow_hyphen_values = true
+    )]
+    command: Option<OsString>,
+
+    /// Exec the command in place (same PID) instead of forking
+    #[arg(short = 'F', long = "no-fork")]
+    no_fork: bool,
+
+    /// Say how long the lock took and who holds it on conflict (on stderr)
+    #[arg(long)]
+    verbose: bool,
+
+    /// Use open-file-description fcntl locks for a PATH or an fd (NFS-safe)
+    #[arg(long)]
+    fcntl: bool,
+
+    /// Lock this already-open fd of the caller, then run the command
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    fd: Option<String>,
+
+    /// The lock, then the command and its arguments (or a single FD)
+    #[arg(value_name = "LOCK", num_args = 0..)]
+    args: Vec<OsString>,
+}
+
+/// How to lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `-s`: several shared holders may hold it at once.
+    Shared,
+    /// `-x` (default): one holder.
+    Exclusive,
+    /// `-u`: drop a lock held through the same open file description.
+    Unlock,
+}
+
+/// How long to wait for a held lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitPolicy {
+    /// `-n` or `-w 0`: fail at once.
+    NonBlocking,
+    /// `-w SECS`: wait at most this long.
+    Timeout(Duration),
+    /// The default: wait as long as it takes.
+    Forever,
+}
+
+/// What to do once the arguments are understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    /// Take the lock, run the command, release.
+    Run {
+        /// The lock.
+        lock: LockSpec,
+        /// The lock exactly as given, for `LOCKWRAP_LOCK`.
+        lock_text: OsString,
+        /// argv of the command.
+        command: Vec<OsString>,
+    },
+    /// flock(1)'s fd mode: lock (or unlock) an fd of the caller; with
+    /// `--fd`, run a command while it is held.
+    Fd {
+        /// The caller's file descriptor.
+        fd: RawFd,
+        /// Use OFD fcntl locks instead of flock(2).
+        fcntl: bool,
+        /// argv of the command, if any.
+        command: Option<Vec<OsString>>,
+    },
+}
+
+/// Everything the library needs to act; built only by [`parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// What to do.
+    pub task: Task,
+    /// Shared, exclusive or unlock.
+    pub mode: Mode,
+    /// Whether and how long to wait.
+    pub wait: WaitPolicy,
+    /// The `-E` value.
+    pub conflict_exit_code: u8,
+    /// `-o`: the child does not inherit the lock.
+    pub close_in_child: bool,
+    /// `-F`: exec in place.
+    pub no_fork: bool,
+    /// `--verbose`.
+    pub verbose: bool,
+}
+
+/// The outcome of parsing: something to do, or text to print and exit 0.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Run this.
+    Invocation(Invocation),
+    /// `--help` or `--version`: print this to stdout and exit 0.
+    Info(String),
+}
+
+/// Parses argv (including argv[0]) the way flock(1) does.
+pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error> {
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    Ok(Parsed::Info(e.render().to_string()))
+                }
+                _ => Err(usage(first_line_of(&e.render().to_string()))),
+            };
+        }
+    };
+    cli.into_invocation().map(Parsed::Invocation)
+}
+
+/// A usage error with the pointer to --help that every usage error ends with.
+fn usage(message: impl AsRef<str>) -> Error {
+    Error::Usage(format!("{} (see 'lockwrap --help')", message.as_ref()))
+}
+
+fn first_line_of(clap_message: &str) -> String {
+    let line = clap_message.lines().next().unwrap_or("invalid arguments");
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
+/// argv for `-c STRING`: `$SHELL -c STRING`, or `/bin/sh` when SHELL is unset or empty.
+fn shell_command(script: OsString) -> Vec<OsString> {
+    let shell = std::env::var_os("SHELL")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| OsString::from("/bin/sh"));
+    vec![shell, OsString::from("-c"), script]
+}
+
+fn parse_fd(text: &str) -> Result<RawFd, Error> {
+    text.trim()
+        .parse::<RawFd>()
+        .ok()
+        .filter(|fd| *fd >= 0)
+        .ok_or_else(|| usage(format!("invalid file descriptor: '{text}'")))
+}
+
+impl Cli {
+    fn into_invocation(self) -> Result<Invocation, Error> {
+        if self.no_fork && self.close {
+            return Err(usage("the --no-fork and --close options are incompatible"));
+        }
+        let mode = if self.shared {
+            Mode::Shared
+        } else if self.unlock {
+            Mode::Unlock
+        } else {
+            Mode::Exclusive
+        };
+        let conflict_exit_code = match &self.conflict_exit_code {
+            None => 1,
+            Some(text) => text.trim().parse::<u8>().map_err(|_| {
+                usage(format!(
+                    "invalid exit code (allowed values: 0-255): '{text}'"
+                ))
+            })?,
+        };
+        let wait = match (&self.timeout, self.nonblock) {
+            (_, true) => WaitPolicy::NonBlocking,
+            (None, false) => WaitPolicy::Forever,
+            (Some(text), false) => {
+                let d = parse_duration(text).map_err(|e| usage(format!("invalid timeout: {e}")))?;
+                if d.is_zero() {
+                    WaitPolicy::NonBlocking
+                } else {
+                    WaitPolicy::Timeout(d)
+                }
+            }
+        };
+        let task = self.task()?;
+        Ok(Invocation {
+            task,
+            mode,
+            wait,
+            conflict_exit_code,
+            close_in_child: self.close,
+            no_fork: self.no_fork,
+            verbose: self.verbose,
+        })
+    }
+
+    /// flock(1)'s positional rules: with `--fd`, every positional is the
+    /// command; one positional is an fd number; two or more start with a path.
+    fn task(&self) -> Result<Task, Error> {
+        let mut positional = self.args.clone();
+        if let Some(fd_text) = &self.fd {
+            let fd = parse_fd(fd_text)?;
+            let command = match (&self.command, positional.is_empty()) {
+                (Some(script), true) => shell_command(script.clone()),
+                (Some(_), false) => {
+                    return Err(usage("-c requires exactly one command argument"));
+                }
+                (None, false) => self.split_command(positional)?,
+                (None, true) => return Err(usage("missing command after --fd N")),
+            };
+            return Ok(Task::Fd {
+                fd,
+                fcntl: self.fcntl,
+                command: Some(command),
+            });
+        }
+        if self.command.is_some() {
+            return Err(usage(
+                "-c before the lock is only valid with --fd; write: lockwrap LOCK -c 'COMMAND'",
+            ));
+        }
+        match positional.len() {
+            0 => Err(usage("missing lock: give a LOCK and a COMMAND, or an FD")),
+            1 => {
+                let text = positional.remove(0);
+                let text = text.to_string_lossy();
+                if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+                    Ok(Task::Fd {
+                        fd: parse_fd(&text)?,
+                        fcntl: self.fcntl,
+                        command: None,
+                    })
+                } else {
+                    Err(usage(format!(
+                        "{text}: missing command (lockwrap LOCK COMMAND [ARGS...], or lockwrap LOCK -c 'COMMAND')"
+                    )))
+                }
+            }
+            _ => {
+                let lock_text = positional.remove(0);
+                let mut lock = LockSpec::parse(&lock_text);
+                if self.fcntl {
+                    lock = lock.with_fcntl().map_err(|other| {
+                        usage(format!(
+                            "{other}: --fcntl applies to file locks only (PATH or fcntl:PATH)"
+                        ))
+                    })?;
+                }
+                let command = self.split_command(positional)?;
+                Ok(Task::Run {
+                    lock,
+                    lock_text,
+                    command,
+                })
+            }
+        }
+    }
+
+    /// `-c STRING` after the lock, or a plain argv.
+    fn split_command(&self, words: Vec<OsString>) -> Result<Vec<OsString>, Error> {
+        let first = words.first().and_then(|w| w.to_str());
+        match first {
+            Some(flag @ ("-c" | "--command")) => {
+                if words.len() != 2 {
+                    return Err(usage(format!(
+                        "{flag} requires exactly one command argument"
+                    )));
+                }
+                Ok(shell_command(words[1].clone()))
+            }
+            _ => Ok(words),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inv(args: &[&str]) -> Result<Invocation, Error> {
+        let argv = std::iter::once("lockwrap")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        match parse(argv)? {
+            Parsed::Invocation(i) => Ok(i),
+            Parsed::Info(_) => panic!("unexpected info"),
+        }
+    }
+
+    #[test]
+    fn options_stop_at_the_lock() {
+        let i = inv(&["-n", "lk", "-w", "5", "true"]).unwrap();
+        assert_eq!(i.wait, WaitPolicy::NonBlocking);
+        match i.task {
+            Task::Run { command, .. } => assert_eq!(command, ["-w", "5", "true"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn single_number_is_an_fd_and_two_positionals_start_with_a_path() {
+        assert!(matches!(inv(&["9"]).unwrap().task, Task::Fd { fd: 9, .. }));
+        assert!(matches!(
+            inv(&["9", "true"]).unwrap().task,
+            Task::Run { .. }
+        ));
+        assert!(inv(&["lk"]).is_err());
+    }
+
+    #[test]
+    fn last_mode_wins_and_wait_zero_is_nonblocking() {
+        assert_eq!(inv(&["-s", "-x", "l", "t"]).unwrap().mode, Mode::Exclusive);
+        assert_eq!(inv(&["-x", "-s", "l", "t"]).unwrap().mode, Mode::Shared);
+        assert_eq!(
+            inv(&["-w", "0", "l", "t"]).unwrap().wait,
+            WaitPolicy::NonBlocking
+        );
+        assert_eq!(
+            inv(&["-w0.5", "l", "t"]).unwrap().wait,
+            WaitPolicy::Timeout(Duration::from_millis(500))
+        );
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["-E", "256", "l", "t"][..],
+            &["-E", "-1", "l", "t"],
+            &["-w", "-1", "l", "t"],
+            &["-w", "nan", "l", "t"],
+            &["-F", "-o", "l", "t"],
+            &["--bogus", "l", "t"],
+            &["l", "-c"],
+            &["l", "-c", "a", "b"],
+            &["-c", "x", "l"],
+            &[],
+        ] {
+            let e = inv(args).unwrap_err();
+            assert_eq!(e.exit_code(1), 64, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn long_prefixes_and_aliases_work() {
+        assert_eq!(
+            inv(&["--nonb", "l", "t"]).unwrap().wait,
+            WaitPolicy::NonBlocking
+        );
+        assert_eq!(
+            inv(&["--nb", "l", "t"]).unwrap().wait,
+            WaitPolicy::NonBlocking
+        );
+        assert_eq!(
+            inv(&["--conflict=7", "l", "t"]).unwrap().conflict_exit_code,
+            7
+        );
+        assert_eq!(inv(&["-e", "l", "t"]).unwrap().mode, Mode::Exclusive);
+    }
+}

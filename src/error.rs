@@ -1,0 +1,202 @@
+//! The one error type of the library. Each variant knows its exit code, so
+//! `main` only prints the message and maps it; nothing else exits the process.
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+
+/// Exit code for a usage error (sysexits EX_USAGE), as flock(1).
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code when the lock call fails for a reason other than a conflict (EX_DATAERR).
+pub const EXIT_LOCK_FAILED: u8 = 65;
+/// Exit code when the lock cannot be opened or created (EX_NOINPUT).
+pub const EXIT_CANNOT_OPEN: u8 = 66;
+/// Exit code when the command cannot be executed (EX_UNAVAILABLE).
+pub const EXIT_CANNOT_EXEC: u8 = 69;
+/// Exit code for an operating-system error such as ENOMEM or EMFILE (EX_OSERR).
+pub const EXIT_OS_ERROR: u8 = 71;
+/// Exit code when the lock cannot be created on a read-only or full filesystem (EX_CANTCREAT).
+pub const EXIT_CANNOT_CREATE: u8 = 73;
+/// Exit code when a lock server cannot be reached or the lock was lost (EX_TEMPFAIL).
+pub const EXIT_TEMPFAIL: u8 = 75;
+/// Exit code when `--max-runtime` stopped the child, as timeout(1).
+pub const EXIT_MAX_RUNTIME: u8 = 124;
+
+/// Everything that can go wrong between parsing the command line and the child's exit.
+///
+/// `Display` gives one line, without the `lockwrap: ` prefix, that names the lock and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line cannot be used as given.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The lock is held and `-n` (or `-w 0`) forbids waiting.
+    #[error("{lock}: already locked{}", holder_suffix(.holder))]
+    Conflict {
+        /// The lock as the user wrote it.
+        lock: String,
+        /// Who holds it, when that is known and was asked for.
+        holder: Option<String>,
+    },
+
+    /// `-w` expired before the lock could be taken.
+    #[error("{lock}: timed out waiting for the lock{}", holder_suffix(.holder))]
+    Timeout {
+        /// The lock as the user wrote it.
+        lock: String,
+        /// Who holds it, when that is known and was asked for.
+        holder: Option<String>,
+    },
+
+    /// The lock file, directory or fd cannot be opened or created.
+    #[error("cannot open lock {lock}: {}{}", .errno.desc().to_lowercase(), hint_suffix(.hint))]
+    Open {
+        /// The lock as the user wrote it.
+        lock: String,
+        /// What the kernel said.
+        errno: Errno,
+        /// What the user can do about it.
+        hint: &'static str,
+    },
+
+    /// The lock artifact exists but is something lockwrap must not touch.
+    #[error("{lock}: {reason}")]
+    Artifact {
+        /// The lock as the user wrote it.
+        lock: String,
+        /// Why it cannot be used, and what to do.
+        reason: String,
+    },
+
+    /// The lock call itself failed (not a conflict).
+    #[error("{lock}: {what}: {}", .errno.desc().to_lowercase())]
+    Lock {
+        /// The lock as the user wrote it.
+        lock: String,
+        /// The operation that failed.
+        what: &'static str,
+        /// What the kernel said.
+        errno: Errno,
+    },
+
+    /// The command could not be started.
+    #[error("{lock}: failed to execute {program}: {}", .errno.desc().to_lowercase())]
+    Exec {
+        /// The lock as the user wrote it.
+        lock: String,
+        /// The program that was to run.
+        program: String,
+        /// Why it could not run.
+        errno: Errno,
+    },
+
+    /// A forwarded signal (SIGTERM, SIGINT, ...) arrived before the child was started.
+    #[error("{lock}: interrupted by {} before the command started", .signal.as_str())]
+    Interrupted {
+        /// The lock as the user wrote it.
+        lock: String,
+        /// The signal that arrived.
+        signal: Signal,
+    },
+
+    /// A system call that should not fail did (out of memory, fds, ...).
+    #[error("{context}: {}", .errno.desc().to_lowercase())]
+    Os {
+        /// What lockwrap was doing, naming the lock.
+        context: String,
+        /// What the kernel said.
+        errno: Errno,
+    },
+
+    /// A lock server could not be reached, or the lock may no longer be ours.
+    #[error("{lock}: {reason}")]
+    TempFail {
+        /// The lock as the user wrote it (never with a password).
+        lock: String,
+        /// What happened.
+        reason: String,
+    },
+
+    /// `--replace` cannot take the lock from its holder.
+    #[error("{lock}: cannot replace the holder: {reason}")]
+    Replace {
+        /// The lock as the user wrote it.
+        lock: String,
+        /// Why not.
+        reason: String,
+    },
+}
+
+fn holder_suffix(holder: &Option<String>) -> String {
+    holder
+        .as_deref()
+        .map(|h| format!(" ({h})"))
+        .unwrap_or_default()
+}
+
+fn hint_suffix(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!(" ({hint})")
+    }
+}
+
+impl Error {
+    /// The process exit code for this error; `conflict_code` is the `-E` value.
+    pub fn exit_code(&self, conflict_code: u8) -> u8 {
+        match self {
+            Error::Usage(_) => EXIT_USAGE,
+            Error::Conflict { .. } | Error::Timeout { .. } => conflict_code,
+            Error::Open { errno, .. } => match errno {
+                Errno::EROFS | Errno::ENOSPC | Errno::EDQUOT => EXIT_CANNOT_CREATE,
+                Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE => EXIT_OS_ERROR,
+                _ => EXIT_CANNOT_OPEN,
+            },
+            Error::Artifact { .. } => EXIT_CANNOT_OPEN,
+            Error::Lock { errno, .. } => match errno {
+                Errno::ENOLCK | Errno::ENOMEM => EXIT_OS_ERROR,
+                _ => EXIT_LOCK_FAILED,
+            },
+            Error::Exec { .. } => EXIT_CANNOT_EXEC,
+            Error::Interrupted { signal, .. } => 128u8.wrapping_add(*signal as u8),
+            Error::Os { .. } => EXIT_OS_ERROR,
+            Error::TempFail { .. } => EXIT_TEMPFAIL,
+            Error::Replace { .. } => EXIT_LOCK_FAILED,
+        }
+    }
+
+    /// Whether this error is the ordinary "someone else holds it" outcome, which
+    /// flock(1) reports silently unless `--verbose` is given.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. } | Error::Timeout { .. })
+    }
+
+    /// An [`Error::Open`] with the hint that fits the errno.
+    pub fn open(lock: &str, errno: Errno) -> Self {
+        let hint = match errno {
+            Errno::ENOENT => "the parent directory does not exist; create it first",
+            Errno::EACCES | Errno::EPERM => {
+                "permission denied; run as the job's user or choose a writable path"
+            }
+            Errno::EROFS => "read-only filesystem; choose a lock path on a writable one",
+            Errno::ENOSPC | Errno::EDQUOT => "no space left; free some or choose another path",
+            Errno::ENOTDIR => "a component of the path is not a directory",
+            Errno::ELOOP => "a symlink is in the way; lockwrap does not follow it",
+            _ => "",
+        };
+        Error::Open {
+            lock: lock.to_owned(),
+            errno,
+            hint,
+        }
+    }
+
+    /// An [`Error::Os`] for a failed system call, naming the lock.
+    pub fn os(lock: &str, what: &str, errno: Errno) -> Self {
+        Error::Os {
+            context: format!("{lock}: {what}"),
+            errno,
+        }
+    }
+}

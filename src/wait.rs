@@ -1,0 +1,299 @@
+//! Waiting without burning CPU: the forwarded signals caught into a
+//! self-pipe, deadlines on the monotonic clock, inotify watches for the path
+//! backends, and a helper thread for kernel calls that block.
+//!
+//! This module decides nothing about locks; backends call [`Waiter::pause`]
+//! between attempts and it tells them to retry, or why to give up.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+use crate::cli::WaitPolicy;
+use crate::error::Error;
+
+/// Signals that a wrapper passes on to its child instead of dying of them.
+pub const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// A signal taken off the self-pipe.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// Which signal.
+    pub signal: Signal,
+    /// True when a process sent it with kill(2) and friends; false when the
+    /// kernel generated it (a terminal's Ctrl-C reaches the whole foreground
+    /// process group, so the child already has it).
+    pub sent_by_process: bool,
+}
+
+/// The write end of the self-pipe, for the signal handler (-1: none).
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+/// The signal handler: records the signal in the self-pipe and nothing else.
+extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler;
+    // write(2) and errno access are async-signal-safe. errno is restored so
+    // the interrupted code does not see ours.
+    unsafe {
+        let saved = *libc::__errno_location();
+        let sent_by_process = !info.is_null() && (*info).si_code <= 0;
+        let message = [signal as u8, sent_by_process as u8];
+        libc::write(
+            SIGNAL_PIPE.load(Ordering::Relaxed),
+            message.as_ptr().cast(),
+            2,
+        );
+        *libc::__errno_location() = saved;
+    }
+}
+
+/// The forwarded signals and SIGCHLD, caught into a self-pipe.
+///
+/// Handlers rather than a blocked mask: a blocked mask would be inherited by
+/// the child through posix_spawn, while handlers revert to the default on
+/// exec. A signal the caller ignores (nohup's SIGHUP) stays ignored, for us
+/// and for the child.
+pub struct Signals {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+impl Signals {
+    /// Clears the inherited signal mask (so the child starts with an empty
+    /// one, and a blocked SIGALRM cannot break anything) and catches
+    /// [`FORWARDED`] and SIGCHLD from now on.
+    pub fn install() -> nix::Result<Signals> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        SIGNAL_PIPE.store(write.as_raw_fd(), Ordering::Relaxed);
+        SigSet::empty().thread_set_mask()?;
+        let action = SigAction::new(
+            SigHandler::SigAction(on_signal),
+            SaFlags::SA_RESTART | SaFlags::SA_SIGINFO,
+            SigSet::empty(),
+        );
+        for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
+            // SAFETY: on_signal only writes to a pipe and restores errno.
+            let previous = unsafe { sigaction(signal, &action) }?;
+            if matches!(previous.handler(), SigHandler::SigIgn) && signal != Signal::SIGCHLD {
+                // SAFETY: restoring SIG_IGN installs no code.
+                unsafe { sigaction(signal, &previous) }?;
+            }
+        }
+        Ok(Signals {
+            read,
+            _write: write,
+        })
+    }
+
+    /// The fd to poll for readability.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    /// The next pending signal, if any.
+    pub fn take(&self) -> Option<Received> {
+        let mut message = [0u8; 2];
+        match nix::unistd::read(&self.read, &mut message) {
+            Ok(2) => Some(Received {
+                signal: Signal::try_from(i32::from(message[0])).ok()?,
+                sent_by_process: message[1] == 1,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Polls `fds` for readability for at most `timeout` (None: forever).
+/// Returns which of them are readable.
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> nix::Result<Vec<bool>> {
+    let mut pollfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        // Round up so a wait for 0.3 ms does not spin on a 0 ms poll.
+        Some(d) => PollTimeout::try_from(d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX),
+    };
+    match poll(&mut pollfds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(pollfds
+        .iter()
+        .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+        .collect())
+}
+
+/// The waiting rules of one acquisition: the deadline, the signals that
+/// interrupt it, and the lock name for the errors it returns.
+pub struct Waiter<'a> {
+    lock: String,
+    policy: WaitPolicy,
+    deadline: Option<Instant>,
+    signals: &'a Signals,
+    started: Instant,
+}
+
+impl<'a> Waiter<'a> {
+    /// Starts the clock for a wait on `lock`.
+    pub fn new(lock: &str, policy: WaitPolicy, signals: &'a Signals) -> Waiter<'a> {
+        let started = Instant::now();
+        let deadline = match policy {
+            WaitPolicy::Timeout(d) => started.checked_add(d),
+            _ => None,
+        };
+        Waiter {
+            lock: lock.to_owned(),
+            policy,
+            deadline,
+            signals,
+            started,
+        }
+    }
+
+    /// The lock this wait is for, as the user wrote it.
+    pub fn lock(&self) -> &str {
+        &self.lock
+    }
+
+    /// How long this wait has lasted.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether a conflict must be reported at once (`-n`).
+    pub fn is_nonblocking(&self) -> bool {
+        self.policy == WaitPolicy::NonBlocking
+    }
+
+    /// Call after an attempt found the lock held. Sleeps until one of `wake`
+    /// is readable or `nap` has passed (then the caller retries), and returns the
+    /// error that ends the wait: a conflict under `-n`, a timeout at the
+    /// deadline, or a forwarded signal.
+    pub fn pause(&self, wake: &[BorrowedFd<'_>], nap: Option<Duration>) -> Result<(), Error> {
+        if self.is_nonblocking() {
+            return Err(Error::Conflict {
+                lock: self.lock.clone(),
+                holder: None,
+            });
+        }
+        let remaining = match self.deadline {
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Err(self.timeout()),
+            },
+            None => None,
+        };
+        let timeout = match (remaining, nap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut fds = vec![self.signals.as_fd()];
+        fds.extend_from_slice(wake);
+        let ready = poll_readable(&fds, timeout)
+            .map_err(|e| Error::os(&self.lock, "waiting for the lock", e))?;
+        if ready[0] {
+            while let Some(received) = self.signals.take() {
+                if received.signal != Signal::SIGCHLD {
+                    return Err(Error::Interrupted {
+                        lock: self.lock.clone(),
+                        signal: received.signal,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for an expired deadline.
+    pub fn timeout(&self) -> Error {
+        Error::Timeout {
+            lock: self.lock.clone(),
+            holder: None,
+        }
+    }
+}
+
+/// Wakes a waiter when an entry of a directory is removed or renamed away:
+/// the release of a mkdir or excl lock. Events for other names wake it too,
+/// which only costs one extra attempt.
+pub struct NameWatch {
+    inotify: Inotify,
+}
+
+impl NameWatch {
+    /// Watches the directory that holds `path`.
+    pub fn new(path: &Path) -> nix::Result<NameWatch> {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        inotify.add_watch(
+            parent,
+            AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_ONLYDIR,
+        )?;
+        Ok(NameWatch { inotify })
+    }
+
+    /// The fd that becomes readable on an event.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inotify.as_fd()
+    }
+
+    /// Discards the events read so far.
+    pub fn drain(&self) {
+        while matches!(self.inotify.read_events(), Ok(events) if !events.is_empty()) {}
+    }
+}
+
+/// A blocking call running on a helper thread, so that the caller can keep
+/// watching the deadline and signals. If the caller gives up, the thread is
+/// left blocked; the process exits soon after and takes it along.
+pub struct Background<T> {
+    result: mpsc::Receiver<T>,
+    done: OwnedFd,
+}
+
+impl<T: Send + 'static> Background<T> {
+    /// Starts `call` on a new thread.
+    pub fn start(call: impl FnOnce() -> T + Send + 'static) -> nix::Result<Background<T>> {
+        let (done, notify) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (sender, result) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("lock-wait".into())
+            .spawn(move || {
+                let _ = sender.send(call());
+                let _ = nix::unistd::write(&notify, b"x");
+            })
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
+        Ok(Background { result, done })
+    }
+
+    /// Becomes readable when the result is ready.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.done.as_fd()
+    }
+
+    /// The result, if the call has returned.
+    pub fn try_result(&self) -> Option<T> {
+        self.result.try_recv().ok()
+    }
+}
