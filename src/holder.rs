@@ -221,7 +221,140 @@ mod tests {
     }
 
     #[test]
+    fn lock_lines_parse() {
+        let l = parse_lock_line("1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF").unwrap();
+        assert_eq!(
+            (l.kind.as_str(), l.write, l.pid, l.dev_ino.as_str()),
+            ("FLOCK", true, 1234, "00:2d:5678")
+        );
+        assert!(parse_lock_line("1: -> FLOCK  ADVISORY  WRITE 99 00:2d:5678 0 EOF").is_none());
+        assert!(
+            !parse_lock_line("2: OFDLCK ADVISORY  READ  -1 fd:01:7 0 EOF")
+                .unwrap()
+                .write
+        );
+    }
+
+    #[test]
     fn start_time_parses_names_with_parens() {
         assert!(process_start_time(std::process::id() as i32).is_some());
     }
+}
+
+/// How long ago process `pid` started, from /proc.
+pub fn process_age(pid: i32) -> Option<Duration> {
+    let start_ticks = process_start_time(pid)?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let age = uptime - start_ticks as f64 / ticks_per_second;
+    Duration::try_from_secs_f64(age.max(0.0)).ok()
+}
+
+/// The real uid of process `pid`.
+pub fn process_uid(pid: i32) -> Option<u32> {
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
+/// One lock the kernel reports in /proc/locks or a "lock:" line of fdinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KernelLockLine {
+    kind: String,
+    write: bool,
+    pid: i32,
+    dev_ino: String,
+}
+
+/// Parses "1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF"; None for a
+/// waiter ("1: -> FLOCK ...") or anything else.
+fn parse_lock_line(line: &str) -> Option<KernelLockLine> {
+    let mut words = line.split_whitespace();
+    words.next()?.strip_suffix(':')?;
+    let kind = words.next()?;
+    if kind == "->" {
+        return None;
+    }
+    let _advisory = words.next()?;
+    let write = match words.next()? {
+        "WRITE" => true,
+        "READ" => false,
+        _ => return None,
+    };
+    Some(KernelLockLine {
+        kind: kind.to_owned(),
+        write,
+        pid: words.next()?.parse().ok()?,
+        dev_ino: words.next()?.to_owned(),
+    })
+}
+
+/// The holders of a kernel lock of `kind` ("FLOCK" or "OFDLCK") on the file
+/// with this device and inode: whether it is held shared, and the pids that
+/// hold an fd carrying it (a child that inherited the fd counts). None when
+/// the kernel reports no such lock.
+pub fn kernel_lock_holders(kind: &str, dev: u64, ino: u64) -> Option<(bool, Vec<i32>)> {
+    let wanted = format!(
+        "{:02x}:{:02x}:{ino}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    let matches = |l: &KernelLockLine| l.kind == kind && l.dev_ino == wanted;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let held: Vec<KernelLockLine> = locks
+        .lines()
+        .filter_map(parse_lock_line)
+        .filter(matches)
+        .collect();
+    if held.is_empty() {
+        return None;
+    }
+    let shared = held.iter().all(|l| !l.write);
+    let mut pids = pids_with_lock_fd(&matches);
+    if pids.is_empty() {
+        pids = held.iter().map(|l| l.pid).filter(|p| *p > 0).collect();
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    Some((shared, pids))
+}
+
+/// Pids whose fdinfo lists a lock that `matches`.
+fn pids_with_lock_fd(matches: &dyn Fn(&KernelLockLine) -> bool) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fdinfo")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_to_string(fd.path()).is_ok_and(|info| {
+                info.lines()
+                    .filter_map(|l| l.strip_prefix("lock:"))
+                    .filter_map(parse_lock_line)
+                    .any(|l| matches(&l))
+            })
+        });
+        if holds {
+            pids.push(pid);
+        }
+    }
+    pids
 }

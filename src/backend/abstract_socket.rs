@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, getsockopt, listen,
+    socket, sockopt,
 };
 
-use super::{Backend, Held, Request};
+use super::{Backend, Held, HolderInfo, LockStatus, Request};
 use crate::error::Error;
 use crate::wait::Waiter;
 
@@ -113,6 +114,44 @@ impl Backend for AbstractLock {
                 Err(_) => waiter.pause(&[], Some(RETRY))?,
             }
         }
+    }
+
+    fn status(&self) -> Result<LockStatus, Error> {
+        let address = self.address()?;
+        let probe = self.new_socket(SockFlag::SOCK_NONBLOCK)?;
+        match connect(probe.as_raw_fd(), &address) {
+            Ok(()) | Err(Errno::EINPROGRESS) => {}
+            // Nobody bound, or bound without listening: free as far as we can tell.
+            Err(Errno::ECONNREFUSED | Errno::ENOENT) => return Ok(LockStatus::default()),
+            Err(Errno::EAGAIN) => {
+                return Ok(LockStatus {
+                    held: true,
+                    ..LockStatus::default()
+                });
+            }
+            Err(e) => {
+                return Err(Error::os(
+                    &self.lock,
+                    "cannot connect to the lock socket",
+                    e,
+                ));
+            }
+        }
+        // SO_PEERCRED names the process that called listen(): the holder's
+        // wrapper (or the program itself with -F). Names have no permissions,
+        // so the uid matters: anyone local may have taken it.
+        let holders = getsockopt(&probe, sockopt::PeerCredentials)
+            .map(|cred| {
+                let mut info = HolderInfo::of_process(cred.pid());
+                info.uid = Some(cred.uid());
+                vec![info]
+            })
+            .unwrap_or_default();
+        Ok(LockStatus {
+            held: true,
+            shared: false,
+            holders,
+        })
     }
 }
 

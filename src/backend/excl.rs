@@ -13,7 +13,7 @@ use nix::sys::stat::{Mode as Perm, SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
 use super::path_artifact::{self, Artifact, ArtifactHeld, FileId};
-use super::{Backend, Held, Request};
+use super::{Backend, Held, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::HolderRecord;
 use crate::wait::Waiter;
@@ -66,6 +66,10 @@ impl Backend for ExclLock {
         }
         let taken = path_artifact::acquire(self, request, waiter)?;
         Ok(Box::new(ArtifactHeld::new(self.clone(), taken)))
+    }
+
+    fn status(&self) -> Result<LockStatus, Error> {
+        path_artifact::status(self)
     }
 }
 

@@ -10,6 +10,7 @@ pub static OPS: KernelOps = KernelOps {
     what: "flock",
     needs_write: |_| false,
     call: flock,
+    proc_kind: "FLOCK",
 };
 
 /// flock(2). nix offers it only as `Flock`, which unlocks on drop; that would

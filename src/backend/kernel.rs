@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 
-use super::{Backend, Held, Request};
+use super::{Backend, Held, HolderInfo, LockStatus, Request};
 use crate::cli::Mode;
 use crate::error::Error;
+use crate::holder;
 use crate::wait::{Background, Waiter};
 
 /// What distinguishes one kernel lock mechanism from another.
@@ -22,6 +23,8 @@ pub struct KernelOps {
     pub needs_write: fn(Mode) -> bool,
     /// The lock syscall: take (or drop, for Mode::Unlock) the lock on `fd`.
     pub call: fn(RawFd, Mode, bool) -> nix::Result<()>,
+    /// How /proc/locks names these locks.
+    pub proc_kind: &'static str,
 }
 
 /// Where a kernel lock is taken.
@@ -107,6 +110,29 @@ impl Backend for KernelLock {
 
     fn supports_shared(&self) -> bool {
         true
+    }
+
+    fn status(&self) -> Result<LockStatus, Error> {
+        let stat = match &self.target {
+            FileTarget::Path(path) => nix::sys::stat::stat(path.as_path()),
+            // SAFETY: fstat only reads; a closed fd gives EBADF.
+            FileTarget::Fd(fd) => nix::sys::stat::fstat(unsafe { BorrowedFd::borrow_raw(*fd) }),
+        };
+        let stat = match stat {
+            Ok(stat) => stat,
+            Err(Errno::ENOENT) => return Ok(LockStatus::default()),
+            Err(e) => return Err(Error::open(&self.lock, e)),
+        };
+        let Some((shared, pids)) =
+            holder::kernel_lock_holders(self.ops.proc_kind, stat.st_dev, stat.st_ino)
+        else {
+            return Ok(LockStatus::default());
+        };
+        Ok(LockStatus {
+            held: true,
+            shared,
+            holders: pids.into_iter().map(HolderInfo::of_process).collect(),
+        })
     }
 }
 

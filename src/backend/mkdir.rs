@@ -15,7 +15,7 @@ use nix::unistd::mkdir;
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::path_artifact::{self, Artifact, ArtifactHeld, FileId};
-use super::{Backend, Held, Request};
+use super::{Backend, Held, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::HolderRecord;
 use crate::wait::Waiter;
@@ -55,6 +55,10 @@ impl Backend for MkdirLock {
     fn acquire(&self, request: &Request<'_>, waiter: &Waiter<'_>) -> Result<Box<dyn Held>, Error> {
         let taken = path_artifact::acquire(self, request, waiter)?;
         Ok(Box::new(ArtifactHeld::new(self.clone(), taken)))
+    }
+
+    fn status(&self) -> Result<LockStatus, Error> {
+        path_artifact::status(self)
     }
 }
 

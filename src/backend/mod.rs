@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 
 use crate::cli::Mode;
 use crate::error::Error;
+use crate::holder::{self, HolderRecord};
 use crate::spec::LockSpec;
 use crate::wait::Waiter;
 
@@ -47,6 +48,38 @@ pub trait Backend {
     fn survives_exec(&self) -> bool {
         true
     }
+
+    /// Who holds the lock now, for `--status` and `--verbose`. Takes no lock.
+    fn status(&self) -> Result<LockStatus, Error>;
+}
+
+/// What `--status` reports about one lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockStatus {
+    /// Whether anyone holds it.
+    pub held: bool,
+    /// Whether the holders hold it shared (`-s`).
+    pub shared: bool,
+    /// The holders that could be identified; empty with `held` means
+    /// "held, owner unknown".
+    pub holders: Vec<HolderInfo>,
+}
+
+/// One holder of a lock, as far as it can be known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HolderInfo {
+    /// The holding process (the wrapper, or the program with -F).
+    pub pid: Option<i32>,
+    /// The command lockwrap runs, once spawned.
+    pub child_pid: Option<i32>,
+    /// The holder's uid.
+    pub uid: Option<u32>,
+    /// The holder's host, when it may differ from this one.
+    pub host: Option<String>,
+    /// The holder's command line.
+    pub command: Option<String>,
+    /// How long it has held the lock (or has run, when that is all we know).
+    pub age: Option<Duration>,
 }
 
 /// A held lock. Dropping it releases it; [`Held::release`] does the same and
@@ -83,6 +116,31 @@ pub trait Held {
 
     /// Releases the lock.
     fn release(self: Box<Self>) -> Result<(), Error>;
+}
+
+impl HolderInfo {
+    /// What /proc tells about a live process.
+    pub fn of_process(pid: i32) -> HolderInfo {
+        HolderInfo {
+            pid: Some(pid),
+            uid: holder::process_uid(pid),
+            command: holder::process_command(pid),
+            age: holder::process_age(pid),
+            ..HolderInfo::default()
+        }
+    }
+
+    /// What a holder record says.
+    pub fn of_record(record: &HolderRecord) -> HolderInfo {
+        HolderInfo {
+            pid: Some(record.pid),
+            child_pid: record.child.map(|(pid, _)| pid),
+            uid: Some(record.uid),
+            host: Some(record.host.clone()),
+            command: Some(record.command.clone()),
+            age: Some(record.age()),
+        }
+    }
 }
 
 /// The registration point: the backend for a lock spec.

@@ -15,6 +15,7 @@ pub static OPS: KernelOps = KernelOps {
     // As flock(1) --fcntl: a write lock needs a writable fd.
     needs_write: |mode| mode == Mode::Exclusive,
     call: ofd_lock,
+    proc_kind: "OFDLCK",
 };
 
 fn ofd_lock(fd: RawFd, mode: Mode, blocking: bool) -> nix::Result<()> {

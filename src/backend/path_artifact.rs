@@ -22,7 +22,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::{Mode as Perm, fstat};
 
-use super::Request;
+use super::{HolderInfo, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::{HolderRecord, Liveness};
 use crate::wait::{NameWatch, Waiter};
@@ -112,6 +112,22 @@ pub fn acquire<A: Artifact>(
             None => waiter.pause(&[], Some(RECHECK_WITHOUT_WATCH))?,
         }
     }
+}
+
+/// Who holds a path-artifact lock, from its record.
+pub fn status<A: Artifact>(artifact: &A) -> Result<LockStatus, Error> {
+    let Some(fd) = artifact.open_existing()? else {
+        return Ok(LockStatus::default());
+    };
+    Ok(LockStatus {
+        held: true,
+        shared: false,
+        holders: artifact
+            .read_record(fd.as_fd())
+            .iter()
+            .map(HolderInfo::of_record)
+            .collect(),
+    })
 }
 
 /// Removes the artifact if its holder is provably gone. True when the caller
