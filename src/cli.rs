@@ -112,6 +112,35 @@ struct Cli {
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     fd: Option<String>,
 
+    /// Print who holds each LOCK (free or held, mode, pids, command, age) and
+    /// exit as -n would: 0 if it could be taken now, else the -E code
+    #[arg(long)]
+    status: bool,
+
+    /// With --status: one JSON object per lock
+    #[arg(long, requires = "status")]
+    json: bool,
+
+    /// Let up to N holders run at once (a semaphore); the command gets LOCKWRAP_SLOT
+    #[arg(long, value_name = "N")]
+    slots: Option<String>,
+
+    /// Take the lock from its current holder: SIGTERM it, SIGKILL after --kill-grace
+    #[arg(long)]
+    replace: bool,
+
+    /// Stop the command (SIGTERM, then SIGKILL) if it runs longer; exit 124
+    #[arg(long, value_name = "DURATION")]
+    max_runtime: Option<String>,
+
+    /// Time between SIGTERM and SIGKILL for --replace and --max-runtime (default 10s)
+    #[arg(long, value_name = "DURATION")]
+    kill_grace: Option<String>,
+
+    /// Reclaim a mkdir/excl lock whose owner cannot be proven dead once it is older than this
+    #[arg(long, value_name = "DURATION")]
+    stale_after: Option<String>,
+
     /// The lock, then the command and its arguments (or a single FD)
     #[arg(value_name = "LOCK", num_args = 0..)]
     args: Vec<OsString>,
@@ -180,6 +209,31 @@ pub struct Invocation {
     pub no_fork: bool,
     /// `--verbose`.
     pub verbose: bool,
+    /// `--slots N` (1 without it).
+    pub slots: u32,
+    /// `--replace`.
+    pub replace: bool,
+    /// `--max-runtime`.
+    pub max_runtime: Option<Duration>,
+    /// `--kill-grace`.
+    pub kill_grace: Duration,
+    /// `--stale-after`.
+    pub stale_after: Option<Duration>,
+}
+
+/// `lockwrap --status LOCK...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusQuery {
+    /// The locks to report on.
+    pub locks: Vec<LockSpec>,
+    /// `--json`.
+    pub json: bool,
+    /// `-s`: a shared holder does not count as a conflict.
+    pub shared: bool,
+    /// `--slots N`: report on every slot.
+    pub slots: u32,
+    /// The `-E` value, the exit code when a lock is held.
+    pub conflict_exit_code: u8,
 }
 
 /// The outcome of parsing: something to do, or text to print and exit 0.
@@ -187,6 +241,8 @@ pub struct Invocation {
 pub enum Parsed {
     /// Run this.
     Invocation(Invocation),
+    /// `--status`: report on these locks.
+    Status(StatusQuery),
     /// `--help` or `--version`: print this to stdout and exit 0.
     Info(String),
 }
@@ -205,6 +261,9 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
             };
         }
     };
+    if cli.status {
+        return cli.into_status_query().map(Parsed::Status);
+    }
     cli.into_invocation().map(Parsed::Invocation)
 }
 
@@ -234,7 +293,67 @@ fn parse_fd(text: &str) -> Result<RawFd, Error> {
         .ok_or_else(|| usage(format!("invalid file descriptor: '{text}'")))
 }
 
+fn parse_option_duration(option: &str, text: &Option<String>) -> Result<Option<Duration>, Error> {
+    text.as_deref()
+        .map(|t| parse_duration(t).map_err(|e| usage(format!("invalid {option}: {e}"))))
+        .transpose()
+}
+
 impl Cli {
+    fn slots(&self) -> Result<u32, Error> {
+        match &self.slots {
+            None => Ok(1),
+            Some(text) => text
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| {
+                    usage(format!(
+                        "invalid --slots: '{text}' (a number from 1 to 10000)"
+                    ))
+                }),
+        }
+    }
+
+    fn conflict_exit_code(&self) -> Result<u8, Error> {
+        match &self.conflict_exit_code {
+            None => Ok(1),
+            Some(text) => text.trim().parse::<u8>().map_err(|_| {
+                usage(format!(
+                    "invalid exit code (allowed values: 0-255): '{text}'"
+                ))
+            }),
+        }
+    }
+
+    fn into_status_query(self) -> Result<StatusQuery, Error> {
+        if self.args.is_empty() {
+            return Err(usage("--status needs at least one LOCK"));
+        }
+        let locks = self
+            .args
+            .iter()
+            .map(|text| {
+                let lock = LockSpec::parse(text);
+                if self.fcntl {
+                    lock.with_fcntl().map_err(|other| {
+                        usage(format!("{other}: --fcntl applies to file locks only"))
+                    })
+                } else {
+                    Ok(lock)
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(StatusQuery {
+            locks,
+            json: self.json,
+            shared: self.shared,
+            slots: self.slots()?,
+            conflict_exit_code: self.conflict_exit_code()?,
+        })
+    }
+
     fn into_invocation(self) -> Result<Invocation, Error> {
         if self.no_fork && self.close {
             return Err(usage("the --no-fork and --close options are incompatible"));
@@ -267,6 +386,18 @@ impl Cli {
             }
         };
         let task = self.task()?;
+        let slots = self.slots()?;
+        if slots > 1 && !matches!(task, Task::Run { .. }) {
+            return Err(usage("--slots needs a LOCK, not an fd"));
+        }
+        if self.replace && !matches!(task, Task::Run { .. }) {
+            return Err(usage("--replace needs a LOCK, not an fd"));
+        }
+        if self.no_fork && self.max_runtime.is_some() {
+            return Err(usage(
+                "--max-runtime needs lockwrap to stay: it cannot be used with -F/--no-fork",
+            ));
+        }
         Ok(Invocation {
             task,
             mode,
@@ -275,6 +406,12 @@ impl Cli {
             close_in_child: self.close,
             no_fork: self.no_fork,
             verbose: self.verbose,
+            slots,
+            replace: self.replace,
+            max_runtime: parse_option_duration("--max-runtime", &self.max_runtime)?,
+            kill_grace: parse_option_duration("--kill-grace", &self.kill_grace)?
+                .unwrap_or(crate::DEFAULT_KILL_GRACE),
+            stale_after: parse_option_duration("--stale-after", &self.stale_after)?,
         })
     }
 
@@ -367,7 +504,7 @@ mod tests {
             .map(OsString::from);
         match parse(argv)? {
             Parsed::Invocation(i) => Ok(i),
-            Parsed::Info(_) => panic!("unexpected info"),
+            _ => panic!("not an invocation"),
         }
     }
 

@@ -130,7 +130,7 @@ pub enum Error {
 fn holder_suffix(holder: &Option<String>) -> String {
     holder
         .as_deref()
-        .map(|h| format!(" ({h})"))
+        .map(|h| format!(": {h}"))
         .unwrap_or_default()
 }
 

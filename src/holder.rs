@@ -21,8 +21,8 @@ pub struct HolderRecord {
     pub pid_ns: u64,
     /// The real uid.
     pub uid: u32,
-    /// When the lock was taken, seconds since the epoch.
-    pub acquired: u64,
+    /// When the lock was taken, milliseconds since the epoch.
+    pub acquired_ms: u64,
     /// The command, its words joined by spaces.
     pub command: String,
     /// The child's pid and start time, once spawned.
@@ -53,10 +53,7 @@ impl HolderRecord {
             host: hostname(),
             pid_ns: pid_namespace(),
             uid: nix::unistd::getuid().as_raw(),
-            acquired: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            acquired_ms: unix_millis(),
             command: command.replace(['\n', '\r'], " "),
             child: None,
         }
@@ -72,7 +69,7 @@ impl HolderRecord {
         let _ = writeln!(out, "host={}", self.host);
         let _ = writeln!(out, "pid_ns={}", self.pid_ns);
         let _ = writeln!(out, "uid={}", self.uid);
-        let _ = writeln!(out, "acquired={}", self.acquired);
+        let _ = writeln!(out, "acquired_ms={}", self.acquired_ms);
         if let Some((pid, start)) = self.child {
             let _ = writeln!(out, "child_pid={pid}");
             let _ = writeln!(out, "child_start_time={start}");
@@ -100,7 +97,7 @@ impl HolderRecord {
                 "host" => record.host = value.to_owned(),
                 "pid_ns" => record.pid_ns = value.parse().ok()?,
                 "uid" => record.uid = value.parse().ok()?,
-                "acquired" => record.acquired = value.parse().ok()?,
+                "acquired_ms" => record.acquired_ms = value.parse().ok()?,
                 "child_pid" => child_pid = Some(value.parse().ok()?),
                 "child_start_time" => child_start = Some(value.parse().ok()?),
                 "command" => {
@@ -140,12 +137,15 @@ impl HolderRecord {
 
     /// How long ago the lock was taken.
     pub fn age(&self) -> Duration {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Duration::from_secs(now.saturating_sub(self.acquired))
+        Duration::from_millis(unix_millis().saturating_sub(self.acquired_ms))
     }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Field 22 of /proc/PID/stat (start time in clock ticks since boot), or

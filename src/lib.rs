@@ -2,7 +2,7 @@
 //! flock(1) with more lock mechanisms, chosen by a lock spec.
 //!
 //! The binary parses the command line with [`cli::parse`] and hands the
-//! [`cli::Invocation`] to [`run`], which returns the exit code or an
+//! result to [`run`] or [`status`], which return the exit code or an
 //! [`Error`] that knows its own.
 
 pub mod backend;
@@ -12,69 +12,108 @@ pub mod duration;
 pub mod error;
 pub mod holder;
 pub mod spec;
+pub mod status;
+pub mod takeover;
 pub mod wait;
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::time::Duration;
 
 pub use error::Error;
 
-use crate::backend::{Backend, Request};
+use crate::backend::{Backend, Held, Request};
 use crate::child::ChildPlan;
-use crate::cli::{Invocation, Mode, Task};
+use crate::cli::{Invocation, Mode, StatusQuery, Task};
+use crate::spec::LockSpec;
 use crate::wait::{Signals, Waiter};
 
 /// How long a child stopped by lockwrap gets between SIGTERM and SIGKILL.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+/// With `--slots`, how long a waiter blocks on one slot before it looks at
+/// the others again.
+const SLOT_RESCAN: Duration = Duration::from_millis(250);
 
 /// Takes the lock, runs the command (if any) and releases. Returns the exit
 /// code: the command's status, or 0 in fd mode.
 pub fn run(invocation: Invocation) -> Result<u8, Error> {
     let signals = Signals::install()
         .map_err(|e| Error::os("lockwrap", "cannot set up signal handling", e))?;
-    let (backend, lock, lock_text, command) = match &invocation.task {
+    let (lock, lock_text, command, backends) = match &invocation.task {
         Task::Run {
             lock,
             lock_text,
             command,
-        } => (
-            backend::open(lock),
-            lock.to_string(),
-            lock_text.clone(),
-            Some(command.as_slice()),
-        ),
+        } => {
+            let backends = if invocation.slots > 1 {
+                (0..invocation.slots)
+                    .map(|i| backend::open(&lock.slot(i)))
+                    .collect()
+            } else {
+                vec![backend::open(lock)]
+            };
+            (
+                lock.to_string(),
+                lock_text.clone(),
+                Some(command.as_slice()),
+                backends,
+            )
+        }
         Task::Fd { fd, fcntl, command } => (
-            backend::for_fd(*fd, *fcntl),
             format!("fd {fd}"),
             OsString::from(fd.to_string()),
             command.as_deref(),
+            vec![backend::for_fd(*fd, *fcntl)],
         ),
     };
-    check_supported(&invocation, backend.as_ref(), &lock)?;
+    check_supported(&invocation, backends[0].as_ref(), &lock)?;
     let command_text = command.map(describe_command).unwrap_or_default();
     let request = Request {
         mode: invocation.mode,
         command: &command_text,
-        stale_after: None,
+        stale_after: invocation.stale_after,
     };
-    let waiter = Waiter::new(&lock, invocation.wait, &signals);
-    let mut held = backend.acquire(&request, &waiter)?;
+    if invocation.replace {
+        let holders = backends[0].status()?;
+        if holders.held {
+            takeover::evict(&lock, &holders, invocation.kill_grace)?;
+        }
+    }
+    let waiter =
+        Waiter::new(&lock, invocation.wait, &signals).with_progress(|| describe_all(&backends));
+    let acquired = acquire_any_slot(&backends, &request, &waiter);
+    let took = waiter.elapsed();
+    drop(waiter);
+    let (slot, mut held) = acquired.map_err(|e| {
+        if invocation.verbose {
+            with_holder(e, &backends)
+        } else {
+            e
+        }
+    })?;
     if invocation.verbose {
         eprintln!(
             "lockwrap: {lock}: getting lock took {:.6} seconds",
-            waiter.elapsed().as_secs_f64()
+            took.as_secs_f64()
         );
     }
     let Some(argv) = command else {
         return held.release().map(|()| 0);
     };
+    let mut env = vec![(OsString::from("LOCKWRAP_LOCK"), lock_text)];
+    if invocation.slots > 1 {
+        env.push((
+            OsString::from("LOCKWRAP_SLOT"),
+            OsString::from(slot.to_string()),
+        ));
+    }
     let plan = ChildPlan {
         lock: &lock,
         argv,
-        env: vec![(OsString::from("LOCKWRAP_LOCK"), lock_text)],
+        env,
         close_in_child: invocation.close_in_child,
-        max_runtime: None,
-        kill_grace: DEFAULT_KILL_GRACE,
+        max_runtime: invocation.max_runtime,
+        kill_grace: invocation.kill_grace,
     };
     if invocation.verbose {
         eprintln!("lockwrap: {lock}: executing {}", argv[0].to_string_lossy());
@@ -87,6 +126,101 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
         eprintln!("lockwrap: warning: {e}");
     }
     Ok(code)
+}
+
+/// `--status`: prints one line (or JSON object) per lock, and returns 0 when
+/// every lock could be taken now, else the `-E` code, as `-n` would.
+pub fn status(query: &StatusQuery) -> Result<u8, Error> {
+    let mut all_free = true;
+    let mut out = std::io::stdout().lock();
+    for spec in &query.locks {
+        let slots: Vec<LockSpec> = if query.slots > 1 {
+            (0..query.slots).map(|i| spec.slot(i)).collect()
+        } else {
+            vec![spec.clone()]
+        };
+        let mut any_slot_free = false;
+        for slot in &slots {
+            let state = backend::open(slot).status()?;
+            any_slot_free |= !state.held || (query.shared && state.shared);
+            let lock = slot.to_string();
+            let line = if query.json {
+                status::json_line(&lock, &state)
+            } else {
+                status::text_line(&lock, &state)
+            };
+            if writeln!(out, "{line}").is_err() {
+                return Ok(error::EXIT_OS_ERROR);
+            }
+        }
+        all_free &= any_slot_free;
+    }
+    Ok(if all_free {
+        0
+    } else {
+        query.conflict_exit_code
+    })
+}
+
+/// Takes one free slot (or the only lock): every slot is tried at once, and
+/// then a waiter blocks on one of them, looking at the others again every
+/// [`SLOT_RESCAN`].
+fn acquire_any_slot(
+    backends: &[Box<dyn Backend>],
+    request: &Request<'_>,
+    waiter: &Waiter<'_>,
+) -> Result<(usize, Box<dyn Held>), Error> {
+    if backends.len() == 1 {
+        return backends[0].acquire(request, waiter).map(|held| (0, held));
+    }
+    // Waiters start on different slots so they do not all queue on slot 0.
+    let mut next = std::process::id() as usize;
+    loop {
+        for (slot, backend) in backends.iter().enumerate() {
+            match backend.acquire(request, &waiter.nonblocking()) {
+                Ok(held) => return Ok((slot, held)),
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if waiter.is_nonblocking() {
+            return Err(waiter.conflict());
+        }
+        let slot = next % backends.len();
+        next = next.wrapping_add(1);
+        match backends[slot].acquire(request, &waiter.within(SLOT_RESCAN)) {
+            Ok(held) => return Ok((slot, held)),
+            Err(Error::Timeout { .. }) if !waiter.expired() => {}
+            Err(Error::Timeout { .. }) => return Err(waiter.timeout()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Adds "held by ..." to a conflict or timeout, for `--verbose`.
+fn with_holder(error: Error, backends: &[Box<dyn Backend>]) -> Error {
+    match error {
+        Error::Conflict { lock, .. } => Error::Conflict {
+            lock,
+            holder: Some(describe_all(backends)),
+        },
+        Error::Timeout { lock, .. } => Error::Timeout {
+            lock,
+            holder: Some(describe_all(backends)),
+        },
+        other => other,
+    }
+}
+
+fn describe_all(backends: &[Box<dyn Backend>]) -> String {
+    let described: Vec<String> = backends
+        .iter()
+        .map(|b| match b.status() {
+            Ok(state) => status::describe_holders(&state),
+            Err(e) => e.to_string(),
+        })
+        .collect();
+    described.join("; ")
 }
 
 /// Refuses combinations a backend cannot honour, before touching the lock.
@@ -108,6 +242,11 @@ fn check_supported(
     if invocation.no_fork && !backend.survives_exec() {
         return Err(Error::Usage(format!(
             "{lock}: -F/--no-fork is not possible with this kind of lock: lockwrap must stay to keep the lease alive"
+        )));
+    }
+    if invocation.replace && invocation.slots > 1 {
+        return Err(Error::Usage(format!(
+            "{lock}: --replace cannot be combined with --slots"
         )));
     }
     Ok(())

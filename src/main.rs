@@ -8,6 +8,15 @@ use lockwrap::cli::{self, Parsed};
 fn main() -> ExitCode {
     let invocation = match cli::parse(std::env::args_os()) {
         Ok(Parsed::Invocation(invocation)) => invocation,
+        Ok(Parsed::Status(query)) => {
+            return match lockwrap::status(&query) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("lockwrap: {e}");
+                    ExitCode::from(e.exit_code(query.conflict_exit_code))
+                }
+            };
+        }
         Ok(Parsed::Info(text)) => {
             let mut stdout = std::io::stdout().lock();
             let written = stdout

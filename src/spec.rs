@@ -55,6 +55,26 @@ impl LockSpec {
             other => Err(other),
         }
     }
+
+    /// Slot `i` of a `--slots N` semaphore: the same kind of lock, with
+    /// `.slotI` appended to the path or name.
+    pub fn slot(&self, i: u32) -> LockSpec {
+        let suffix = format!(".slot{i}");
+        let path = |p: &PathBuf| {
+            let mut text = p.as_os_str().to_owned();
+            text.push(&suffix);
+            PathBuf::from(text)
+        };
+        match self {
+            LockSpec::Flock(p) => LockSpec::Flock(path(p)),
+            LockSpec::Ofd(p) => LockSpec::Ofd(path(p)),
+            LockSpec::Mkdir(p) => LockSpec::Mkdir(path(p)),
+            LockSpec::Excl(p) => LockSpec::Excl(path(p)),
+            LockSpec::Abstract(name) => {
+                LockSpec::Abstract([name.as_slice(), suffix.as_bytes()].concat())
+            }
+        }
+    }
 }
 
 impl fmt::Display for LockSpec {
@@ -93,6 +113,12 @@ mod tests {
         assert_eq!(parse("./mkdir:x"), LockSpec::Flock("./mkdir:x".into()));
         assert_eq!(parse("foo:bar"), LockSpec::Flock("foo:bar".into()));
         assert_eq!(parse("MKDIR:x"), LockSpec::Flock("MKDIR:x".into()));
+    }
+
+    #[test]
+    fn slots_keep_the_kind() {
+        assert_eq!(parse("mkdir:/a").slot(2), parse("mkdir:/a.slot2"));
+        assert_eq!(parse("@n").slot(0), parse("@n.slot0"));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! This module decides nothing about locks; backends call [`Waiter::pause`]
 //! between attempts and it tells them to retry, or why to give up.
 
+use std::cell::{Cell, RefCell};
+use std::io::IsTerminal;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -149,6 +151,20 @@ pub struct Waiter<'a> {
     deadline: Option<Instant>,
     signals: &'a Signals,
     started: Instant,
+    progress: Option<Progress<'a>>,
+}
+
+/// How often the waiting line on a terminal is redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often the holder shown on it is looked up again.
+const HOLDER_EVERY: Duration = Duration::from_secs(5);
+
+/// A single live line on a terminal: "waiting 12s; held by pid 4121 (...)".
+struct Progress<'a> {
+    describe_holder: Box<dyn Fn() -> String + 'a>,
+    next_draw: Cell<Instant>,
+    holder: RefCell<Option<(Instant, String)>>,
+    shown: Cell<bool>,
 }
 
 impl<'a> Waiter<'a> {
@@ -165,7 +181,47 @@ impl<'a> Waiter<'a> {
             deadline,
             signals,
             started,
+            progress: None,
         }
+    }
+
+    /// Shows a live waiting line on stderr, refreshed every second, naming
+    /// the holder as `describe_holder` tells. Only for a terminal: cron and
+    /// CI logs get nothing extra.
+    pub fn with_progress(mut self, describe_holder: impl Fn() -> String + 'a) -> Waiter<'a> {
+        if self.policy != WaitPolicy::NonBlocking && std::io::stderr().is_terminal() {
+            self.progress = Some(Progress {
+                describe_holder: Box::new(describe_holder),
+                next_draw: Cell::new(self.started + PROGRESS_EVERY),
+                holder: RefCell::new(None),
+                shown: Cell::new(false),
+            });
+        }
+        self
+    }
+
+    /// A wait on the same terms that gives up after `limit` at the latest
+    /// (with a timeout error); used to look at other semaphore slots again.
+    pub fn within(&self, limit: Duration) -> Waiter<'a> {
+        let soon = Instant::now() + limit;
+        Waiter {
+            lock: self.lock.clone(),
+            policy: WaitPolicy::Timeout(limit),
+            deadline: Some(self.deadline.map_or(soon, |d| d.min(soon))),
+            signals: self.signals,
+            started: self.started,
+            progress: None,
+        }
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// A waiter for a single attempt under the same signals (`-n`).
+    pub fn nonblocking(&self) -> Waiter<'a> {
+        Waiter::new(&self.lock, WaitPolicy::NonBlocking, self.signals)
     }
 
     /// The lock this wait is for, as the user wrote it.
@@ -189,10 +245,7 @@ impl<'a> Waiter<'a> {
     /// deadline, or a forwarded signal.
     pub fn pause(&self, wake: &[BorrowedFd<'_>], nap: Option<Duration>) -> Result<(), Error> {
         if self.is_nonblocking() {
-            return Err(Error::Conflict {
-                lock: self.lock.clone(),
-                holder: None,
-            });
+            return Err(self.conflict());
         }
         let remaining = match self.deadline {
             Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
@@ -201,14 +254,18 @@ impl<'a> Waiter<'a> {
             },
             None => None,
         };
-        let timeout = match (remaining, nap) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next_draw = self
+            .progress
+            .as_ref()
+            .map(|p| p.next_draw.get().saturating_duration_since(Instant::now()));
+        let timeout = [remaining, nap, next_draw].into_iter().flatten().min();
         let mut fds = vec![self.signals.as_fd()];
         fds.extend_from_slice(wake);
         let ready = poll_readable(&fds, timeout)
             .map_err(|e| Error::os(&self.lock, "waiting for the lock", e))?;
+        if let Some(progress) = &self.progress {
+            progress.draw_if_due(&self.lock, self.started);
+        }
         if ready[0] {
             while let Some(received) = self.signals.take() {
                 if received.signal != Signal::SIGCHLD {
@@ -222,12 +279,51 @@ impl<'a> Waiter<'a> {
         Ok(())
     }
 
+    /// The error for a held lock under `-n`.
+    pub fn conflict(&self) -> Error {
+        Error::Conflict {
+            lock: self.lock.clone(),
+            holder: None,
+        }
+    }
+
     /// The error for an expired deadline.
     pub fn timeout(&self) -> Error {
         Error::Timeout {
             lock: self.lock.clone(),
             holder: None,
         }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Some(progress) = &self.progress
+            && progress.shown.get()
+        {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+impl Progress<'_> {
+    fn draw_if_due(&self, lock: &str, started: Instant) {
+        let now = Instant::now();
+        if now < self.next_draw.get() {
+            return;
+        }
+        self.next_draw.set(now + PROGRESS_EVERY);
+        let mut holder = self.holder.borrow_mut();
+        if holder
+            .as_ref()
+            .is_none_or(|(at, _)| now.duration_since(*at) >= HOLDER_EVERY)
+        {
+            *holder = Some((now, (self.describe_holder)()));
+        }
+        let described = holder.as_ref().map(|(_, h)| h.as_str()).unwrap_or_default();
+        let waited = crate::duration::human(now.duration_since(started));
+        eprint!("\r\x1b[Klockwrap: {lock}: waiting {waited}; {described}");
+        self.shown.set(true);
     }
 }
 

@@ -1,0 +1,149 @@
+//! Telling people who holds a lock: the `--status` lines (text and JSON) and
+//! the "held by pid N (command) for 12m3s" phrase used on conflicts and in
+//! the waiting display.
+
+use std::fmt::Write as _;
+
+use crate::backend::{HolderInfo, LockStatus};
+use crate::duration::human;
+
+/// "held by pid 4121 (backup.sh --full) for 12m3s", or "held, owner unknown".
+pub fn describe_holders(status: &LockStatus) -> String {
+    if !status.held {
+        return "free".to_owned();
+    }
+    if status.holders.is_empty() {
+        return "held, owner unknown".to_owned();
+    }
+    let me = nix::unistd::getuid().as_raw();
+    let here = crate::holder::hostname();
+    let holders: Vec<String> = status
+        .holders
+        .iter()
+        .map(|h| {
+            let mut text = match h.pid {
+                Some(pid) => format!("pid {pid}"),
+                None => "an unknown process".to_owned(),
+            };
+            if let Some(child) = h.child_pid {
+                let _ = write!(text, " (child {child})");
+            }
+            if let Some(host) = h.host.as_deref().filter(|host| *host != here) {
+                let _ = write!(text, " on {host}");
+            }
+            if let Some(uid) = h.uid.filter(|uid| *uid != me) {
+                let _ = write!(text, " of uid {uid}");
+            }
+            if let Some(command) = &h.command {
+                let _ = write!(text, " ({command})");
+            }
+            text
+        })
+        .collect();
+    let mut text = format!("held by {}", holders.join(", "));
+    if let Some(age) = status.holders.iter().filter_map(|h| h.age).max() {
+        let _ = write!(text, " for {}", human(age));
+    }
+    text
+}
+
+/// One `--status` line: "LOCK: free" or "LOCK: exclusive, held by ...".
+pub fn text_line(lock: &str, status: &LockStatus) -> String {
+    if !status.held {
+        return format!("{lock}: free");
+    }
+    let mode = if status.shared { "shared" } else { "exclusive" };
+    format!("{lock}: {mode}, {}", describe_holders(status))
+}
+
+/// One `--status --json` object, on one line.
+pub fn json_line(lock: &str, status: &LockStatus) -> String {
+    let mode = match (status.held, status.shared) {
+        (false, _) => "null".to_owned(),
+        (true, true) => json_string("shared"),
+        (true, false) => json_string("exclusive"),
+    };
+    let holders: Vec<String> = status.holders.iter().map(json_holder).collect();
+    format!(
+        "{{\"lock\":{},\"held\":{},\"mode\":{mode},\"holders\":[{}]}}",
+        json_string(lock),
+        status.held,
+        holders.join(",")
+    )
+}
+
+fn json_holder(h: &HolderInfo) -> String {
+    let number = |n: Option<i64>| n.map_or("null".to_owned(), |n| n.to_string());
+    let string = |s: &Option<String>| s.as_deref().map_or("null".to_owned(), json_string);
+    format!(
+        "{{\"pid\":{},\"child_pid\":{},\"uid\":{},\"host\":{},\"command\":{},\"age_seconds\":{}}}",
+        number(h.pid.map(i64::from)),
+        number(h.child_pid.map(i64::from)),
+        number(h.uid.map(i64::from)),
+        string(&h.host),
+        string(&h.command),
+        h.age
+            .map_or("null".to_owned(), |a| format!("{:.3}", a.as_secs_f64())),
+    )
+}
+
+/// A JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn describes_free_unknown_and_known_holders() {
+        assert_eq!(describe_holders(&LockStatus::default()), "free");
+        let unknown = LockStatus {
+            held: true,
+            ..LockStatus::default()
+        };
+        assert_eq!(describe_holders(&unknown), "held, owner unknown");
+        let known = LockStatus {
+            held: true,
+            shared: false,
+            holders: vec![HolderInfo {
+                pid: Some(4121),
+                command: Some("backup.sh --full".into()),
+                age: Some(Duration::from_secs(723)),
+                ..HolderInfo::default()
+            }],
+        };
+        assert_eq!(
+            describe_holders(&known),
+            "held by pid 4121 (backup.sh --full) for 12m3s"
+        );
+    }
+
+    #[test]
+    fn json_escapes() {
+        assert_eq!(json_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        let line = json_line("/x", &LockStatus::default());
+        assert_eq!(
+            line,
+            "{\"lock\":\"/x\",\"held\":false,\"mode\":null,\"holders\":[]}"
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! `--replace`: take a lock from a holder on this machine by stopping it
+//! (SIGTERM, then SIGKILL after the grace period). Refuses whatever it
+//! cannot identify for certain.
+
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::backend::LockStatus;
+use crate::error::Error;
+use crate::holder::{hostname, process_start_time};
+
+/// How often the end of an evicted holder is checked: it is another
+/// process's child, so there is no event to wait for.
+const CHECK_EVERY: Duration = Duration::from_millis(10);
+/// How long to wait for SIGKILLed processes to disappear.
+const AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// Stops every process that holds the lock; returns once they are gone.
+pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<(), Error> {
+    let refuse = |reason: String| Error::Replace {
+        lock: lock.to_owned(),
+        reason,
+    };
+    if status.holders.is_empty() {
+        return Err(refuse(
+            "the holder is unknown (use --status to look, or remove it by hand)".into(),
+        ));
+    }
+    let here = hostname();
+    let mut targets = Vec::new();
+    for holder in &status.holders {
+        if let Some(host) = holder.host.as_deref().filter(|h| *h != here) {
+            return Err(refuse(format!("it is held on another host ({host})")));
+        }
+        // A lockwrap wrapper forwards SIGTERM to its child; signalling both
+        // would deliver it twice. Its child is a target for SIGKILL only.
+        let wrapper = holder.pid.and_then(Running::find);
+        let child = holder.child_pid.and_then(Running::find);
+        match (wrapper, child) {
+            (Some(w), Some(c)) => targets.extend([w.terminate_first(), c]),
+            (Some(p), None) | (None, Some(p)) => targets.push(p.terminate_first()),
+            (None, None) => {}
+        }
+    }
+    for target in targets.iter().filter(|t| t.terminate) {
+        target.signal(lock, Signal::SIGTERM)?;
+    }
+    if wait_gone(&targets, grace) {
+        return Ok(());
+    }
+    for target in &targets {
+        target.signal(lock, Signal::SIGKILL)?;
+    }
+    if wait_gone(&targets, AFTER_KILL) {
+        Ok(())
+    } else {
+        Err(refuse("the holder did not exit after SIGKILL".into()))
+    }
+}
+
+/// A live process, identified by pid and start time so pid reuse cannot
+/// make us signal a stranger.
+#[derive(Debug, Clone, Copy)]
+struct Running {
+    pid: i32,
+    start_time: u64,
+    terminate: bool,
+}
+
+impl Running {
+    fn find(pid: i32) -> Option<Running> {
+        let start_time = process_start_time(pid)?;
+        Some(Running {
+            pid,
+            start_time,
+            terminate: false,
+        })
+    }
+
+    fn terminate_first(self) -> Running {
+        Running {
+            terminate: true,
+            ..self
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        if process_start_time(self.pid) != Some(self.start_time) {
+            return false;
+        }
+        // A zombie has released everything; its parent just has not reaped it.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next());
+        !matches!(state, Some("Z" | "X") | None)
+    }
+
+    fn signal(&self, lock: &str, signal: Signal) -> Result<(), Error> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        match kill(Pid::from_raw(self.pid), signal) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(Error::Replace {
+                lock: lock.to_owned(),
+                reason: format!(
+                    "cannot signal pid {}: {}",
+                    self.pid,
+                    e.desc().to_lowercase()
+                ),
+            }),
+        }
+    }
+}
+
+fn wait_gone(targets: &[Running], limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if !targets.iter().any(Running::is_running) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(CHECK_EVERY);
+    }
+}
