@@ -127,8 +127,11 @@ impl HolderRecord {
         if self.pid_ns != pid_namespace() {
             return Liveness::Unknown;
         }
-        let alive = |pid: i32, start: u64| process_start_time(pid) == Some(start);
-        if alive(self.pid, self.start_time) || self.child.is_some_and(|(p, s)| alive(p, s)) {
+        if is_running(self.pid, self.start_time)
+            || self
+                .child
+                .is_some_and(|(pid, start)| is_running(pid, start))
+        {
             Liveness::Alive
         } else {
             Liveness::Dead
@@ -148,15 +151,31 @@ fn unix_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether the process `pid` that started at `start_time` still runs. A
+/// zombie does not: it has closed everything, only its parent has not reaped
+/// it yet (an orphan waits for init).
+pub fn is_running(pid: i32, start_time: u64) -> bool {
+    let Some((state, start)) = process_state_and_start(pid) else {
+        return false;
+    };
+    start == start_time && !matches!(state, 'Z' | 'X' | 'x')
+}
+
 /// Field 22 of /proc/PID/stat (start time in clock ticks since boot), or
 /// None when the process does not exist.
 pub fn process_start_time(pid: i32) -> Option<u64> {
+    process_state_and_start(pid).map(|(_, start)| start)
+}
+
+/// Fields 3 (state) and 22 (start time) of /proc/PID/stat.
+fn process_state_and_start(pid: i32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: the
     // fields we want start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // rest starts with field 3 (state); field 22 is the 20th from there.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    // Field 22 is the 19th after the state (field 3).
+    Some((state, rest.nth(18)?.parse().ok()?))
 }
 
 /// This boot's id, or "" if /proc does not tell.

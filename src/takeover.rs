@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 
 use crate::backend::LockStatus;
 use crate::error::Error;
-use crate::holder::{hostname, process_start_time};
+use crate::holder::{hostname, is_running, process_start_time};
 
 /// How often the end of an evicted holder is checked: it is another
 /// process's child, so there is no event to wait for.
@@ -88,15 +88,7 @@ impl Running {
     }
 
     fn is_running(&self) -> bool {
-        if process_start_time(self.pid) != Some(self.start_time) {
-            return false;
-        }
-        // A zombie has released everything; its parent just has not reaped it.
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        let state = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next());
-        !matches!(state, Some("Z" | "X") | None)
+        is_running(self.pid, self.start_time)
     }
 
     fn signal(&self, lock: &str, signal: Signal) -> Result<(), Error> {
