@@ -94,10 +94,10 @@ impl Artifact for MkdirLock {
         match self.open_self() {
             Ok(fd) => Ok(Some(fd)),
             Err(Errno::ENOENT) => Ok(None),
-            Err(Errno::ELOOP) => Err(Error::Artifact {
-                lock: self.lock.clone(),
-                reason: "is a symlink; lockwrap never follows a symlink at a lock path (remove it or choose another path)".into(),
-            }),
+            Err(Errno::ELOOP) => Err(symlink_refused(&self.lock)),
+            Err(Errno::ENOTDIR) if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_symlink()) => {
+                Err(symlink_refused(&self.lock))
+            }
             Err(Errno::ENOTDIR) => Err(Error::Artifact {
                 lock: self.lock.clone(),
                 reason: "exists and is not a directory (mkdir: locks are directories; choose another path)".into(),
@@ -139,6 +139,13 @@ impl Artifact for MkdirLock {
             }),
             Err(e) => Err(Error::os(&self.lock, "cannot remove the lock directory", e)),
         }
+    }
+}
+
+fn symlink_refused(lock: &str) -> Error {
+    Error::Artifact {
+        lock: lock.to_owned(),
+        reason: "is a symlink; lockwrap never follows a symlink at a lock path (remove it or choose another path)".into(),
     }
 }
 
