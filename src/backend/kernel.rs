@@ -100,7 +100,14 @@ impl Backend for KernelLock {
                 let path = self
                     .writable_path()
                     .ok_or_else(|| self.lock_failed(errno))?;
-                fd = LockFd::Owned(Arc::new(open_read_write(&self.lock, &path)?));
+                // A directory cannot be opened for writing: flock(1) --fcntl
+                // fails there too (65); say why.
+                let reopened = open_read_write(&path).map_err(|e| Error::Lock {
+                    lock: self.lock.clone(),
+                    what: "an exclusive fcntl lock needs a file opened for writing (use -s, or a flock lock)",
+                    errno: e,
+                })?;
+                fd = LockFd::Owned(Arc::new(reopened));
                 self.take(&fd, request.mode, waiter)?;
             }
             other => other?,
@@ -248,11 +255,11 @@ fn open_lock_file(lock: &str, path: &std::path::Path, writable: bool) -> Result<
     }
 }
 
-fn open_read_write(lock: &str, path: &std::path::Path) -> Result<OwnedFd, Error> {
+fn open_read_write(path: &std::path::Path) -> nix::Result<OwnedFd> {
     use nix::fcntl::{OFlag, open};
     use nix::sys::stat::Mode as Perm;
     let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    open(path, flags, Perm::from_bits_truncate(0o666)).map_err(|e| Error::open(lock, e))
+    open(path, flags, Perm::from_bits_truncate(0o666))
 }
 
 /// Whether `fd` is an open file descriptor of this process.
