@@ -5,7 +5,7 @@
 //! This module decides nothing about locks; backends call [`Waiter::pause`]
 //! between attempts and it tells them to retry, or why to give up.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io::IsTerminal;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -156,14 +156,11 @@ pub struct Waiter<'a> {
 
 /// How often the waiting line on a terminal is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// How often the holder shown on it is looked up again.
-const HOLDER_EVERY: Duration = Duration::from_secs(5);
 
 /// A single live line on a terminal: "waiting 12s; held by pid 4121 (...)".
 struct Progress<'a> {
     describe_holder: Box<dyn Fn() -> String + 'a>,
     next_draw: Cell<Instant>,
-    holder: RefCell<Option<(Instant, String)>>,
     shown: Cell<bool>,
 }
 
@@ -193,7 +190,6 @@ impl<'a> Waiter<'a> {
             self.progress = Some(Progress {
                 describe_holder: Box::new(describe_holder),
                 next_draw: Cell::new(self.started + PROGRESS_EVERY),
-                holder: RefCell::new(None),
                 shown: Cell::new(false),
             });
         }
@@ -313,14 +309,7 @@ impl Progress<'_> {
             return;
         }
         self.next_draw.set(now + PROGRESS_EVERY);
-        let mut holder = self.holder.borrow_mut();
-        if holder
-            .as_ref()
-            .is_none_or(|(at, _)| now.duration_since(*at) >= HOLDER_EVERY)
-        {
-            *holder = Some((now, (self.describe_holder)()));
-        }
-        let described = holder.as_ref().map(|(_, h)| h.as_str()).unwrap_or_default();
+        let described = (self.describe_holder)();
         let waited = crate::duration::human(now.duration_since(started));
         eprint!("\r\x1b[Klockwrap: {lock}: waiting {waited}; {described}");
         self.shown.set(true);
