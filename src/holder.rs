@@ -3,6 +3,7 @@
 //! process. Knows nothing about any particular backend.
 
 use std::fmt::Write as _;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -138,6 +139,24 @@ impl HolderRecord {
         }
     }
 
+    /// Fds that become readable when the recorded processes exit, so a
+    /// waiter can reclaim the lock at once instead of at its next recheck.
+    /// Empty for a record from another host or namespace.
+    pub fn exit_watchers(&self) -> Vec<OwnedFd> {
+        if self.host != hostname() || self.boot_id != boot_id() || self.pid_ns != pid_namespace() {
+            return Vec::new();
+        }
+        std::iter::once((self.pid, self.start_time))
+            .chain(self.child)
+            .filter_map(|(pid, start)| {
+                // Open first, then check the start time: a pid reused in
+                // between fails the check instead of being watched.
+                let fd = pidfd_open(pid)?;
+                is_running(pid, start).then_some(fd)
+            })
+            .collect()
+    }
+
     /// How long ago the lock was taken.
     pub fn age(&self) -> Duration {
         Duration::from_millis(unix_millis().saturating_sub(self.acquired_ms))
@@ -149,6 +168,18 @@ fn unix_millis() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// pidfd_open(2), which nix does not wrap: an fd (close-on-exec) that
+/// becomes readable when the process exits.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: the syscall takes two integers and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a non-negative result is a new fd that nothing else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Whether the process `pid` that started at `start_time` still runs. A

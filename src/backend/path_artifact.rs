@@ -101,15 +101,19 @@ pub fn acquire<A: Artifact>(
         if let Some(id) = artifact.try_create(&record)? {
             return Ok((record, id));
         }
-        if reclaim_if_stale(artifact, request.stale_after)? {
+        let Some(holder_exits) = reclaim_if_stale(artifact, request.stale_after)? else {
             continue;
-        }
+        };
+        // Wake on a release (inotify) or on the death of the holder's
+        // processes (pidfds), which leaves a stale lock to reclaim.
+        let mut wake: Vec<BorrowedFd<'_>> = holder_exits.iter().map(AsFd::as_fd).collect();
         match &watch {
             Some(watch) => {
-                waiter.pause(&[watch.as_fd()], Some(RECHECK_WITH_WATCH))?;
+                wake.push(watch.as_fd());
+                waiter.pause(&wake, Some(RECHECK_WITH_WATCH))?;
                 watch.drain();
             }
-            None => waiter.pause(&[], Some(RECHECK_WITHOUT_WATCH))?,
+            None => waiter.pause(&wake, Some(RECHECK_WITHOUT_WATCH))?,
         }
     }
 }
@@ -130,44 +134,50 @@ pub fn status<A: Artifact>(artifact: &A) -> Result<LockStatus, Error> {
     })
 }
 
-/// Removes the artifact if its holder is provably gone. True when the caller
-/// should retry at once (removed, or vanished meanwhile).
+/// Removes the artifact if its holder is provably gone. Returns None when
+/// the caller should retry at once (removed, or vanished meanwhile), else
+/// fds that become readable when the holder's processes exit.
 fn reclaim_if_stale<A: Artifact>(
     artifact: &A,
     stale_after: Option<Duration>,
-) -> Result<bool, Error> {
+) -> Result<Option<Vec<OwnedFd>>, Error> {
     let Some(fd) = artifact.open_existing()? else {
-        return Ok(true);
+        return Ok(None);
     };
     let lock_failed = |errno| Error::os(artifact.lock(), "cannot examine the lock", errno);
     let id = FileId::of_fd(fd.as_fd()).map_err(lock_failed)?;
-    if !is_stale(artifact, fd.as_fd(), stale_after) {
-        return Ok(false);
+    let record = artifact.read_record(fd.as_fd());
+    if !is_stale(record.as_ref(), fd.as_fd(), stale_after) {
+        return Ok(Some(record.map(|r| r.exit_watchers()).unwrap_or_default()));
     }
     // Serialise reclaimers on the artifact itself; the loser retries and finds
     // either a new lock or nothing.
     match try_flock(fd.as_fd()) {
         Ok(()) => {}
-        Err(Errno::EWOULDBLOCK) => return Ok(false),
+        Err(Errno::EWOULDBLOCK) => return Ok(Some(Vec::new())),
         Err(e) => return Err(lock_failed(e)),
     }
-    if FileId::of_path(artifact.path()) != Some(id) || !is_stale(artifact, fd.as_fd(), stale_after)
+    let record = artifact.read_record(fd.as_fd());
+    if FileId::of_path(artifact.path()) == Some(id)
+        && is_stale(record.as_ref(), fd.as_fd(), stale_after)
     {
-        return Ok(true);
+        artifact.remove(id)?;
     }
-    artifact.remove(id)?;
-    Ok(true)
+    Ok(None)
 }
 
-fn is_stale<A: Artifact>(artifact: &A, fd: BorrowedFd<'_>, stale_after: Option<Duration>) -> bool {
-    let record = artifact.read_record(fd);
-    if record.as_ref().map(HolderRecord::liveness) == Some(Liveness::Dead) {
+fn is_stale(
+    record: Option<&HolderRecord>,
+    fd: BorrowedFd<'_>,
+    stale_after: Option<Duration>,
+) -> bool {
+    if record.map(HolderRecord::liveness) == Some(Liveness::Dead) {
         return true;
     }
     let Some(limit) = stale_after else {
         return false;
     };
-    let age = match &record {
+    let age = match record {
         Some(r) => r.age(),
         None => fstat(fd)
             .ok()
