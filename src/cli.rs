@@ -45,6 +45,7 @@ Examples:
     after_help = EXAMPLES,
     trailing_var_arg = true,
     infer_long_args = true,
+    args_override_self = true,
     disable_help_subcommand = true
 )]
 struct Cli {
@@ -272,9 +273,15 @@ fn usage(message: impl AsRef<str>) -> Error {
     Error::Usage(format!("{} (see 'lockwrap --help')", message.as_ref()))
 }
 
+/// clap's message up to its first blank line, on one line.
 fn first_line_of(clap_message: &str) -> String {
-    let line = clap_message.lines().next().unwrap_or("invalid arguments");
-    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+    let words: Vec<&str> = clap_message
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let line = words.join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_owned()
 }
 
 /// argv for `-c STRING`: `$SHELL -c STRING`, or `/bin/sh` when SHELL is unset or empty.
@@ -559,6 +566,22 @@ mod tests {
             let e = inv(args).unwrap_err();
             assert_eq!(e.exit_code(1), 64, "{args:?}");
         }
+    }
+
+    #[test]
+    fn repeated_options_are_allowed_as_in_flock() {
+        assert_eq!(
+            inv(&["-n", "-n", "--verbose", "--verbose", "l", "t"])
+                .unwrap()
+                .wait,
+            WaitPolicy::NonBlocking
+        );
+        assert_eq!(
+            inv(&["-E", "3", "-E", "4", "l", "t"])
+                .unwrap()
+                .conflict_exit_code,
+            4
+        );
     }
 
     #[test]
