@@ -467,6 +467,12 @@ impl Cli {
             _ => {
                 let lock_text = positional.remove(0);
                 let mut lock = LockSpec::parse(&lock_text);
+                if lock.is_empty() {
+                    return Err(usage(format!(
+                        "'{}': the lock has an empty path or name",
+                        lock_text.to_string_lossy()
+                    )));
+                }
                 if self.fcntl {
                     lock = lock.with_fcntl().map_err(|other| {
                         usage(format!(

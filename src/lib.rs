@@ -119,6 +119,10 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
         eprintln!("lockwrap: {lock}: executing {}", argv[0].to_string_lossy());
     }
     if invocation.no_fork {
+        // The exec'd program cannot receive what arrived before it exists.
+        if let Some(signal) = signals.take_forwarded() {
+            return Err(Error::Interrupted { lock, signal });
+        }
         return Err(plan.exec(held.as_ref()));
     }
     let code = plan.run(held.as_mut(), &signals)?;

@@ -48,11 +48,21 @@ impl LockSpec {
         LockSpec::Flock(PathBuf::from(text))
     }
 
-    /// Whether this lock is a file that flock(1)'s `--fcntl` can switch to OFD locks.
+    /// `--fcntl`: a file lock becomes an OFD fcntl lock; other kinds come back as `Err`.
     pub fn with_fcntl(self) -> Result<LockSpec, LockSpec> {
         match self {
             LockSpec::Flock(path) | LockSpec::Ofd(path) => Ok(LockSpec::Ofd(path)),
             other => Err(other),
+        }
+    }
+
+    /// Whether the path or name is empty (`excl:`, `@`): nothing to lock.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            LockSpec::Flock(p) | LockSpec::Ofd(p) | LockSpec::Mkdir(p) | LockSpec::Excl(p) => {
+                p.as_os_str().is_empty()
+            }
+            LockSpec::Abstract(name) => name.is_empty(),
         }
     }
 

@@ -107,6 +107,13 @@ impl Signals {
         self.read.as_fd()
     }
 
+    /// The first pending forwarded signal (not SIGCHLD), if any.
+    pub fn take_forwarded(&self) -> Option<Signal> {
+        std::iter::from_fn(|| self.take())
+            .map(|received| received.signal)
+            .find(|signal| *signal != Signal::SIGCHLD)
+    }
+
     /// The next pending signal, if any.
     pub fn take(&self) -> Option<Received> {
         let mut message = [0u8; 2];
@@ -262,15 +269,13 @@ impl<'a> Waiter<'a> {
         if let Some(progress) = &self.progress {
             progress.draw_if_due(&self.lock, self.started);
         }
-        if ready[0] {
-            while let Some(received) = self.signals.take() {
-                if received.signal != Signal::SIGCHLD {
-                    return Err(Error::Interrupted {
-                        lock: self.lock.clone(),
-                        signal: received.signal,
-                    });
-                }
-            }
+        if ready[0]
+            && let Some(signal) = self.signals.take_forwarded()
+        {
+            return Err(Error::Interrupted {
+                lock: self.lock.clone(),
+                signal,
+            });
         }
         Ok(())
     }
