@@ -90,13 +90,11 @@ pub fn acquire<A: Artifact>(
     waiter: &Waiter<'_>,
 ) -> Result<(HolderRecord, FileId), Error> {
     let record = HolderRecord::for_this_process(request.command);
-    // Watch before the first attempt, so a release between the attempt and
-    // the wait is not missed.
-    let watch = if waiter.is_nonblocking() {
-        None
-    } else {
-        NameWatch::new(artifact.path()).ok()
-    };
+    // The watch is set up only once a wait is needed (closing an inotify
+    // instance costs milliseconds), and an attempt follows it at once, so a
+    // release between the failed attempt and the watch is not missed.
+    let mut watch: Option<NameWatch> = None;
+    let mut watch_tried = waiter.is_nonblocking();
     loop {
         if let Some(id) = artifact.try_create(&record)? {
             return Ok((record, id));
@@ -104,6 +102,11 @@ pub fn acquire<A: Artifact>(
         let Some(holder_exits) = reclaim_if_stale(artifact, request.stale_after)? else {
             continue;
         };
+        if !watch_tried {
+            watch_tried = true;
+            watch = NameWatch::new(artifact.path()).ok();
+            continue;
+        }
         // Wake on a release (inotify) or on the death of the holder's
         // processes (pidfds), which leaves a stale lock to reclaim.
         let mut wake: Vec<BorrowedFd<'_>> = holder_exits.iter().map(AsFd::as_fd).collect();
