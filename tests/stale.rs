@@ -192,7 +192,10 @@ fn racing_reclaimers_never_both_win() {
                     .sum::<usize>()
                     >= RACERS - 1
             });
-            wait_for_file(&winners);
+            // `>>` creates the file before it writes the line.
+            wait_until("the winner's line", || {
+                std::fs::read_to_string(&winners).is_ok_and(|text| text.ends_with('\n'))
+            });
             let lines = std::fs::read_to_string(&winners).unwrap();
             assert_eq!(
                 lines.lines().count(),
