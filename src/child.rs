@@ -73,7 +73,7 @@ impl ChildPlan<'_> {
             .map_err(|e| self.exec_error(&e))?;
         let pid = Pid::from_raw(child.id() as i32);
         if let Err(e) = held.child_started(pid) {
-            eprintln!("lockwrap: warning: {e}");
+            crate::say!("warning: {e}");
         }
         let started = Instant::now();
         let mut renew_at = held.renew_every().map(|every| started + every);

@@ -5,6 +5,17 @@
 //! result to [`run`] or [`status`], which return the exit code or an
 //! [`Error`] that knows its own.
 
+/// Writes one message line to stderr, prefixed with `lockwrap: `. Unlike
+/// `eprintln!` it never panics: a closed or broken stderr loses the message,
+/// not the exit code.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "lockwrap: {}", format_args!($($arg)*));
+    }};
+}
+
 pub mod backend;
 pub mod child;
 pub mod cli;
@@ -92,8 +103,8 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
         }
     })?;
     if invocation.verbose {
-        eprintln!(
-            "lockwrap: {lock}: getting lock took {:.6} seconds",
+        say!(
+            "{lock}: getting lock took {:.6} seconds",
             took.as_secs_f64()
         );
     }
@@ -116,7 +127,7 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
         kill_grace: invocation.kill_grace,
     };
     if invocation.verbose {
-        eprintln!("lockwrap: {lock}: executing {}", argv[0].to_string_lossy());
+        say!("{lock}: executing {}", argv[0].to_string_lossy());
     }
     if invocation.no_fork {
         // The exec'd program cannot receive what arrived before it exists.
@@ -127,7 +138,7 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
     }
     let code = plan.run(held.as_mut(), &signals)?;
     if let Err(e) = held.release() {
-        eprintln!("lockwrap: warning: {e}");
+        say!("warning: {e}");
     }
     Ok(code)
 }

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
             return match lockwrap::status(&query) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
-                    eprintln!("lockwrap: {e}");
+                    lockwrap::say!("{e}");
                     ExitCode::from(e.exit_code(query.conflict_exit_code))
                 }
             };
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             };
         }
         Err(e) => {
-            eprintln!("lockwrap: {e}");
+            lockwrap::say!("{e}");
             return ExitCode::from(e.exit_code(1));
         }
     };
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             // A held lock under -n or -w is an expected outcome: silent, as
             // with flock(1), so cron mails stay empty; --verbose tells.
             if verbose || !e.is_conflict() {
-                eprintln!("lockwrap: {e}");
+                lockwrap::say!("{e}");
             }
             ExitCode::from(e.exit_code(conflict_code))
         }

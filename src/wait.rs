@@ -6,7 +6,7 @@
 //! between attempts and it tells them to retry, or why to give up.
 
 use std::cell::Cell;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -302,7 +302,7 @@ impl Drop for Waiter<'_> {
         if let Some(progress) = &self.progress
             && progress.shown.get()
         {
-            eprint!("\r\x1b[K");
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
         }
     }
 }
@@ -316,7 +316,10 @@ impl Progress<'_> {
         self.next_draw.set(now + PROGRESS_EVERY);
         let described = (self.describe_holder)();
         let waited = crate::duration::human(now.duration_since(started));
-        eprint!("\r\x1b[Klockwrap: {lock}: waiting {waited}; {described}");
+        let _ = write!(
+            std::io::stderr(),
+            "\r\x1b[Klockwrap: {lock}: waiting {waited}; {described}"
+        );
         self.shown.set(true);
     }
 }
