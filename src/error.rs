@@ -176,9 +176,7 @@ impl Error {
     pub fn open(lock: &str, errno: Errno) -> Self {
         let hint = match errno {
             Errno::ENOENT => "the parent directory does not exist; create it first",
-            Errno::EACCES | Errno::EPERM => {
-                "permission denied; run as the job's user or choose a writable path"
-            }
+            Errno::EACCES | Errno::EPERM => "run as the job's user or choose a writable path",
             Errno::EROFS => "read-only filesystem; choose a lock path on a writable one",
             Errno::ENOSPC | Errno::EDQUOT => "no space left; free some or choose another path",
             Errno::ENOTDIR => "a component of the path is not a directory",

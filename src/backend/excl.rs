@@ -12,7 +12,7 @@ use nix::fcntl::{AtFlags, OFlag, openat, renameat};
 use nix::sys::stat::{Mode as Perm, SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
-use super::path_artifact::{self, Artifact, ArtifactHeld, FileId};
+use super::path_artifact::{self, Artifact, ArtifactHeld, Created, FileId};
 use super::{Backend, Held, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::HolderRecord;
@@ -41,18 +41,16 @@ impl ExclLock {
     }
 
     /// Writes `record` to a temporary file beside the lock; returns the open
-    /// directory and the temp name.
-    fn temp_record(&self, record: &HolderRecord) -> Result<(OwnedFd, PathBuf), Error> {
+    /// directory, the temp name and the temp file's fd.
+    fn temp_record(&self, record: &HolderRecord) -> Result<(OwnedFd, PathBuf, OwnedFd), Error> {
         let dir = path_artifact::open_dir(&self.lock, &self.dir)?;
         let temp = path_artifact::temp_name(&format!(".{}", self.name.to_string_lossy()));
-        path_artifact::write_temp_record(&self.lock, dir.as_fd(), &temp, record)?;
-        Ok((dir, temp))
+        let file = path_artifact::write_temp_record(&self.lock, dir.as_fd(), &temp, record)?;
+        Ok((dir, temp, file))
     }
 
-    fn id_of(&self, dir: BorrowedFd<'_>, name: &Path) -> Result<FileId, Error> {
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-        let fd = openat(dir, name, flags, Perm::empty()).map_err(|e| Error::open(&self.lock, e))?;
-        FileId::of_fd(fd.as_fd()).map_err(|e| Error::open(&self.lock, e))
+    fn id_of(&self, file: BorrowedFd<'_>) -> Result<FileId, Error> {
+        FileId::of_fd(file).map_err(|e| Error::open(&self.lock, e))
     }
 }
 
@@ -82,14 +80,23 @@ impl Artifact for ExclLock {
         &self.path
     }
 
-    fn try_create(&self, record: &HolderRecord) -> Result<Option<FileId>, Error> {
-        let (dir, temp) = self.temp_record(record)?;
+    fn try_create(&self, record: &HolderRecord) -> Result<Option<Created>, Error> {
+        let (dir, temp, file) = self.temp_record(record)?;
         let dir = dir.as_fd();
-        let linked = linkat(dir, &temp, dir, self.name.as_os_str(), AtFlags::empty());
+        // Guarded before it appears at the lock path.
+        let linked = path_artifact::guard(&self.lock, file.as_fd()).and_then(|()| {
+            linkat(dir, &temp, dir, self.name.as_os_str(), AtFlags::empty())
+                .map_err(|e| Error::open(&self.lock, e))
+        });
         let outcome = match linked {
-            Ok(()) => self.id_of(dir, &temp).map(Some),
-            Err(Errno::EEXIST) => Ok(None),
-            Err(e) => Err(Error::open(&self.lock, e)),
+            Ok(()) => self
+                .id_of(file.as_fd())
+                .map(|id| Some(Created { id, guard: file })),
+            Err(Error::Open {
+                errno: Errno::EEXIST,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
         };
         let _ = unlinkat(dir, &temp, UnlinkatFlags::NoRemoveDir);
         outcome
@@ -133,9 +140,9 @@ impl Artifact for ExclLock {
     }
 
     fn rewrite_record(&self, _current: FileId, record: &HolderRecord) -> Result<FileId, Error> {
-        let (dir, temp) = self.temp_record(record)?;
+        let (dir, temp, file) = self.temp_record(record)?;
         let dir = dir.as_fd();
-        let id = self.id_of(dir, &temp)?;
+        let id = self.id_of(file.as_fd())?;
         renameat(dir, &temp, dir, self.name.as_os_str()).map_err(|e| {
             let _ = unlinkat(dir, &temp, UnlinkatFlags::NoRemoveDir);
             Error::os(&self.lock, "cannot update the holder record", e)

@@ -14,7 +14,7 @@ use nix::sys::stat::Mode as Perm;
 use nix::unistd::mkdir;
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use super::path_artifact::{self, Artifact, ArtifactHeld, FileId};
+use super::path_artifact::{self, Artifact, ArtifactHeld, Created, FileId};
 use super::{Backend, Held, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::HolderRecord;
@@ -71,7 +71,7 @@ impl Artifact for MkdirLock {
         &self.path
     }
 
-    fn try_create(&self, record: &HolderRecord) -> Result<Option<FileId>, Error> {
+    fn try_create(&self, record: &HolderRecord) -> Result<Option<Created>, Error> {
         match mkdir(&self.path, Perm::from_bits_truncate(0o755)) {
             Ok(()) => {}
             Err(Errno::EEXIST) => return Ok(None),
@@ -81,8 +81,10 @@ impl Artifact for MkdirLock {
             .open_self()
             .map_err(|e| Error::open(&self.lock, e))
             .and_then(|dir| {
+                path_artifact::guard(&self.lock, dir.as_fd())?;
                 self.publish_record(dir.as_fd(), record)?;
-                FileId::of_fd(dir.as_fd()).map_err(|e| Error::open(&self.lock, e))
+                let id = FileId::of_fd(dir.as_fd()).map_err(|e| Error::open(&self.lock, e))?;
+                Ok(Created { id, guard: dir })
             });
         if published.is_err() {
             let _ = std::fs::remove_dir(&self.path);

@@ -3,6 +3,12 @@
 //! artifact to go away with inotify, and reclaiming a stale artifact so that
 //! exactly one of several racing reclaimers wins.
 //!
+//! The owner keeps a flock(2) on its artifact for as long as it holds the
+//! lock, through an fd the command inherits (unless -o) and that survives
+//! exec (-F). So a lock whose wrapper was SIGKILLed right after spawning,
+//! before its record could name the command, is still seen as held: the
+//! record may say "dead", the kernel's flock says "alive".
+//!
 //! Reclaim protocol: a reclaimer opens the artifact (never following a
 //! symlink), reads the record through that fd and judges it; if the holder is
 //! provably dead it takes flock(LOCK_EX|LOCK_NB) on that same fd, checks that
@@ -39,9 +45,9 @@ pub trait Artifact {
     fn lock(&self) -> &str;
     /// Where the artifact lives.
     fn path(&self) -> &Path;
-    /// Creates the artifact atomically, carrying `record`. Ok(None) when it
-    /// already exists; Ok(Some(identity)) when created.
-    fn try_create(&self, record: &HolderRecord) -> Result<Option<FileId>, Error>;
+    /// Creates the artifact atomically, carrying `record` and flock'd by the
+    /// returned fd. Ok(None) when it already exists.
+    fn try_create(&self, record: &HolderRecord) -> Result<Option<Created>, Error>;
     /// Opens an existing artifact for inspection without following symlinks.
     /// Ok(None) when it vanished meanwhile; an error when the path holds
     /// something this backend must not touch.
@@ -52,6 +58,29 @@ pub trait Artifact {
     fn rewrite_record(&self, current: FileId, record: &HolderRecord) -> Result<FileId, Error>;
     /// Removes the artifact known by `id`; the caller has checked it is the one at the path.
     fn remove(&self, id: FileId) -> Result<(), Error>;
+}
+
+/// A freshly created artifact.
+pub struct Created {
+    /// Which inode it is.
+    pub id: FileId,
+    /// An fd on it holding flock(LOCK_EX): the owner is alive while any copy
+    /// of this fd is open.
+    pub guard: OwnedFd,
+}
+
+/// Takes the owner's flock on a new artifact. Only a reclaimer examining it
+/// can hold it meanwhile, briefly, so this blocks at most a moment.
+pub fn guard(lock: &str, fd: BorrowedFd<'_>) -> Result<(), Error> {
+    loop {
+        // SAFETY: flock takes a plain fd and flags and touches no memory.
+        let rc = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) };
+        match Errno::result(rc) {
+            Ok(_) => return Ok(()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::os(lock, "cannot lock the lock artifact", e)),
+        }
+    }
 }
 
 /// Device and inode: which file a path named at some moment.
@@ -88,7 +117,7 @@ pub fn acquire<A: Artifact>(
     artifact: &A,
     request: &Request<'_>,
     waiter: &Waiter<'_>,
-) -> Result<(HolderRecord, FileId), Error> {
+) -> Result<(HolderRecord, Created), Error> {
     let record = HolderRecord::for_this_process(request.command);
     // The watch is set up only once a wait is needed (closing an inotify
     // instance costs milliseconds), and an attempt follows it at once, so a
@@ -96,8 +125,8 @@ pub fn acquire<A: Artifact>(
     let mut watch: Option<NameWatch> = None;
     let mut watch_tried = waiter.is_nonblocking();
     loop {
-        if let Some(id) = artifact.try_create(&record)? {
-            return Ok((record, id));
+        if let Some(created) = artifact.try_create(&record)? {
+            return Ok((record, created));
         }
         let Some(holder_exits) = reclaim_if_stale(artifact, request.stale_after)? else {
             continue;
@@ -154,7 +183,7 @@ fn reclaim_if_stale<A: Artifact>(
         return Ok(Some(record.map(|r| r.exit_watchers()).unwrap_or_default()));
     }
     // Serialise reclaimers on the artifact itself; the loser retries and finds
-    // either a new lock or nothing.
+    // either a new lock or nothing. A live owner's guard fails this too.
     match try_flock(fd.as_fd()) {
         Ok(()) => {}
         Err(Errno::EWOULDBLOCK) => return Ok(Some(Vec::new())),
@@ -207,20 +236,21 @@ fn try_flock(fd: BorrowedFd<'_>) -> nix::Result<()> {
 
 /// Writes `record` to a new file `dir/name` (created exclusively, never
 /// through a symlink, mode 0644 less umask), ready to be linked or renamed
-/// into place. The caller removes or renames it.
+/// into place. The caller removes or renames it; the fd is returned open.
 pub fn write_temp_record(
     lock: &str,
     dir: BorrowedFd<'_>,
     name: &Path,
     record: &HolderRecord,
-) -> Result<(), Error> {
+) -> Result<OwnedFd, Error> {
     let flags =
         OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(dir, name, flags, Perm::from_bits_truncate(0o644))
         .map_err(|e| Error::open(lock, e))?;
     let mut file = std::fs::File::from(fd);
     file.write_all(record.encode().as_bytes())
-        .map_err(|e| Error::os(lock, "cannot write the holder record", io_errno(&e)))
+        .map_err(|e| Error::os(lock, "cannot write the holder record", io_errno(&e)))?;
+    Ok(OwnedFd::from(file))
 }
 
 /// A name for a temporary file that no other process picks.
@@ -269,16 +299,18 @@ pub struct ArtifactHeld<A: Artifact> {
     artifact: A,
     record: HolderRecord,
     id: FileId,
+    guard: OwnedFd,
     released: bool,
 }
 
 impl<A: Artifact> ArtifactHeld<A> {
     /// Wraps a freshly created artifact.
-    pub fn new(artifact: A, (record, id): (HolderRecord, FileId)) -> ArtifactHeld<A> {
+    pub fn new(artifact: A, (record, created): (HolderRecord, Created)) -> ArtifactHeld<A> {
         ArtifactHeld {
             artifact,
             record,
-            id,
+            id: created.id,
+            guard: created.guard,
             released: false,
         }
     }
@@ -300,6 +332,10 @@ impl<A: Artifact> ArtifactHeld<A> {
 }
 
 impl<A: Artifact> super::Held for ArtifactHeld<A> {
+    fn lock_fds(&self) -> Vec<BorrowedFd<'_>> {
+        vec![self.guard.as_fd()]
+    }
+
     fn child_started(&mut self, child: nix::unistd::Pid) -> Result<(), Error> {
         let pid = child.as_raw();
         let start = crate::holder::process_start_time(pid).unwrap_or(0);
