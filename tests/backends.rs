@@ -1,0 +1,268 @@
+//! The lock contract, checked for every backend: mutual exclusion, -n, -w,
+//! what happens when the wrapper is killed or terminated, and -F.
+
+mod common;
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+
+use common::{
+    Backend, Sandbox, WAIT, assert_no_overlap, become_subreaper, critical_section_script,
+    process_is_running, reap_adopted, wait_until,
+};
+use nix::sys::signal::Signal;
+
+/// Whether process `pid` catches `signal` (SigCgt in /proc/PID/status):
+/// lockwrap installs its handlers first thing, right before taking the lock.
+fn catches(pid: i32, signal: Signal) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal as i32 - 1)) != 0)
+}
+
+/// After a release: mkdir/excl leave nothing behind; flock/fcntl leave the
+/// lock file they created, empty (never written); abstract creates no file.
+#[track_caller]
+fn assert_released_cleanly(backend: Backend, sb: &Sandbox) {
+    let entries = sb.lock_dir_entries();
+    match backend {
+        Backend::Mkdir | Backend::Excl | Backend::Abstract => {
+            assert!(entries.is_empty(), "left behind: {entries:?}")
+        }
+        Backend::Flock | Backend::Fcntl => {
+            assert_eq!(entries, ["lk"]);
+            assert_eq!(fs::read(sb.locks.join("lk")).unwrap(), b"");
+        }
+    }
+}
+
+/// Asserts the lock is free: a -n attempt runs its command and exits 0.
+#[track_caller]
+fn assert_free(sb: &Sandbox, spec: &str) {
+    let marker = sb.work_path(&sb.label("free"));
+    let out = sb.run(sb.lockwrap(["-n", spec, "touch", marker.to_str().unwrap()]));
+    out.assert_code(0);
+    assert!(marker.exists(), "the command did not run");
+}
+
+/// Asserts the lock is held: a -n attempt exits 1, silently, without running its command.
+#[track_caller]
+fn assert_held(sb: &Sandbox, spec: &str) {
+    let marker = sb.work_path(&sb.label("held"));
+    let out = sb.run(sb.lockwrap(["-n", spec, "touch", marker.to_str().unwrap()]));
+    out.assert_code(1);
+    assert_eq!(out.stderr, "", "a conflict is silent without --verbose");
+    assert!(
+        !marker.exists(),
+        "the command ran although the lock is held"
+    );
+}
+
+fn concurrent_wrappers_never_overlap(backend: Backend) {
+    const WRAPPERS: usize = 5;
+    let sb = Sandbox::new(&format!("overlap-{backend:?}"));
+    let spec = backend.spec(&sb, "lk");
+    let log = sb.work_path("log");
+    let script = critical_section_script(&log);
+    let mut wrappers: Vec<_> = (0..WRAPPERS)
+        .map(|i| {
+            let command = sb.lockwrap([spec.as_str(), "sh", "-c", &script]);
+            sb.spawn(command, &format!("wrapper{i}"))
+        })
+        .collect();
+    for wrapper in &mut wrappers {
+        wrapper.finish().assert_code(0);
+    }
+    assert_no_overlap(&log, WRAPPERS);
+    assert_released_cleanly(backend, &sb);
+}
+
+fn nonblocking_conflict_exits_1_or_the_e_value(backend: Backend) {
+    let sb = Sandbox::new(&format!("nonblock-{backend:?}"));
+    let spec = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &spec);
+    assert_held(&sb, &spec);
+    let marker = sb.work_path("ran");
+    let out = sb.run(sb.lockwrap(["-n", "-E", "42", &spec, "touch", marker.to_str().unwrap()]));
+    out.assert_code(42);
+    assert_eq!(out.stderr, "");
+    assert!(!marker.exists());
+    holder.release_and_finish().assert_code(0);
+    assert_released_cleanly(backend, &sb);
+    assert_free(&sb, &spec);
+}
+
+fn wait_times_out_while_held_and_succeeds_when_released(backend: Backend) {
+    let sb = Sandbox::new(&format!("wait-{backend:?}"));
+    let spec = backend.spec(&sb, "lk");
+    let log = sb.work_path("log");
+    let mut holder = sb.hold(&[], &spec);
+
+    let marker = sb.work_path("ran");
+    let out = sb.run(sb.lockwrap([
+        "-w",
+        "0.3",
+        "-E",
+        "42",
+        &spec,
+        "touch",
+        marker.to_str().unwrap(),
+    ]));
+    out.assert_code(42);
+    assert_eq!(out.stderr, "", "a timeout is silent without --verbose");
+    assert!(!marker.exists());
+
+    let script = format!("echo waiter >> '{}'", log.display());
+    let mut waiter = sb.spawn(
+        sb.lockwrap(["-w", "30", &spec, "sh", "-c", &script]),
+        "waiter",
+    );
+    wait_until("the waiter to set up", WAIT, || {
+        catches(waiter.pid(), Signal::SIGTERM)
+    });
+    assert!(!log.exists(), "the waiter ran while the lock was held");
+    fs::write(&log, "holder leaves\n").unwrap();
+    holder.release_and_finish().assert_code(0);
+    waiter.finish().assert_code(0);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "holder leaves\nwaiter\n");
+    assert_released_cleanly(backend, &sb);
+}
+
+fn sigkill_of_the_wrapper_leaves_the_lock_with_the_running_child(backend: Backend) {
+    become_subreaper();
+    let sb = Sandbox::new(&format!("sigkill-{backend:?}"));
+    let spec = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &spec);
+    if let Some(record) = backend.record_path(&sb, "lk") {
+        // The wrapper records the command's pid just after spawning it; a
+        // SIGKILL before that is a different (narrower) case.
+        let wanted = format!("child_pid={}\n", holder.child_pid);
+        wait_until("the holder record to name the command", WAIT, || {
+            fs::read_to_string(&record).is_ok_and(|r| r.contains(&wanted))
+        });
+    }
+    holder.proc.kill_and_reap();
+    assert!(process_is_running(holder.child_pid));
+    assert_held(&sb, &spec);
+
+    // The command, now an orphan adopted by this test process, ends.
+    holder.release();
+    let status = reap_adopted(holder.child_pid);
+    assert!(
+        matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)),
+        "{status:?}"
+    );
+    // Now nobody holds it: flock/fcntl/abstract locks went with the last fd;
+    // a mkdir/excl lock is stale (all recorded pids are gone) and reclaimed.
+    assert_free(&sb, &spec);
+    assert_released_cleanly(backend, &sb);
+}
+
+fn sigterm_reaches_the_child_and_the_wrapper_exits_143(backend: Backend) {
+    let sb = Sandbox::new(&format!("sigterm-{backend:?}"));
+    let spec = backend.spec(&sb, "lk");
+    let ready = sb.work_path("ready");
+    let script = format!(
+        "echo $$ > '{r}.tmp' && mv '{r}.tmp' '{r}' && exec sleep 60",
+        r = ready.display()
+    );
+    let mut wrapper = sb.spawn(sb.lockwrap([spec.as_str(), "sh", "-c", &script]), "wrapper");
+    let child = common::wait_for_pid_file(&ready);
+    assert!(process_is_running(child));
+    wrapper.signal(Signal::SIGTERM);
+    let out = wrapper.finish();
+    // A normal exit with 128+15: the wrapper survived, the child died of it.
+    assert_eq!(out.status.signal(), None, "{out:?}");
+    out.assert_code(143);
+    assert_eq!(out.stderr, "");
+    assert!(!process_is_running(child), "the child is still running");
+    assert_released_cleanly(backend, &sb);
+    assert_free(&sb, &spec);
+}
+
+fn no_fork_program_keeps_the_lock_until_it_exits(backend: Backend) {
+    let sb = Sandbox::new(&format!("nofork-{backend:?}"));
+    let spec = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&["-F"], &spec);
+    assert_eq!(
+        holder.child_pid,
+        holder.proc.pid(),
+        "-F must exec the command in place"
+    );
+    assert_held(&sb, &spec);
+    holder.release_and_finish().assert_code(0);
+    // mkdir/excl: nobody is left to remove the artifact; the next wrapper
+    // finds its holder gone and reclaims it.
+    assert_free(&sb, &spec);
+    assert_released_cleanly(backend, &sb);
+}
+
+fn shared_is_a_usage_error_without_shared_holders(backend: Backend) {
+    let sb = Sandbox::new(&format!("shared-{backend:?}"));
+    let spec = backend.spec(&sb, "lk");
+    let marker = sb.work_path("ran");
+    for option in ["-s", "--shared"] {
+        let out = sb.run(sb.lockwrap([option, &spec, "touch", marker.to_str().unwrap()]));
+        out.assert_error(64);
+        assert!(!marker.exists());
+        assert_eq!(sb.lock_dir_entries(), Vec::<String>::new());
+    }
+}
+
+macro_rules! backend_tests {
+    ($($module:ident => $backend:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn concurrent_wrappers_never_overlap() {
+                super::concurrent_wrappers_never_overlap($backend);
+            }
+
+            #[test]
+            fn nonblocking_conflict_exits_1_or_the_e_value() {
+                super::nonblocking_conflict_exits_1_or_the_e_value($backend);
+            }
+
+            #[test]
+            fn wait_times_out_while_held_and_succeeds_when_released() {
+                super::wait_times_out_while_held_and_succeeds_when_released($backend);
+            }
+
+            #[test]
+            fn sigkill_of_the_wrapper_leaves_the_lock_with_the_running_child() {
+                super::sigkill_of_the_wrapper_leaves_the_lock_with_the_running_child($backend);
+            }
+
+            #[test]
+            fn sigterm_reaches_the_child_and_the_wrapper_exits_143() {
+                super::sigterm_reaches_the_child_and_the_wrapper_exits_143($backend);
+            }
+
+            #[test]
+            fn no_fork_program_keeps_the_lock_until_it_exits() {
+                super::no_fork_program_keeps_the_lock_until_it_exits($backend);
+            }
+        }
+    )*};
+}
+
+backend_tests! {
+    flock => Backend::Flock,
+    fcntl => Backend::Fcntl,
+    mkdir => Backend::Mkdir,
+    excl => Backend::Excl,
+    abstract_socket => Backend::Abstract,
+}
+
+#[test]
+fn shared_is_refused_for_mkdir_excl_and_abstract() {
+    for backend in [Backend::Mkdir, Backend::Excl, Backend::Abstract] {
+        shared_is_a_usage_error_without_shared_holders(backend);
+    }
+}
