@@ -477,3 +477,100 @@ fn conflicts_and_timeouts_match_flock1() {
     }
     holder.release_and_finish().assert_code(0);
 }
+
+#[test]
+fn the_commands_exit_status_is_passed_through() {
+    let sb = Sandbox::new("status");
+    let lock = sb.locks.join("lk");
+    for code in [0, 1, 3, 64, 255] {
+        let script = format!("exit {code}");
+        run_both(&sb, &[lock.to_str().unwrap(), "sh", "-c", &script], true).assert_code(code);
+        run_both(&sb, &[lock.to_str().unwrap(), "-c", &script], true).assert_code(code);
+    }
+}
+
+#[test]
+fn the_command_gets_lockwrap_lock() {
+    for backend in ALL_BACKENDS {
+        let sb = Sandbox::new(&format!("env-{backend:?}"));
+        let spec = backend.spec(&sb, "lk");
+        let out = sb.run(sb.lockwrap([spec.as_str(), "sh", "-c", "echo \"$LOCKWRAP_LOCK\""]));
+        out.assert_code(0);
+        assert_eq!(out.stdout, format!("{spec}\n"));
+    }
+}
+
+#[test]
+fn the_lock_file_is_created_if_missing_and_never_written() {
+    let sb = Sandbox::new("lockfile");
+    let lock = sb.locks.join("lk");
+    run_both(&sb, &[lock.to_str().unwrap(), "true"], true).assert_code(0);
+    assert_eq!(fs::read(&lock).unwrap(), b"");
+    fs::write(&lock, "user data\n").unwrap();
+    for extra in [&[][..], &["-s"], &["-n"], &["-u"], &["--fcntl"]] {
+        let mut args = extra.to_vec();
+        args.extend([lock.to_str().unwrap(), "true"]);
+        // flock(1) 2.38 has no --fcntl.
+        run_both(&sb, &args, extra != ["--fcntl"]).assert_code(0);
+        assert_eq!(fs::read(&lock).unwrap(), b"user data\n", "{extra:?}");
+    }
+}
+
+#[test]
+fn a_directory_can_be_the_lock() {
+    let sb = Sandbox::new("dirlock");
+    let dir = sb.locks.join("d");
+    fs::create_dir(&dir).unwrap();
+    let spec = dir.to_str().unwrap();
+    let mut holder = sb.hold(&[], spec);
+    run_both(&sb, &["-n", "-E", "5", spec, "true"], true).assert_code(5);
+    holder.release_and_finish().assert_code(0);
+    run_both(&sb, &["-n", spec, "true"], true).assert_code(0);
+    assert!(dir.is_dir());
+}
+
+#[test]
+fn a_symlink_at_a_mkdir_or_excl_path_exits_66_and_is_left_alone() {
+    let sb = Sandbox::new("symlink");
+    let target_dir = sb.work_path("target-dir");
+    let target_file = sb.work_path("target-file");
+    fs::create_dir(&target_dir).unwrap();
+    fs::write(&target_file, "user data\n").unwrap();
+    let marker = sb.work_path("ran");
+    for (scheme, target) in [
+        ("mkdir:", &target_dir),
+        ("excl:", &target_file),
+        ("excl:", &target_dir),
+        ("mkdir:", &target_file),
+    ] {
+        let link = sb.locks.join("lk");
+        std::os::unix::fs::symlink(target, &link).unwrap();
+        let spec = format!("{scheme}{}", link.display());
+        for wait in ["-n", "-w5"] {
+            sb.run(sb.lockwrap([wait, &spec, "touch", marker.to_str().unwrap()]))
+                .assert_error(66);
+            assert!(!marker.exists());
+            assert_eq!(fs::read_link(&link).unwrap(), *target, "{spec}");
+            assert_eq!(sb.lock_dir_entries(), ["lk"], "{spec}: temp files left");
+            assert_eq!(fs::read(&target_file).unwrap(), b"user data\n");
+            assert_eq!(fs::read_dir(&target_dir).unwrap().count(), 0);
+        }
+        fs::remove_file(&link).unwrap();
+    }
+}
+
+#[test]
+fn fd_option_runs_a_command_while_the_callers_fd_is_locked() {
+    let sb = Sandbox::new("fd-option");
+    let lock = sb.locks.join("lk");
+    let script = format!(
+        r#"exec 9>'{f}'
+"$LW" --fd 9 -n sh -c '"$LW" -n "$0" true; echo "inside $?"' '{f}' || exit 10
+"$LW" -n '{f}' true; echo "after $?""#,
+        f = lock.display()
+    );
+    let out = run_script(&sb, &common::bin(), &script);
+    out.assert_code(0);
+    // Inside, the lock is held; after, it stays on the caller's fd 9.
+    assert_eq!(out.stdout, "inside 1\nafter 1\n", "{out:?}");
+}
