@@ -167,10 +167,7 @@ fn sigterm_reaches_the_child_and_the_wrapper_exits_143(backend: Backend) {
     let sb = Sandbox::new(&format!("sigterm-{backend:?}"));
     let spec = backend.spec(&sb, "lk");
     let ready = sb.work_path("ready");
-    let script = format!(
-        "echo $$ > '{r}.tmp' && mv '{r}.tmp' '{r}' && exec sleep 60",
-        r = ready.display()
-    );
+    let script = format!("echo $$ > '{r}' && exec sleep 60", r = ready.display());
     let mut wrapper = sb.spawn(sb.lockwrap([spec.as_str(), "sh", "-c", &script]), "wrapper");
     let child = common::wait_for_pid_file(&ready);
     assert!(process_is_running(child));
@@ -320,7 +317,7 @@ fn a_background_process_of_the_command_keeps_fd_carried_locks() {
         let gate = sb.fifo("gate");
         let script = format!(
             "(read line < '{g}') > /dev/null 2>&1 &
-echo $! > '{r}.tmp' && mv '{r}.tmp' '{r}'",
+echo $! > '{r}'",
             g = gate.display(),
             r = ready.display()
         );

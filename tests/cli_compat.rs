@@ -97,7 +97,7 @@ fn lockwrap_and_flock1_exclude_each_other_on_the_same_file() {
     let ready = sb.work_path("ready");
     let gate = sb.fifo("gate");
     let script = format!(
-        "touch '{}' && read line < '{}'",
+        ": > '{}' && read line < '{}'",
         ready.display(),
         gate.display()
     );

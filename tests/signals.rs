@@ -6,6 +6,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::Command;
 
 use common::{ALL_BACKENDS, Backend, Sandbox, WAIT, wait_for_pid_file, wait_until};
@@ -66,6 +67,24 @@ fn bit(signal: libc::c_int) -> u64 {
     1 << (signal - 1)
 }
 
+/// A command that traps SIG`name` (appending the name to `got` and exiting
+/// with `code`), then writes its pid to `ready` and idles.
+///
+/// It idles in a loop of short foreground sleeps, after each of which the
+/// shell runs a pending trap, rather than in `sleep & wait`: dash 0.5.12's
+/// `wait` can miss a signal that arrives just before it blocks (seen 14
+/// times in 300 runs), and the background sleep would outlive the shell
+/// holding the inherited lock fd.
+fn trapping_script(name: &str, got: &Path, code: i32, ready: &Path) -> String {
+    format!(
+        "trap 'echo {name} >> \"{got}\"; exit {code}' {name}
+echo $$ > '{ready}'
+while :; do sleep 0.05; done",
+        got = got.display(),
+        ready = ready.display()
+    )
+}
+
 /// The signals lockwrap forwards, by name as sh's trap knows them.
 const FORWARDED: [(Signal, &str); 6] = [
     (Signal::SIGTERM, "TERM"),
@@ -85,17 +104,7 @@ fn assert_forwarded(signal: Signal, name: &str, block_all: bool) {
     let ready = sb.work_path("ready");
     let got = sb.work_path("got");
     let code = 70 + signal as i32;
-    // `wait` returns as soon as a trapped signal arrives (POSIX); the trap
-    // kills the background sleep so nothing is left behind.
-    let script = format!(
-        "trap 'echo {name} > \"{got}\"; kill $! 2>/dev/null; exit {code}' {name}
-sleep 60 &
-echo $$ > '{r}.tmp' && mv '{r}.tmp' '{r}'
-wait $!
-exit 3",
-        got = got.display(),
-        r = ready.display()
-    );
+    let script = trapping_script(name, &got, code, &ready);
     let mut command = sb.lockwrap([lock.to_str().unwrap(), "sh", "-c", &script]);
     if block_all {
         with_blocked(&mut command, None);
@@ -193,14 +202,7 @@ fn signals_the_caller_ignored_stay_ignored() {
     // reaches the command.
     let ready = sb.work_path("ready");
     let got = sb.work_path("got");
-    let script = format!(
-        "trap 'echo TERM >> \"{got}\"; kill $! 2>/dev/null; exit 5' TERM
-sleep 60 &
-echo $$ > '{r}.tmp' && mv '{r}.tmp' '{r}'
-wait $!",
-        got = got.display(),
-        r = ready.display()
-    );
+    let script = trapping_script("TERM", &got, 5, &ready);
     let mut command = sb.lockwrap([lock, "sh", "-c", &script]);
     with_ignored(&mut command, libc::SIGHUP);
     let mut wrapper = sb.spawn(command, "wrapper");

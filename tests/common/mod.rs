@@ -182,7 +182,7 @@ impl Sandbox {
     }
 
     /// Starts `lockwrap ARGS... SPEC sh -c SCRIPT` where SCRIPT announces
-    /// itself (its pid in a ready file, created atomically) and then blocks
+    /// itself (its pid in a ready file) and then blocks
     /// until [`Holder::release`]. Returns once the command runs, that is,
     /// once lockwrap holds the lock.
     pub fn hold(&self, args: &[&str], spec: &str) -> Holder {
@@ -190,7 +190,7 @@ impl Sandbox {
         let ready = self.work.join(format!("{label}.ready"));
         let gate = self.fifo(&format!("{label}.gate"));
         let script = format!(
-            "echo $$ > '{r}.tmp' && mv '{r}.tmp' '{r}' && read line < '{g}'",
+            "echo $$ > '{r}' && read line < '{g}'",
             r = ready.display(),
             g = gate.display()
         );
@@ -206,13 +206,19 @@ impl Sandbox {
     }
 }
 
-/// Waits for a file holding a pid (written atomically) and returns the pid.
+/// Waits (bounded) until `path` holds a pid and a newline, and returns the
+/// pid. The writer is a shell's builtin `echo $$ > path`: no helper process
+/// (which would inherit the lock fd and might outlive the shell), so the
+/// file may be seen empty for a moment before its one write.
 pub fn wait_for_pid_file(path: &Path) -> i32 {
-    wait_for_file(path, WAIT);
-    let text = fs::read_to_string(path).unwrap();
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{} holds no pid: {text:?}", path.display()))
+    let mut pid = None;
+    wait_until(&format!("a pid in {}", path.display()), WAIT, || {
+        pid = fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.strip_suffix('\n')?.parse().ok());
+        pid.is_some()
+    });
+    pid.unwrap()
 }
 
 /// Status, stdout and stderr of a finished process.
