@@ -265,6 +265,32 @@ fn shared_is_refused_for_mkdir_excl_and_abstract() {
 }
 
 #[test]
+fn a_stale_lock_is_reclaimed_by_one_waiter_at_a_time() {
+    const WRAPPERS: usize = 5;
+    for backend in [Backend::Mkdir, Backend::Excl] {
+        let sb = Sandbox::new(&format!("stale-race-{backend:?}"));
+        let spec = backend.spec(&sb, "lk");
+        // -F: the program exits without anyone removing the artifact.
+        let mut program = sb.spawn(sb.lockwrap(["-F", &spec, "true"]), "nofork");
+        program.finish().assert_code(0);
+        assert_eq!(sb.lock_dir_entries(), ["lk"], "{backend:?}: no stale lock");
+        let log = sb.work_path("log");
+        let script = critical_section_script(&log);
+        let mut wrappers: Vec<_> = (0..WRAPPERS)
+            .map(|i| {
+                let command = sb.lockwrap([spec.as_str(), "sh", "-c", &script]);
+                sb.spawn(command, &format!("wrapper{i}"))
+            })
+            .collect();
+        for wrapper in &mut wrappers {
+            wrapper.finish().assert_code(0);
+        }
+        assert_no_overlap(&log, WRAPPERS);
+        assert_released_cleanly(backend, &sb);
+    }
+}
+
+#[test]
 fn a_plain_mkdir_excludes_lockwrap_until_it_is_removed() {
     // Shell scripts that lock with `mkdir PATH` (no holder record: "held,
     // owner unknown") and lockwrap's mkdir: locks exclude each other.
