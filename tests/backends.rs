@@ -5,6 +5,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
 
 use common::{
     Backend, Sandbox, WAIT, assert_no_overlap, become_subreaper, critical_section_script,
@@ -287,6 +288,66 @@ fn a_stale_lock_is_reclaimed_by_one_waiter_at_a_time() {
         }
         assert_no_overlap(&log, WRAPPERS);
         assert_released_cleanly(backend, &sb);
+    }
+}
+
+/// The open fds of a shell, as "number target" (a socket as "socket"),
+/// listed by an `ls` it runs, so the listing has no fds of its own.
+const LIST_FDS: &str = "ls -l /proc/$$/fd";
+
+fn parse_fds(listing: &str) -> std::collections::BTreeMap<u32, String> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let (left, target) = line.split_once(" -> ")?;
+            let fd = left.rsplit(' ').next()?.parse().ok()?;
+            let target = if target.starts_with("socket:") {
+                "socket".to_owned()
+            } else {
+                target.to_owned()
+            };
+            Some((fd, target))
+        })
+        .collect()
+}
+
+#[test]
+fn the_command_inherits_the_lock_fd_and_nothing_else() {
+    for backend in common::ALL_BACKENDS {
+        let sb = Sandbox::new(&format!("fds-{backend:?}"));
+        let spec = backend.spec(&sb, "lk");
+        // What a command started without lockwrap has (cargo may pass on
+        // jobserver fds and the like).
+        let mut direct = Command::new("sh");
+        direct.args(["-c", LIST_FDS]);
+        let baseline = parse_fds(&sb.run(direct).stdout);
+        assert!(baseline.contains_key(&0) && baseline.contains_key(&2));
+        for close in [false, true] {
+            let mut args = vec![];
+            if close {
+                args.push("-o");
+            }
+            args.extend([spec.as_str(), "sh", "-c", LIST_FDS]);
+            let out = sb.run(sb.lockwrap(&args));
+            out.assert_code(0);
+            let fds = parse_fds(&out.stdout);
+            for fd in baseline.keys() {
+                assert!(fds.contains_key(fd), "fd {fd} lost: {out:?}");
+            }
+            let extra: Vec<&String> = fds
+                .iter()
+                .filter(|(fd, _)| !baseline.contains_key(fd))
+                .map(|(_, target)| target)
+                .collect();
+            let lock_file = sb.locks.join("lk").display().to_string();
+            let socket = "socket".to_owned();
+            let expected: Vec<&String> = match (backend, close) {
+                (_, true) | (Backend::Mkdir | Backend::Excl, _) => vec![],
+                (Backend::Flock | Backend::Fcntl, false) => vec![&lock_file],
+                (Backend::Abstract, false) => vec![&socket],
+            };
+            assert_eq!(extra, expected, "{backend:?} -o: {close}: {out:?}");
+        }
     }
 }
 

@@ -369,6 +369,8 @@ fn command_not_found_exits_69_and_leaves_the_lock_file_alone() {
         let spec = backend.spec(&sb, "lk");
         sb.run(sb.lockwrap([spec.as_str(), "lockwrap-test-no-such-command"]))
             .assert_error(69);
+        sb.run(sb.lockwrap(["-F", &spec, "lockwrap-test-no-such-command"]))
+            .assert_error(69);
         let expected: &[&str] = if backend == Backend::Fcntl {
             &["lk"]
         } else {
