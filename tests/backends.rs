@@ -413,11 +413,7 @@ echo $! > '{r}'",
         let background = common::wait_for_pid_file(&ready);
         assert!(process_is_running(background));
         assert_held(&sb, &spec);
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&gate)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, b"go\n"))
-            .unwrap();
+        common::open_gate(&gate);
         wait_until("the background process to end", WAIT, || {
             !process_is_running(background)
         });

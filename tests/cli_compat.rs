@@ -106,11 +106,7 @@ fn lockwrap_and_flock1_exclude_each_other_on_the_same_file() {
     let mut theirs = sb.spawn(command, "flock-holder");
     common::wait_for_file(&ready, common::WAIT);
     sb.run(sb.lockwrap(["-n", lock, "true"])).assert_code(1);
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&gate)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, b"go\n"))
-        .unwrap();
+    common::open_gate(&gate);
     theirs.finish().assert_code(0);
     // lockwrap holds, flock(1) conflicts.
     let mut ours = sb.hold(&[], lock);

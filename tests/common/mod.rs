@@ -357,27 +357,9 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// Lets the command finish: writes a line into its FIFO. Bounded: the
-    /// FIFO opens once the command is blocked reading it.
+    /// Lets the command finish: writes a line into its FIFO.
     pub fn release(&self) {
-        let mut file = None;
-        wait_until(
-            "the holder to open its gate",
-            WAIT,
-            || match fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(&self.gate)
-            {
-                Ok(f) => {
-                    file = Some(f);
-                    true
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => false,
-                Err(e) => panic!("cannot open {}: {e}", self.gate.display()),
-            },
-        );
-        file.unwrap().write_all(b"go\n").expect("write to gate");
+        open_gate(&self.gate);
     }
 
     /// Releases the command and waits for the wrapper's outcome.
@@ -385,6 +367,29 @@ impl Holder {
         self.release();
         self.proc.finish()
     }
+}
+
+/// Writes a line into a FIFO a command blocks on (`read line < FIFO`).
+/// Bounded: opening for writing succeeds once the reader has it open.
+pub fn open_gate(gate: &Path) {
+    let mut file = None;
+    wait_until(
+        "a reader to open the gate FIFO",
+        WAIT,
+        || match fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(gate)
+        {
+            Ok(f) => {
+                file = Some(f);
+                true
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => false,
+            Err(e) => panic!("cannot open {}: {e}", gate.display()),
+        },
+    );
+    file.unwrap().write_all(b"go\n").expect("write to gate");
 }
 
 /// Reaps `pid`, a process this test process adopted as subreaper (see
