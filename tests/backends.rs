@@ -8,23 +8,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
 use common::{
-    Backend, Sandbox, WAIT, assert_no_overlap, become_subreaper, critical_section_script,
+    Backend, Sandbox, WAIT, assert_no_overlap, become_subreaper, catches, critical_section_script,
     process_is_running, reap_adopted, wait_until,
 };
 use nix::sys::signal::Signal;
-
-/// Whether process `pid` catches `signal` (SigCgt in /proc/PID/status):
-/// lockwrap installs its handlers first thing, right before taking the lock.
-fn catches(pid: i32, signal: Signal) -> bool {
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (signal as i32 - 1)) != 0)
-}
 
 /// After a release: mkdir/excl leave nothing behind; flock/fcntl leave the
 /// lock file they created, empty (never written); abstract creates no file.
@@ -124,7 +111,7 @@ fn wait_times_out_while_held_and_succeeds_when_released(backend: Backend) {
         "waiter",
     );
     wait_until("the waiter to set up", WAIT, || {
-        catches(waiter.pid(), Signal::SIGTERM)
+        catches(waiter.pid(), libc::SIGTERM)
     });
     assert!(!log.exists(), "the waiter ran while the lock was held");
     fs::write(&log, "holder leaves\n").unwrap();
@@ -370,7 +357,7 @@ fn a_plain_mkdir_excludes_lockwrap_until_it_is_removed() {
         "waiter",
     );
     wait_until("the waiter to set up", WAIT, || {
-        catches(waiter.pid(), Signal::SIGTERM)
+        catches(waiter.pid(), libc::SIGTERM)
     });
     assert!(!log.exists());
     fs::remove_dir(&path).unwrap(); // the script's `rmdir PATH`

@@ -9,7 +9,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::{ALL_BACKENDS, Backend, Sandbox, WAIT, wait_for_pid_file, wait_until};
+use common::{ALL_BACKENDS, Backend, Sandbox, WAIT, catches, wait_for_pid_file, wait_until};
 use nix::sys::signal::Signal;
 
 /// Makes `command` start with `signals` blocked (all of them when None), as
@@ -247,13 +247,6 @@ fn wait_times_out_when_the_caller_blocked_sigalrm() {
         assert!(!marker.exists());
     }
     holder.release_and_finish().assert_code(0);
-}
-
-/// Whether `pid` has a handler for `signal` (lockwrap installs its handlers
-/// first thing, before it tries the lock).
-fn catches(pid: i32, signal: libc::c_int) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .is_ok_and(|status| mask(&status, "SigCgt") & bit(signal) != 0)
 }
 
 #[test]

@@ -74,6 +74,19 @@ pub fn wait_for_file(path: &Path, timeout: Duration) {
     });
 }
 
+/// Whether process `pid` has a handler for signal `signo` (SigCgt in
+/// /proc/PID/status). lockwrap installs its handlers first thing, before it
+/// tries the lock, so this tells that a started wrapper is about to wait.
+pub fn catches(pid: i32, signo: libc::c_int) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (signo - 1)) != 0)
+    })
+}
+
 /// A temporary directory per test: `locks/` for lock paths only (so a test
 /// can check that nothing is left there), `work/` for logs, ready files and
 /// outputs.
