@@ -128,7 +128,8 @@ fn sigkill_of_the_wrapper_leaves_the_lock_with_the_running_child(backend: Backen
     let mut holder = sb.hold(&[], &spec);
     if let Some(record) = backend.record_path(&sb, "lk") {
         // The wrapper records the command's pid just after spawning it; a
-        // SIGKILL before that is a different (narrower) case.
+        // SIGKILL before that is a known bug with its own (ignored) test,
+        // sigkill_right_after_the_command_started_still_leaves_the_lock_held.
         let wanted = format!("child_pid={}\n", holder.child_pid);
         wait_until("the holder record to name the command", WAIT, || {
             fs::read_to_string(&record).is_ok_and(|r| r.contains(&wanted))
@@ -405,6 +406,37 @@ echo $! > '{r}'",
             !process_is_running(background)
         });
         assert_free(&sb, &spec);
+    }
+}
+
+#[test]
+#[ignore = "bug (src/child.rs + path_artifact.rs design): the command runs before the \
+            holder record names it; a SIGKILL of the wrapper in that window (the command \
+            already started) leaves a mkdir/excl lock that looks stale and is taken by the \
+            next wrapper while the command still runs (hit 33 times in 200 by hand)"]
+fn sigkill_right_after_the_command_started_still_leaves_the_lock_held() {
+    // Probabilistic by nature: kill as early as the command can tell it runs,
+    // many times. A correct lockwrap passes every round.
+    const ROUNDS: usize = 40;
+    become_subreaper();
+    for backend in [Backend::Mkdir, Backend::Excl] {
+        let sb = Sandbox::new(&format!("early-kill-{backend:?}"));
+        let spec = backend.spec(&sb, "lk");
+        for round in 0..ROUNDS {
+            let mut holder = sb.hold(&[], &spec);
+            holder.proc.kill_and_reap();
+            let out = sb.run(sb.lockwrap(["-n", &spec, "true"]));
+            let child_running = process_is_running(holder.child_pid);
+            holder.release();
+            reap_adopted(holder.child_pid);
+            assert!(child_running);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{backend:?}, round {round}: the lock was free while the command still ran"
+            );
+            assert_free(&sb, &spec);
+        }
     }
 }
 
