@@ -72,7 +72,12 @@ impl ChildPlan<'_> {
             .spawn()
             .map_err(|e| self.exec_error(&e))?;
         let pid = Pid::from_raw(child.id() as i32);
-        if let Err(e) = held.child_started(pid) {
+        // With -o only lockwrap holds the lock: recording the command as a
+        // holder would keep a mkdir/excl lock alive after lockwrap died,
+        // unlike the fd-carried locks the command does not inherit.
+        if !self.close_in_child
+            && let Err(e) = held.child_started(pid)
+        {
             crate::say!("warning: {e}");
         }
         let started = Instant::now();
