@@ -108,6 +108,11 @@ struct Cli {
     #[arg(long)]
     fcntl: bool,
 
+    /// Redis and PostgreSQL locks: how long the server keeps a lock whose
+    /// holder stops renewing it (default 30s); renewed every third of it
+    #[arg(long, value_name = "DURATION")]
+    lease: Option<String>,
+
     /// Lock this already-open fd of the caller, then run the command
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     fd: Option<String>,
@@ -180,6 +185,8 @@ pub struct Invocation {
     pub no_fork: bool,
     /// `--verbose`.
     pub verbose: bool,
+    /// `--lease`: the lease of a server lock (None: the backend's default).
+    pub lease: Option<Duration>,
 }
 
 /// The outcome of parsing: something to do, or text to print and exit 0.
@@ -266,6 +273,14 @@ impl Cli {
                 }
             }
         };
+        let lease = match &self.lease {
+            None => None,
+            Some(text) => match parse_duration(text) {
+                Ok(d) if !d.is_zero() => Some(d),
+                Ok(_) => return Err(usage("invalid lease: '0' (it must be positive)")),
+                Err(e) => return Err(usage(format!("invalid lease: {e}"))),
+            },
+        };
         let task = self.task()?;
         Ok(Invocation {
             task,
@@ -275,6 +290,7 @@ impl Cli {
             close_in_child: self.close,
             no_fork: self.no_fork,
             verbose: self.verbose,
+            lease,
         })
     }
 

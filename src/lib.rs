@@ -56,6 +56,7 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
         mode: invocation.mode,
         command: &command_text,
         stale_after: None,
+        lease: invocation.lease,
     };
     let waiter = Waiter::new(&lock, invocation.wait, &signals);
     let mut held = backend.acquire(&request, &waiter)?;
