@@ -9,6 +9,8 @@ mod kernel;
 mod mkdir;
 mod ofd;
 mod path_artifact;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 
@@ -162,13 +164,18 @@ pub fn open(spec: &LockSpec) -> Box<dyn Backend> {
         }
         #[cfg(feature = "redis")]
         LockSpec::Redis(remote) => Box::new(self::redis::RedisLock::new(lock, remote.clone())),
+        #[cfg(feature = "postgres")]
+        LockSpec::Postgres(remote) => Box::new(self::postgres::PgLock::new(lock, remote.clone())),
+        #[cfg(not(all(feature = "redis", feature = "postgres")))]
         _ => Box::new(NotBuilt(lock)),
     }
 }
 
 /// A server lock whose backend this binary was built without.
+#[cfg(not(all(feature = "redis", feature = "postgres")))]
 struct NotBuilt(String);
 
+#[cfg(not(all(feature = "redis", feature = "postgres")))]
 impl NotBuilt {
     fn error(&self) -> Error {
         Error::Usage(format!(
@@ -178,6 +185,7 @@ impl NotBuilt {
     }
 }
 
+#[cfg(not(all(feature = "redis", feature = "postgres")))]
 impl Backend for NotBuilt {
     fn acquire(&self, _: &Request<'_>, _: &Waiter<'_>) -> Result<Box<dyn Held>, Error> {
         Err(self.error())
