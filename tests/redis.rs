@@ -155,6 +155,31 @@ fn a_stalled_server_stops_the_command_and_exits_75() {
 }
 
 #[test]
+fn a_lock_taken_away_on_the_server_stops_the_command() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lock = server.lock("stolen");
+    let holder = Holder::start(&["--lease", "1500ms"], &lock, dir.path(), "h");
+    let command = holder.command_pid();
+    assert!(
+        server
+            .command(&["SET", "lockwrap:stolen", "someone-else"])
+            .starts_with("+OK")
+    );
+    let (code, stderr) = holder.exit();
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(stderr.contains("gone or taken"), "{stderr}");
+    assert!(!process_alive(command), "the command was stopped");
+    // The owner check kept our release from deleting the other holder's key.
+    assert_eq!(
+        server.command(&["GET", "lockwrap:stolen"]),
+        "$12\r\nsomeone-else\r\n"
+    );
+}
+
+#[test]
 fn a_vanished_holder_frees_the_lock_within_the_lease() {
     let Some(server) = RedisServer::start() else {
         return;

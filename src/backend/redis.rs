@@ -224,6 +224,7 @@ impl Backend for RedisLock {
                         fence: *fence,
                         last_ok: sent,
                         done: false,
+                        broken: false,
                     }));
                 }
                 [0, pttl] => {
@@ -319,6 +320,8 @@ struct RedisHeld {
     last_ok: Instant,
     /// Released, or lost (then there is nothing left to release).
     done: bool,
+    /// A call failed: the connection may be out of step with the server.
+    broken: bool,
 }
 
 impl RedisHeld {
@@ -344,10 +347,13 @@ impl RedisHeld {
     }
 
     fn release_now(&mut self) -> Result<(), Error> {
-        if self.done {
+        if self.done || self.broken {
+            // Lost, or unusable: the lease runs out on the server by itself.
             return Ok(());
         }
         self.done = true;
+        let _ = self.con.set_read_timeout(Some(self.lease / 3));
+        let _ = self.con.set_write_timeout(Some(self.lease / 3));
         Script::new(RELEASE)
             .key(&self.keys.lock)
             .key(&self.keys.holder)
@@ -367,17 +373,21 @@ impl RedisHeld {
 
 impl Held for RedisHeld {
     fn child_started(&mut self, child: nix::unistd::Pid) -> Result<(), Error> {
-        Script::new(CHILD)
+        let recorded = Script::new(CHILD)
             .key(&self.keys.lock)
             .key(&self.keys.holder)
             .arg(&self.token)
             .arg(child.as_raw())
-            .invoke::<i64>(&mut self.con)
-            .map(drop)
-            .map_err(|e| Error::TempFail {
+            .invoke::<i64>(&mut self.con);
+        recorded.map(drop).map_err(|e| {
+            // A reply may still be on its way: the connection cannot be
+            // trusted to pair the next renewal with its answer.
+            self.broken = true;
+            Error::TempFail {
                 lock: self.lock.clone(),
                 reason: format!("cannot record the command's pid: {}", self.scrub(&e)),
-            })
+            }
+        })
     }
 
     fn child_env(&self) -> Vec<(OsString, OsString)> {
@@ -392,18 +402,37 @@ impl Held for RedisHeld {
     }
 
     fn renew(&mut self) -> Result<(), Error> {
+        if self.broken {
+            return Err(self.lost("the connection to the server failed".into()));
+        }
         let sent = Instant::now();
-        if sent >= self.last_ok + self.lease {
-            // We were paused past the lease (SIGSTOP, swap): someone else may
-            // have held the lock meanwhile, whatever the server says now.
+        // The answer must come while a third of the lease is left, so that
+        // the command is stopped before the server can give the lock away.
+        let budget = (self.last_ok + self.lease * 2 / 3).saturating_duration_since(sent);
+        if budget.is_zero() {
+            // We were paused (SIGSTOP, swap) or the last call was slow:
+            // someone else may hold the lock by now, whatever the server says.
             return Err(self.lost("the lease ran out before it could be renewed".into()));
         }
-        let renewed = Script::new(RENEW)
-            .key(&self.keys.lock)
-            .key(&self.keys.holder)
+        let budget = budget.min(self.lease / 3);
+        if let Err(e) = self
+            .con
+            .set_read_timeout(Some(budget))
+            .and_then(|()| self.con.set_write_timeout(Some(budget)))
+        {
+            let why = format!("cannot renew the lease: {}", self.scrub(&e));
+            return Err(self.lost(why));
+        }
+        // Plain EVAL, not EVALSHA: exactly one round trip, even after a
+        // SCRIPT FLUSH.
+        let renewed = ::redis::cmd("EVAL")
+            .arg(RENEW)
+            .arg(2)
+            .arg(&self.keys.lock)
+            .arg(&self.keys.holder)
             .arg(&self.token)
             .arg(self.lease.as_millis() as u64)
-            .invoke::<i64>(&mut self.con);
+            .query::<i64>(&mut self.con);
         match renewed {
             Ok(1) => {
                 self.last_ok = sent;
