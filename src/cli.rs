@@ -177,6 +177,8 @@ pub struct Invocation {
     pub mode: Mode,
     /// Whether and how long to wait.
     pub wait: WaitPolicy,
+    /// `--lease`: the lease of a server lock (None: the backend's default).
+    pub lease: Option<Duration>,
     /// The `-E` value.
     pub conflict_exit_code: u8,
     /// `-o`: the child does not inherit the lock.
@@ -185,8 +187,6 @@ pub struct Invocation {
     pub no_fork: bool,
     /// `--verbose`.
     pub verbose: bool,
-    /// `--lease`: the lease of a server lock (None: the backend's default).
-    pub lease: Option<Duration>,
 }
 
 /// The outcome of parsing: something to do, or text to print and exit 0.
@@ -273,24 +273,16 @@ impl Cli {
                 }
             }
         };
-        let lease = match &self.lease {
-            None => None,
-            Some(text) => match parse_duration(text) {
-                Ok(d) if !d.is_zero() => Some(d),
-                Ok(_) => return Err(usage("invalid lease: '0' (it must be positive)")),
-                Err(e) => return Err(usage(format!("invalid lease: {e}"))),
-            },
-        };
         let task = self.task()?;
         Ok(Invocation {
             task,
             mode,
             wait,
+            lease: self.lease()?,
             conflict_exit_code,
             close_in_child: self.close,
             no_fork: self.no_fork,
             verbose: self.verbose,
-            lease,
         })
     }
 
@@ -353,6 +345,20 @@ impl Cli {
                     command,
                 })
             }
+        }
+    }
+
+    /// `--lease DURATION`, which must be positive.
+    fn lease(&self) -> Result<Option<Duration>, Error> {
+        let Some(text) = &self.lease else {
+            return Ok(None);
+        };
+        match parse_duration(text) {
+            Ok(d) if !d.is_zero() => Ok(Some(d)),
+            Ok(_) => Err(usage(format!(
+                "invalid lease: '{text}' (it must be positive)"
+            ))),
+            Err(e) => Err(usage(format!("invalid lease: {e}"))),
         }
     }
 

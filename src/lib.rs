@@ -53,10 +53,10 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
     check_supported(&invocation, backend.as_ref(), &lock)?;
     let command_text = command.map(describe_command).unwrap_or_default();
     let request = Request {
+        lease: invocation.lease,
         mode: invocation.mode,
         command: &command_text,
         stale_after: None,
-        lease: invocation.lease,
     };
     let waiter = Waiter::new(&lock, invocation.wait, &signals);
     let mut held = backend.acquire(&request, &waiter)?;

@@ -219,6 +219,10 @@ fn unreachable_server_no_fork_and_passwords() {
 
     let out = run(&["-s", &server.lock("x"), "true"]);
     assert_eq!(out.status.code(), Some(64));
+    for lease in ["0", "50ms", "soon"] {
+        let out = run(&["--lease", lease, &server.lock("x"), "true"]);
+        assert_eq!(out.status.code(), Some(64), "--lease {lease}");
+    }
 }
 
 #[test]
