@@ -163,6 +163,30 @@ fn a_terminated_session_stops_the_command_and_exits_75() {
 }
 
 #[test]
+fn a_stalled_session_stops_the_command_and_exits_75() {
+    let Some(server) = PgServer::shared() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lock = server.lock("stalled");
+    let holder = Holder::start(&["--lease", "1500ms"], &lock, dir.path(), "h");
+    let command = holder.command_pid();
+    let backend: i32 = server
+        .sql(&format!("SELECT pid {}", lock_rows("stalled", "granted")))
+        .parse()
+        .unwrap();
+    let backend = nix::unistd::Pid::from_raw(backend);
+    nix::sys::signal::kill(backend, Signal::SIGSTOP).unwrap();
+    let (code, stderr) = holder.exit();
+    nix::sys::signal::kill(backend, Signal::SIGCONT).unwrap();
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(stderr.contains("did not answer"), "{stderr}");
+    assert!(!process_alive(command), "the command was stopped");
+    // The session ends once the server sees the closed connection.
+    assert_eq!(run(&["-w", "25", &lock, "true"]).status.code(), Some(0));
+}
+
+#[test]
 fn a_vanished_holder_frees_the_lock_when_its_session_ends() {
     let Some(server) = PgServer::shared() else {
         return;

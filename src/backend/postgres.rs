@@ -41,6 +41,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 const MIN_LEASE: Duration = Duration::from_millis(100);
 /// How long to wait for the server to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting, logging in and the first attempt may take in all.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The advisory-lock key of a lock name, as SQL over parameter `$1`.
 const KEY: &str = "hashtextextended($1, 0)";
@@ -143,10 +145,33 @@ impl PgLock {
         Ok(config)
     }
 
-    fn connect(&self, config: &Config) -> Result<Client, Error> {
-        config
-            .connect(NoTls)
-            .map_err(|e| self.temp_fail(config, "cannot connect to the PostgreSQL server", &e))
+    /// Runs `call` with a fresh connection on a helper thread, all of it
+    /// bounded by [`SETUP_TIMEOUT`]: the driver's connect timeout covers only
+    /// the TCP connect, and a stalled server would hang the handshake.
+    fn with_new_session<T: Send + 'static>(
+        &self,
+        config: &Config,
+        call: impl FnOnce(&mut Client) -> Result<T, (&'static str, ::postgres::Error)> + Send + 'static,
+    ) -> Result<(Client, T), Error> {
+        let config2 = config.clone();
+        let outcome = in_background(SETUP_TIMEOUT, move || {
+            let mut client = config2
+                .connect(NoTls)
+                .map_err(|e| ("cannot connect to the PostgreSQL server", e))?;
+            let value = call(&mut client)?;
+            Ok((client, value))
+        });
+        match outcome {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err((what, e))) => Err(self.temp_fail(config, what, &e)),
+            Err(CallError::TimedOut) => Err(self.temp_fail(
+                config,
+                "cannot connect to the PostgreSQL server",
+                &format!("no answer within {}s", SETUP_TIMEOUT.as_secs()),
+            )),
+            Err(CallError::Pg(e)) => Err(self.temp_fail(config, "cannot connect", &e)),
+            Err(CallError::Os(e)) => Err(Error::os(&self.lock, "cannot start a thread", e)),
+        }
     }
 
     fn lease(&self, request: &Request<'_>) -> Result<Duration, Error> {
@@ -156,36 +181,29 @@ impl PgLock {
         }
         Ok(lease)
     }
+}
 
-    /// Session settings: nothing on the server may cut our waits or our idle
-    /// session short, and the server gives up on a silent client after
-    /// about the lease (keepalives; settings the server lacks are skipped).
-    fn prepare_session(
-        &self,
-        config: &Config,
-        client: &mut Client,
-        lease: Duration,
-    ) -> Result<(), Error> {
-        client
-            .batch_execute(
-                "SET lock_timeout = 0; SET statement_timeout = 0; \
-                 SET idle_in_transaction_session_timeout = 0",
-            )
-            .map_err(|e| self.temp_fail(config, "cannot set up the session", &e))?;
-        let secs = |d: Duration| d.as_secs().max(1).to_string();
-        let best_effort = [
-            ("tcp_keepalives_idle", secs(lease / 2)),
-            ("tcp_keepalives_interval", secs(lease / 6)),
-            ("tcp_keepalives_count", "3".to_owned()),
-            ("tcp_user_timeout", lease.as_millis().to_string()),
-            ("idle_session_timeout", "0".to_owned()),
-            ("client_connection_check_interval", "1000".to_owned()),
-        ];
-        for (name, value) in best_effort {
-            let _ = client.execute("SELECT set_config($1, $2, false)", &[&name, &value]);
-        }
-        Ok(())
+/// Session settings: nothing on the server may cut our waits or our idle
+/// session short, and the server gives up on a silent client after about the
+/// lease (keepalives; settings the server lacks are skipped).
+fn prepare_session(client: &mut Client, lease: Duration) -> Result<(), ::postgres::Error> {
+    client.batch_execute(
+        "SET lock_timeout = 0; SET statement_timeout = 0; \
+         SET idle_in_transaction_session_timeout = 0",
+    )?;
+    let secs = |d: Duration| d.as_secs().max(1).to_string();
+    let best_effort = [
+        ("tcp_keepalives_idle", secs(lease / 2)),
+        ("tcp_keepalives_interval", secs(lease / 6)),
+        ("tcp_keepalives_count", "3".to_owned()),
+        ("tcp_user_timeout", lease.as_millis().to_string()),
+        ("idle_session_timeout", "0".to_owned()),
+        ("client_connection_check_interval", "1000".to_owned()),
+    ];
+    for (name, value) in best_effort {
+        let _ = client.execute("SELECT set_config($1, $2, false)", &[&name, &value]);
     }
+    Ok(())
 }
 
 impl Backend for PgLock {
@@ -200,17 +218,17 @@ impl Backend for PgLock {
         let lease = self.lease(request)?;
         let identity = Identity::of_this_process(request.command);
         let config = self.config(&identity.application_name())?;
-        let mut client = self.connect(&config)?;
-        self.prepare_session(&config, &mut client, lease)?;
         let suffix = if shared { "_shared" } else { "" };
         let name = self.remote.name.clone();
-        let taken: bool = client
-            .query_one(
-                &format!("SELECT pg_try_advisory_lock{suffix}({KEY})"),
-                &[&name],
-            )
-            .map(|row| row.get(0))
-            .map_err(|e| self.temp_fail(&config, "cannot take the lock", &e))?;
+        let try_sql = format!("SELECT pg_try_advisory_lock{suffix}({KEY})");
+        let try_name = name.clone();
+        let (client, taken) = self.with_new_session(&config, move |client| {
+            prepare_session(client, lease).map_err(|e| ("cannot set up the session", e))?;
+            client
+                .query_one(&try_sql, &[&try_name])
+                .map(|row| row.get::<_, bool>(0))
+                .map_err(|e| ("cannot take the lock", e))
+        })?;
         let client = Arc::new(Mutex::new(client));
         if !taken {
             if waiter.is_nonblocking() {
@@ -243,7 +261,6 @@ impl Backend for PgLock {
 
     fn status(&self) -> Result<LockStatus, Error> {
         let config = self.config("lockwrap status")?;
-        let mut client = self.connect(&config)?;
         let sql = format!(
             "SELECT l.mode, coalesce(a.application_name, ''), coalesce(a.query, ''), \
                     coalesce(host(a.client_addr), ''), \
@@ -255,9 +272,12 @@ impl Backend for PgLock {
                AND l.objid = ({KEY} & 4294967295)::oid \
              ORDER BY a.backend_start"
         );
-        let rows = client
-            .query(&sql, &[&self.remote.name])
-            .map_err(|e| self.temp_fail(&config, "cannot read the lock", &e))?;
+        let name = self.remote.name.clone();
+        let (_, rows) = self.with_new_session(&config, move |client| {
+            client
+                .query(&sql, &[&name])
+                .map_err(|e| ("cannot read the lock", e))
+        })?;
         let mut status = LockStatus::default();
         for row in rows {
             let mode: String = row.get(0);
@@ -440,28 +460,37 @@ fn lock_client(client: &Mutex<Client>) -> std::sync::MutexGuard<'_, Client> {
     client.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `call` on a helper thread, giving up after `timeout` (the thread is
+/// then left blocked; the process exits soon after and takes it along).
+fn in_background<T: Send + 'static>(
+    timeout: Duration,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CallError> {
+    let background = Background::start(call).map_err(CallError::Os)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(result) = background.try_result() {
+            return Ok(result);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(CallError::TimedOut);
+        }
+        // EINTR (a SIGCHLD, a forwarded signal) just goes round again; the
+        // signal stays in the self-pipe for whoever waits next.
+        let _ = poll_readable(&[background.as_fd()], Some(left));
+    }
+}
+
 /// Runs `call` on the shared client on a helper thread, giving up after
-/// `timeout` (the thread then stays blocked; the connection is not used again).
+/// `timeout` (the connection is not used again then).
 fn bounded<T: Send + 'static>(
     client: &Arc<Mutex<Client>>,
     timeout: Duration,
     call: impl FnOnce(&mut Client) -> Result<T, ::postgres::Error> + Send + 'static,
 ) -> Result<T, CallError> {
     let client = Arc::clone(client);
-    let background =
-        Background::start(move || call(&mut lock_client(&client))).map_err(CallError::Os)?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(result) = background.try_result() {
-            return result.map_err(CallError::Pg);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(CallError::TimedOut);
-        }
-        // EINTR (a SIGCHLD, a forwarded signal) just goes round again.
-        let _ = poll_readable(&[background.as_fd()], Some(left));
-    }
+    in_background(timeout, move || call(&mut lock_client(&client)))?.map_err(CallError::Pg)
 }
 
 /// A PostgreSQL advisory lock our session holds.

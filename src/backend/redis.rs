@@ -25,7 +25,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ::redis::{Client, Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Script};
+use ::redis::{
+    Client, Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Script,
+};
 
 use super::{Backend, Held, HolderInfo, LockStatus, Request};
 use crate::cli::Mode;
@@ -123,14 +125,10 @@ impl RedisLock {
     }
 
     /// A failure to talk to the server, without the password.
-    fn unreachable(&self, info: &ConnectionInfo, what: &str, e: &dyn std::fmt::Display) -> Error {
-        let mut reason = format!("{what}: {e}");
-        if let Some(password) = info.redis_settings().password().filter(|p| !p.is_empty()) {
-            reason = reason.replace(password, "***");
-        }
+    fn unreachable(&self, info: &ConnectionInfo, what: &str, e: &RedisError) -> Error {
         Error::TempFail {
             lock: self.lock.clone(),
-            reason,
+            reason: format!("{what}: {}", describe(info, e)),
         }
     }
 
@@ -333,17 +331,8 @@ impl RedisHeld {
         }
     }
 
-    fn scrub(&self, e: &::redis::RedisError) -> String {
-        let text = e.to_string();
-        match self
-            .info
-            .redis_settings()
-            .password()
-            .filter(|p| !p.is_empty())
-        {
-            Some(password) => text.replace(password, "***"),
-            None => text,
-        }
+    fn scrub(&self, e: &RedisError) -> String {
+        describe(&self.info, e)
     }
 
     fn release_now(&mut self) -> Result<(), Error> {
@@ -454,6 +443,19 @@ impl Held for RedisHeld {
 impl Drop for RedisHeld {
     fn drop(&mut self) {
         let _ = self.release_now();
+    }
+}
+
+/// What went wrong, in words, without the password.
+fn describe(info: &ConnectionInfo, e: &RedisError) -> String {
+    let text = if e.is_timeout() {
+        "the server did not answer in time".to_owned()
+    } else {
+        e.to_string()
+    };
+    match info.redis_settings().password().filter(|p| !p.is_empty()) {
+        Some(password) => text.replace(password, "***"),
+        None => text,
     }
 }
 
