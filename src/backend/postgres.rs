@@ -19,7 +19,6 @@
 //! by a comment in the query that checks the lock, which pg_stat_activity
 //! shows: `/* lockwrap acquired=T child=C command=... */`.
 
-use std::ffi::OsString;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -387,11 +386,12 @@ impl Identity {
 }
 
 /// Text with a space between any `*` and `/` next to each other, so that it
-/// can neither end nor nest a comment.
+/// can neither end nor nest a comment; cut to what pg_stat_activity keeps
+/// of a query by default (1 kB).
 fn comment_safe(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len().min(600));
     let mut previous = '\0';
-    for c in text.chars().filter(|c| !c.is_control()) {
+    for c in text.chars().filter(|c| !c.is_control()).take(500) {
         if (previous == '*' && c == '/') || (previous == '/' && c == '*') {
             out.push(' ');
         }
@@ -590,10 +590,6 @@ impl Held for PgHeld {
         self.check()
     }
 
-    fn child_env(&self) -> Vec<(OsString, OsString)> {
-        Vec::new()
-    }
-
     fn release(mut self: Box<Self>) -> Result<(), Error> {
         self.release_now()
     }
@@ -696,6 +692,7 @@ mod tests {
         assert_eq!(comment_safe("a */ b /* c"), "a * / b / * c");
         assert_eq!(comment_safe("*/*/"), "* / * /");
         assert!(!comment_safe("x\n*/").contains("*/"));
+        assert_eq!(comment_safe(&"x".repeat(5000)).len(), 500);
     }
 
     #[test]
