@@ -109,6 +109,11 @@ struct Cli {
     #[arg(long)]
     fcntl: bool,
 
+    /// Redis and PostgreSQL locks: how long the server keeps a lock whose
+    /// holder stops renewing it (default 30s); renewed every third of it
+    #[arg(long, value_name = "DURATION")]
+    lease: Option<String>,
+
     /// Lock this already-open fd of the caller, then run the command
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     fd: Option<String>,
@@ -202,6 +207,8 @@ pub struct Invocation {
     pub mode: Mode,
     /// Whether and how long to wait.
     pub wait: WaitPolicy,
+    /// `--lease`: the lease of a server lock (None: the backend's default).
+    pub lease: Option<Duration>,
     /// The `-E` value.
     pub conflict_exit_code: u8,
     /// `-o`: the child does not inherit the lock.
@@ -409,6 +416,7 @@ impl Cli {
             task,
             mode,
             wait,
+            lease: self.lease()?,
             conflict_exit_code,
             close_in_child: self.close,
             no_fork: self.no_fork,
@@ -487,6 +495,20 @@ impl Cli {
                     command,
                 })
             }
+        }
+    }
+
+    /// `--lease DURATION`, which must be positive.
+    fn lease(&self) -> Result<Option<Duration>, Error> {
+        let Some(text) = &self.lease else {
+            return Ok(None);
+        };
+        match parse_duration(text) {
+            Ok(d) if !d.is_zero() => Ok(Some(d)),
+            Ok(_) => Err(usage(format!(
+                "invalid lease: '{text}' (it must be positive)"
+            ))),
+            Err(e) => Err(usage(format!("invalid lease: {e}"))),
         }
     }
 

@@ -80,6 +80,7 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
     check_supported(&invocation, backends[0].as_ref(), &lock)?;
     let command_text = command.map(describe_command).unwrap_or_default();
     let request = Request {
+        lease: invocation.lease,
         mode: invocation.mode,
         command: &command_text,
         stale_after: invocation.stale_after,

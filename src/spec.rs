@@ -21,6 +21,86 @@ pub enum LockSpec {
     Excl(PathBuf),
     /// `abstract:NAME` or `@NAME`: a Linux abstract unix socket name.
     Abstract(Vec<u8>),
+    /// `redis://[user:pass@]host[:port][/db]#NAME` (or `rediss://`): a key on a Redis server.
+    Redis(RemoteLock),
+    /// `postgres://[user[:pass]@]host[:port]/db#NAME` (or `postgresql://`):
+    /// a session advisory lock on a PostgreSQL server.
+    Postgres(RemoteLock),
+}
+
+/// A lock on a server: where to connect, and the lock's name there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteLock {
+    /// The server URL without the fragment; may hold a password, so it is
+    /// never printed as is (see [`redact_url`]).
+    pub url: String,
+    /// The URL fragment: the lock's name on the server (empty if missing).
+    pub name: String,
+}
+
+impl fmt::Debug for RemoteLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteLock")
+            .field("url", &redact_url(&self.url))
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl fmt::Display for RemoteLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", redact_url(&self.url), self.name)
+    }
+}
+
+impl RemoteLock {
+    /// The same server with `suffix` appended to the lock name (`--slots`).
+    pub fn suffixed(&self, suffix: &str) -> RemoteLock {
+        RemoteLock {
+            url: self.url.clone(),
+            name: format!("{}{suffix}", self.name),
+        }
+    }
+
+    fn parse(text: &str) -> RemoteLock {
+        let (url, name) = text.split_once('#').unwrap_or((text, ""));
+        RemoteLock {
+            url: url.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`: the one in the user-info part
+/// (`user:secret@host`) and any `password=` query parameter. Everything
+/// lockwrap prints about a server lock goes through this.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    _ => param.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 impl LockSpec {
@@ -34,6 +114,13 @@ impl LockSpec {
         }
         if let Some(name) = bytes.strip_prefix(b"abstract:") {
             return LockSpec::Abstract(name.to_vec());
+        }
+        let text_lossy = || String::from_utf8_lossy(bytes);
+        if bytes.starts_with(b"redis://") || bytes.starts_with(b"rediss://") {
+            return LockSpec::Redis(RemoteLock::parse(&text_lossy()));
+        }
+        if bytes.starts_with(b"postgres://") || bytes.starts_with(b"postgresql://") {
+            return LockSpec::Postgres(RemoteLock::parse(&text_lossy()));
         }
         for (prefix, make) in [
             ("flock:", LockSpec::Flock as fn(PathBuf) -> LockSpec),
@@ -95,6 +182,7 @@ impl fmt::Display for LockSpec {
             LockSpec::Mkdir(p) => write!(f, "mkdir:{}", p.display()),
             LockSpec::Excl(p) => write!(f, "excl:{}", p.display()),
             LockSpec::Abstract(name) => write!(f, "@{}", String::from_utf8_lossy(name)),
+            LockSpec::Redis(remote) | LockSpec::Postgres(remote) => write!(f, "{remote}"),
         }
     }
 }
@@ -135,6 +223,48 @@ mod tests {
     fn display_round_trips() {
         for s in ["/tmp/x", "fcntl:x", "mkdir:/a", "excl:f", "@n"] {
             assert_eq!(parse(s).to_string(), s);
+        }
+    }
+
+    #[test]
+    fn server_specs_split_off_the_lock_name() {
+        let LockSpec::Redis(r) = parse("redis://h:6380/2#jobs.nightly") else {
+            panic!("not redis")
+        };
+        assert_eq!(r.url, "redis://h:6380/2");
+        assert_eq!(r.name, "jobs.nightly");
+        assert!(matches!(parse("rediss://h#n"), LockSpec::Redis(_)));
+        let LockSpec::Postgres(p) = parse("postgresql://u@h/db?host=/run/pg#a#b") else {
+            panic!("not postgres")
+        };
+        assert_eq!(p.url, "postgresql://u@h/db?host=/run/pg");
+        assert_eq!(p.name, "a#b");
+        assert!(
+            matches!(parse("postgres://h/db"), LockSpec::Postgres(RemoteLock { ref name, .. }) if name.is_empty())
+        );
+        assert_eq!(parse("./redis://x"), LockSpec::Flock("./redis://x".into()));
+    }
+
+    #[test]
+    fn passwords_are_never_displayed() {
+        for (given, shown) in [
+            ("redis://:s3cret@h:6379/0#n", "redis://:***@h:6379/0#n"),
+            ("redis://u:s3cret@h#n", "redis://u:***@h#n"),
+            ("redis://h#n", "redis://h#n"),
+            (
+                "postgres://u:p%40ss@h:5432/db#n",
+                "postgres://u:***@h:5432/db#n",
+            ),
+            ("postgres://u@h/db#n", "postgres://u@h/db#n"),
+            (
+                "postgresql:///db?host=/tmp&password=s3cret&user=u#n",
+                "postgresql:///db?host=/tmp&password=***&user=u#n",
+            ),
+            ("postgres://u:a@b@h/db#n", "postgres://u:***@h/db#n"),
+        ] {
+            let spec = parse(given);
+            assert_eq!(spec.to_string(), shown);
+            assert!(!format!("{spec:?}").contains("s3cret"), "{spec:?}");
         }
     }
 }

@@ -9,6 +9,10 @@ mod kernel;
 mod mkdir;
 mod ofd;
 mod path_artifact;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -31,6 +35,8 @@ pub struct Request<'a> {
     pub command: &'a str,
     /// `--stale-after`: reclaim a lock of unknown owner older than this.
     pub stale_after: Option<Duration>,
+    /// `--lease`: how long a server keeps a lock nobody renews (None: default).
+    pub lease: Option<Duration>,
 }
 
 /// A lock mechanism.
@@ -156,6 +162,37 @@ pub fn open(spec: &LockSpec) -> Box<dyn Backend> {
         LockSpec::Abstract(name) => {
             Box::new(abstract_socket::AbstractLock::new(lock, name.clone()))
         }
+        #[cfg(feature = "redis")]
+        LockSpec::Redis(remote) => Box::new(self::redis::RedisLock::new(lock, remote.clone())),
+        #[cfg(feature = "postgres")]
+        LockSpec::Postgres(remote) => Box::new(self::postgres::PgLock::new(lock, remote.clone())),
+        #[cfg(not(all(feature = "redis", feature = "postgres")))]
+        _ => Box::new(NotBuilt(lock)),
+    }
+}
+
+/// A server lock whose backend this binary was built without.
+#[cfg(not(all(feature = "redis", feature = "postgres")))]
+struct NotBuilt(String);
+
+#[cfg(not(all(feature = "redis", feature = "postgres")))]
+impl NotBuilt {
+    fn error(&self) -> Error {
+        Error::Usage(format!(
+            "{}: this lockwrap was built without support for this kind of lock (rebuild with the default cargo features)",
+            self.0
+        ))
+    }
+}
+
+#[cfg(not(all(feature = "redis", feature = "postgres")))]
+impl Backend for NotBuilt {
+    fn acquire(&self, _: &Request<'_>, _: &Waiter<'_>) -> Result<Box<dyn Held>, Error> {
+        Err(self.error())
+    }
+
+    fn status(&self) -> Result<LockStatus, Error> {
+        Err(self.error())
     }
 }
 

@@ -1,0 +1,732 @@
+//! PostgreSQL locks (`postgres://[user[:pass]@]host[:port]/db#NAME`): session
+//! advisory locks on the 64-bit key `hashtextextended(NAME, 0)`, computed by
+//! the server, so that psql can take the same lock:
+//! `SELECT pg_advisory_lock(hashtextextended('NAME', 0));` in the same database.
+//! `-s` takes the shared advisory lock.
+//!
+//! The lock lives as long as the session: lockwrap keeps the connection open
+//! while the command runs, checks every third of `--lease` (with a timeout of
+//! a third of it) that the session still holds the lock, and reports a lost
+//! lock when it does not answer in time or the session is gone. The server
+//! side gets TCP keepalives that give up after about the lease, so that the
+//! lock of a holder whose machine vanished is freed.
+//!
+//! Waiting is a blocking `pg_advisory_lock` on a helper thread, so the server
+//! queues the waiters and wakes one on release (nothing polls); the deadline
+//! and signals are watched meanwhile, and a wait given up is cancelled.
+//!
+//! Holders are identified by `application_name` (`lockwrap pid=N host=H`) and
+//! by a comment in the query that checks the lock, which pg_stat_activity
+//! shows: `/* lockwrap acquired=T child=C command=... */`.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, TryLockError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ::postgres::config::Host;
+use ::postgres::error::SqlState;
+use ::postgres::{Client, Config, NoTls};
+
+use super::{Backend, Held, HolderInfo, LockStatus, Request};
+use crate::cli::Mode;
+use crate::error::Error;
+use crate::holder;
+use crate::spec::RemoteLock;
+use crate::wait::{Background, Waiter, poll_readable};
+
+/// The lease when `--lease` is not given.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Below this a check cannot reliably get there and back in time.
+const MIN_LEASE: Duration = Duration::from_millis(100);
+/// How long to wait for the server to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting, logging in and the first attempt may take in all.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The advisory-lock key of a lock name, as SQL over parameter `$1`.
+const KEY: &str = "hashtextextended($1, 0)";
+
+/// A lock on a PostgreSQL server.
+#[derive(Debug, Clone)]
+pub struct PgLock {
+    lock: String,
+    remote: RemoteLock,
+}
+
+/// A failed call on a connection shared with a helper thread.
+enum CallError {
+    /// No answer within the time allowed.
+    TimedOut,
+    /// The server or the connection said no.
+    Pg(::postgres::Error),
+    /// The helper thread could not be started.
+    Os(nix::errno::Errno),
+}
+
+impl PgLock {
+    /// The lock `remote.name` in the database at `remote.url`; `lock` is the
+    /// redacted spec for messages.
+    pub fn new(lock: String, remote: RemoteLock) -> PgLock {
+        PgLock { lock, remote }
+    }
+
+    fn usage(&self, why: &str) -> Error {
+        Error::Usage(format!("{}: {why}", self.lock))
+    }
+
+    fn temp_fail(&self, config: &Config, what: &str, e: &dyn std::fmt::Display) -> Error {
+        Error::TempFail {
+            lock: self.lock.clone(),
+            reason: scrub(config, format!("{what}: {e}")),
+        }
+    }
+
+    /// The URL's settings, completed from the environment as libpq does
+    /// (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGPASSFILE/~/.pgpass).
+    fn config(&self, application_name: &str) -> Result<Config, Error> {
+        if self.remote.name.is_empty() {
+            return Err(self.usage("missing lock name: end the URL with #NAME"));
+        }
+        let mut config = Config::from_str(&self.remote.url)
+            .map_err(|_| self.usage("not a valid postgres:// URL"))?;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if config.get_hosts().is_empty() {
+            match env("PGHOST") {
+                Some(hosts) => {
+                    for host in hosts.split(',') {
+                        config.host(host);
+                    }
+                }
+                None if std::path::Path::new("/var/run/postgresql").is_dir() => {
+                    config.host("/var/run/postgresql");
+                }
+                None => {
+                    config.host("localhost");
+                }
+            }
+        }
+        if config.get_ports().is_empty()
+            && let Some(port) = env("PGPORT").and_then(|p| p.parse().ok())
+        {
+            config.port(port);
+        }
+        if config.get_user().is_none() {
+            let user = env("PGUSER").or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            });
+            if let Some(user) = user {
+                config.user(&user);
+            }
+        }
+        if config.get_dbname().is_none()
+            && let Some(db) = env("PGDATABASE").or_else(|| config.get_user().map(str::to_owned))
+        {
+            config.dbname(&db);
+        }
+        if config.get_password().is_none() {
+            if let Some(password) = env("PGPASSWORD") {
+                config.password(password);
+            } else if let Some(password) = pgpass_lookup(&config) {
+                config.password(password);
+            }
+        }
+        config
+            .application_name(application_name)
+            .connect_timeout(CONNECT_TIMEOUT)
+            // Our side notices a server that vanished.
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3);
+        Ok(config)
+    }
+
+    /// Runs `call` with a fresh connection on a helper thread, all of it
+    /// bounded by [`SETUP_TIMEOUT`]: the driver's connect timeout covers only
+    /// the TCP connect, and a stalled server would hang the handshake.
+    fn with_new_session<T: Send + 'static>(
+        &self,
+        config: &Config,
+        call: impl FnOnce(&mut Client) -> Result<T, (&'static str, ::postgres::Error)> + Send + 'static,
+    ) -> Result<(Client, T), Error> {
+        let config2 = config.clone();
+        let outcome = in_background(SETUP_TIMEOUT, move || {
+            let mut client = config2
+                .connect(NoTls)
+                .map_err(|e| ("cannot connect to the PostgreSQL server", e))?;
+            let value = call(&mut client)?;
+            Ok((client, value))
+        });
+        match outcome {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err((what, e))) => Err(self.temp_fail(config, what, &e)),
+            Err(CallError::TimedOut) => Err(self.temp_fail(
+                config,
+                "cannot connect to the PostgreSQL server",
+                &format!("no answer within {}s", SETUP_TIMEOUT.as_secs()),
+            )),
+            Err(CallError::Pg(e)) => Err(self.temp_fail(config, "cannot connect", &e)),
+            Err(CallError::Os(e)) => Err(Error::os(&self.lock, "cannot start a thread", e)),
+        }
+    }
+
+    fn lease(&self, request: &Request<'_>) -> Result<Duration, Error> {
+        let lease = request.lease.unwrap_or(DEFAULT_LEASE);
+        if lease < MIN_LEASE {
+            return Err(self.usage("--lease must be at least 100ms for a PostgreSQL lock"));
+        }
+        Ok(lease)
+    }
+}
+
+/// Session settings: nothing on the server may cut our waits or our idle
+/// session short, and the server gives up on a silent client after about the
+/// lease (keepalives; settings the server lacks are skipped).
+fn prepare_session(client: &mut Client, lease: Duration) -> Result<(), ::postgres::Error> {
+    client.batch_execute(
+        "SET lock_timeout = 0; SET statement_timeout = 0; \
+         SET idle_in_transaction_session_timeout = 0",
+    )?;
+    let secs = |d: Duration| d.as_secs().max(1).to_string();
+    let best_effort = [
+        ("tcp_keepalives_idle", secs(lease / 2)),
+        ("tcp_keepalives_interval", secs(lease / 6)),
+        ("tcp_keepalives_count", "3".to_owned()),
+        ("tcp_user_timeout", lease.as_millis().to_string()),
+        ("idle_session_timeout", "0".to_owned()),
+        ("client_connection_check_interval", "1000".to_owned()),
+    ];
+    for (name, value) in best_effort {
+        let _ = client.execute("SELECT set_config($1, $2, false)", &[&name, &value]);
+    }
+    Ok(())
+}
+
+impl Backend for PgLock {
+    fn acquire(&self, request: &Request<'_>, waiter: &Waiter<'_>) -> Result<Box<dyn Held>, Error> {
+        let shared = match request.mode {
+            Mode::Exclusive => false,
+            Mode::Shared => true,
+            Mode::Unlock => {
+                return Err(self.usage("-u/--unlock means nothing for a PostgreSQL lock"));
+            }
+        };
+        let lease = self.lease(request)?;
+        let identity = Identity::of_this_process(request.command);
+        let config = self.config(&identity.application_name())?;
+        let suffix = if shared { "_shared" } else { "" };
+        let name = self.remote.name.clone();
+        let try_sql = format!("SELECT pg_try_advisory_lock{suffix}({KEY})");
+        let try_name = name.clone();
+        let (client, taken) = self.with_new_session(&config, move |client| {
+            prepare_session(client, lease).map_err(|e| ("cannot set up the session", e))?;
+            client
+                .query_one(&try_sql, &[&try_name])
+                .map(|row| row.get::<_, bool>(0))
+                .map_err(|e| ("cannot take the lock", e))
+        })?;
+        let client = Arc::new(Mutex::new(client));
+        if !taken {
+            if waiter.is_nonblocking() {
+                // -n: pause reports the conflict.
+                waiter.pause(&[], None)?;
+            }
+            self.wait_blocking(&config, &client, &name, suffix, waiter)?;
+        }
+        let mut held = PgHeld {
+            lock: self.lock.clone(),
+            config,
+            client,
+            name,
+            shared,
+            lease,
+            identity,
+            done: false,
+        };
+        held.check()?;
+        Ok(Box::new(held))
+    }
+
+    fn supports_shared(&self) -> bool {
+        true
+    }
+
+    fn survives_exec(&self) -> bool {
+        false
+    }
+
+    fn status(&self) -> Result<LockStatus, Error> {
+        let config = self.config("lockwrap status")?;
+        let sql = format!(
+            "SELECT l.mode, coalesce(a.application_name, ''), coalesce(a.query, ''), \
+                    coalesce(host(a.client_addr), ''), \
+                    coalesce(extract(epoch from now() - a.backend_start), 0)::float8 \
+             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND l.classid = (({KEY} >> 32) & 4294967295)::oid \
+               AND l.objid = ({KEY} & 4294967295)::oid \
+             ORDER BY a.backend_start"
+        );
+        let name = self.remote.name.clone();
+        let (_, rows) = self.with_new_session(&config, move |client| {
+            client
+                .query(&sql, &[&name])
+                .map_err(|e| ("cannot read the lock", e))
+        })?;
+        let mut status = LockStatus::default();
+        for row in rows {
+            let mode: String = row.get(0);
+            let application_name: String = row.get(1);
+            let query: String = row.get(2);
+            let client_addr: String = row.get(3);
+            let session_age: f64 = row.get(4);
+            status.held = true;
+            status.shared |= mode == "ShareLock";
+            status.holders.push(holder_info(
+                &application_name,
+                &query,
+                &client_addr,
+                session_age,
+            ));
+        }
+        Ok(status)
+    }
+}
+
+impl PgLock {
+    /// Waits in `pg_advisory_lock` on a helper thread until it returns, or
+    /// the waiter gives up (then the wait is cancelled on the server).
+    fn wait_blocking(
+        &self,
+        config: &Config,
+        client: &Arc<Mutex<Client>>,
+        name: &str,
+        suffix: &str,
+        waiter: &Waiter<'_>,
+    ) -> Result<(), Error> {
+        let cancel = lock_client(client).cancel_token();
+        let sql = format!("SELECT pg_advisory_lock{suffix}({KEY})");
+        loop {
+            let (client2, name2, sql2) = (Arc::clone(client), name.to_owned(), sql.clone());
+            let call = Background::start(move || {
+                lock_client(&client2).execute(&sql2, &[&name2]).map(drop)
+            })
+            .map_err(|e| Error::os(&self.lock, "cannot wait for the lock", e))?;
+            let result = loop {
+                if let Err(e) = waiter.pause(&[call.as_fd()], None) {
+                    // Nobody must find us queued for a lock we gave up on; if
+                    // the cancel fails, our exit closes the session anyway.
+                    let _ = cancel.cancel_query(NoTls);
+                    return Err(e);
+                }
+                if let Some(result) = call.try_result() {
+                    break result;
+                }
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                // A lock_timeout or a cancel from elsewhere: wait on.
+                Err(e)
+                    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                        || e.code() == Some(&SqlState::QUERY_CANCELED) => {}
+                Err(e) => {
+                    return Err(self.temp_fail(config, "lost the connection while waiting", &e));
+                }
+            }
+        }
+    }
+}
+
+/// Who we are, as other sessions see it.
+#[derive(Debug, Clone)]
+struct Identity {
+    pid: u32,
+    host: String,
+    command: String,
+    acquired: u64,
+    child: Option<i32>,
+}
+
+impl Identity {
+    fn of_this_process(command: &str) -> Identity {
+        Identity {
+            pid: std::process::id(),
+            host: holder::hostname(),
+            command: command.to_owned(),
+            acquired: 0,
+            child: None,
+        }
+    }
+
+    /// At most 63 bytes survive on the server; the pid comes first.
+    fn application_name(&self) -> String {
+        let mut name = format!("lockwrap pid={} host={}", self.pid, self.host);
+        let mut end = name.len().min(63);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name
+    }
+
+    /// The comment that pg_stat_activity shows with our checks. The command
+    /// is made harmless inside a comment: no `*/` or `/*` survives.
+    fn comment(&self) -> String {
+        let child = self.child.map(|c| c.to_string()).unwrap_or_default();
+        format!(
+            "/* lockwrap acquired={} child={child} command={} */",
+            self.acquired,
+            comment_safe(&self.command)
+        )
+    }
+}
+
+/// Text with a space between any `*` and `/` next to each other, so that it
+/// can neither end nor nest a comment; cut to what pg_stat_activity keeps
+/// of a query by default (1 kB).
+fn comment_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(600));
+    let mut previous = '\0';
+    for c in text.chars().filter(|c| !c.is_control()).take(500) {
+        if (previous == '*' && c == '/') || (previous == '/' && c == '*') {
+            out.push(' ');
+        }
+        out.push(c);
+        previous = c;
+    }
+    out
+}
+
+/// Parses what our application_name and comment say (or, for a session that
+/// is not lockwrap, what pg_stat_activity says).
+fn holder_info(
+    application_name: &str,
+    query: &str,
+    client_addr: &str,
+    session_age: f64,
+) -> HolderInfo {
+    let field = |text: &str, key: &str| -> Option<String> {
+        let start = text.find(&format!("{key}="))? + key.len() + 1;
+        let value = &text[start..];
+        let end = value.find(' ').unwrap_or(value.len());
+        Some(value[..end].to_owned())
+    };
+    let session_age = Duration::try_from_secs_f64(session_age).ok();
+    if !application_name.starts_with("lockwrap pid=") {
+        return HolderInfo {
+            host: (!client_addr.is_empty()).then(|| client_addr.to_owned()),
+            command: Some(if application_name.is_empty() {
+                query.to_owned()
+            } else {
+                format!("{application_name}: {query}")
+            }),
+            age: session_age,
+            ..HolderInfo::default()
+        };
+    }
+    let comment = query
+        .find("/* lockwrap ")
+        .map(|start| &query[start..])
+        .unwrap_or("");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let acquired = field(comment, "acquired").and_then(|t| t.parse::<u64>().ok());
+    HolderInfo {
+        pid: field(application_name, "pid").and_then(|p| p.parse().ok()),
+        child_pid: field(comment, "child").and_then(|p| p.parse().ok()),
+        uid: None,
+        host: field(application_name, "host"),
+        command: comment.find("command=").map(|i| {
+            comment[i + "command=".len()..]
+                .trim_end_matches("*/")
+                .trim()
+                .to_owned()
+        }),
+        age: acquired
+            .filter(|t| *t > 0)
+            .map(|t| Duration::from_secs(now.saturating_sub(t)))
+            .or(session_age),
+    }
+}
+
+/// The client, even if a helper thread panicked while holding it.
+fn lock_client(client: &Mutex<Client>) -> std::sync::MutexGuard<'_, Client> {
+    client.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `call` on a helper thread, giving up after `timeout` (the thread is
+/// then left blocked; the process exits soon after and takes it along).
+fn in_background<T: Send + 'static>(
+    timeout: Duration,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CallError> {
+    let background = Background::start(call).map_err(CallError::Os)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(result) = background.try_result() {
+            return Ok(result);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(CallError::TimedOut);
+        }
+        // EINTR (a SIGCHLD, a forwarded signal) just goes round again; the
+        // signal stays in the self-pipe for whoever waits next.
+        let _ = poll_readable(&[background.as_fd()], Some(left));
+    }
+}
+
+/// Runs `call` on the shared client on a helper thread, giving up after
+/// `timeout` (the connection is not used again then).
+fn bounded<T: Send + 'static>(
+    client: &Arc<Mutex<Client>>,
+    timeout: Duration,
+    call: impl FnOnce(&mut Client) -> Result<T, ::postgres::Error> + Send + 'static,
+) -> Result<T, CallError> {
+    let client = Arc::clone(client);
+    in_background(timeout, move || call(&mut lock_client(&client)))?.map_err(CallError::Pg)
+}
+
+/// A PostgreSQL advisory lock our session holds.
+struct PgHeld {
+    lock: String,
+    config: Config,
+    client: Arc<Mutex<Client>>,
+    name: String,
+    shared: bool,
+    lease: Duration,
+    identity: Identity,
+    /// Released, or lost (then the session is of no more use).
+    done: bool,
+}
+
+impl PgHeld {
+    fn lost(&mut self, why: &str) -> Error {
+        self.done = true;
+        Error::TempFail {
+            lock: self.lock.clone(),
+            reason: scrub(
+                &self.config,
+                format!("lock lost, stopping the command: {why}"),
+            ),
+        }
+    }
+
+    /// Whether our session still holds the lock; also refreshes the comment
+    /// that other sessions see.
+    fn check(&mut self) -> Result<(), Error> {
+        if self.identity.acquired == 0 {
+            self.identity.acquired = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(1);
+        }
+        let sql = format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+               AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
+               AND classid = (({KEY} >> 32) & 4294967295)::oid \
+               AND objid = ({KEY} & 4294967295)::oid {}",
+            self.identity.comment()
+        );
+        let name = self.name.clone();
+        let held = bounded(&self.client, self.lease / 3, move |client| {
+            client
+                .query_one(&sql, &[&name])
+                .map(|row| row.get::<_, i64>(0))
+        });
+        match held {
+            Ok(n) if n > 0 => Ok(()),
+            Ok(_) => Err(self.lost("our session no longer holds the advisory lock")),
+            Err(CallError::TimedOut) => Err(self.lost(&format!(
+                "the server did not answer within {:?}",
+                self.lease / 3
+            ))),
+            Err(CallError::Pg(e)) => Err(self.lost(&format!("the session ended: {e}"))),
+            Err(CallError::Os(e)) => Err(self.lost(&format!("cannot check the lock: {e}"))),
+        }
+    }
+
+    fn release_now(&mut self) -> Result<(), Error> {
+        if std::mem::replace(&mut self.done, true) {
+            return Ok(());
+        }
+        let suffix = if self.shared { "_shared" } else { "" };
+        let sql = format!("SELECT pg_advisory_unlock{suffix}({KEY})");
+        let name = self.name.clone();
+        // Closing the session would free the lock too; unlocking first wakes
+        // the next waiter without waiting for the server to end the session.
+        match bounded(&self.client, self.lease / 3, move |client| {
+            client.execute(&sql, &[&name]).map(drop)
+        }) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Error::TempFail {
+                lock: self.lock.clone(),
+                reason: "cannot release the lock; the server frees it when the session ends".into(),
+            }),
+        }
+    }
+}
+
+impl Held for PgHeld {
+    fn child_started(&mut self, child: nix::unistd::Pid) -> Result<(), Error> {
+        self.identity.child = Some(child.as_raw());
+        self.check()
+    }
+
+    fn renew_every(&self) -> Option<Duration> {
+        Some(self.lease / 3)
+    }
+
+    fn renew(&mut self) -> Result<(), Error> {
+        if self.done {
+            return Err(self.lost("the session was already lost"));
+        }
+        self.check()
+    }
+
+    fn release(mut self: Box<Self>) -> Result<(), Error> {
+        self.release_now()
+    }
+}
+
+impl Drop for PgHeld {
+    fn drop(&mut self) {
+        // A helper thread stuck on a dead connection keeps the client: then
+        // leave it; the session ends with this process.
+        match self.client.try_lock() {
+            Ok(guard) => drop(guard),
+            Err(TryLockError::WouldBlock) => return,
+            Err(TryLockError::Poisoned(_)) => {}
+        }
+        let _ = self.release_now();
+    }
+}
+
+/// The password, wherever it came from, never appears in a message.
+fn scrub(config: &Config, text: String) -> String {
+    match config
+        .get_password()
+        .and_then(|p| std::str::from_utf8(p).ok())
+    {
+        Some(password) if !password.is_empty() => text.replace(password, "***"),
+        _ => text,
+    }
+}
+
+/// The password for this connection from PGPASSFILE or ~/.pgpass
+/// (`host:port:database:user:password`, `*` matches anything, `\` escapes).
+fn pgpass_lookup(config: &Config) -> Option<String> {
+    let path = std::env::var_os("PGPASSFILE")
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let host = match config.get_hosts().first()? {
+        Host::Tcp(h) => h.clone(),
+        Host::Unix(_) => "localhost".to_owned(),
+    };
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let db = config.get_dbname().unwrap_or_default();
+    let user = config.get_user().unwrap_or_default();
+    pgpass_find(&text, [&host, &port, db, user])
+}
+
+fn pgpass_find(text: &str, wanted: [&str; 4]) -> Option<String> {
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields = split_pgpass(line);
+        if fields.len() < 5 {
+            continue;
+        }
+        if fields[..4]
+            .iter()
+            .zip(wanted)
+            .all(|(field, want)| field == "*" || field == want)
+        {
+            return Some(fields[4..].join(":"));
+        }
+    }
+    None
+}
+
+fn split_pgpass(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let (Some(next), Some(f)) = (chars.next(), fields.last_mut()) {
+                    f.push(next);
+                }
+            }
+            ':' => fields.push(String::new()),
+            c => {
+                if let Some(f) = fields.last_mut() {
+                    f.push(c);
+                }
+            }
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_cannot_end_the_comment() {
+        assert_eq!(comment_safe("a */ b /* c"), "a * / b / * c");
+        assert_eq!(comment_safe("*/*/"), "* / * /");
+        assert!(!comment_safe("x\n*/").contains("*/"));
+        assert_eq!(comment_safe(&"x".repeat(5000)).len(), 500);
+    }
+
+    #[test]
+    fn holder_info_reads_our_identity() {
+        let info = holder_info(
+            "lockwrap pid=42 host=web1",
+            "SELECT count(*) FROM pg_locks /* lockwrap acquired=1 child=43 command=sh -c make */",
+            "10.0.0.5",
+            3.0,
+        );
+        assert_eq!(info.pid, Some(42));
+        assert_eq!(info.child_pid, Some(43));
+        assert_eq!(info.host.as_deref(), Some("web1"));
+        assert_eq!(info.command.as_deref(), Some("sh -c make"));
+        let psql = holder_info("psql", "select pg_advisory_lock(1)", "10.0.0.5", 3.0);
+        assert_eq!(psql.pid, None);
+        assert_eq!(psql.host.as_deref(), Some("10.0.0.5"));
+    }
+
+    #[test]
+    fn application_names_fit_the_server_limit() {
+        let mut id = Identity::of_this_process("x");
+        id.host = "h".repeat(100);
+        assert_eq!(id.application_name().len(), 63);
+        assert!(id.application_name().starts_with("lockwrap pid="));
+    }
+
+    #[test]
+    fn pgpass_lines_match_with_wildcards_and_escapes() {
+        let text = "# comment\nother:5432:*:*:no\nh:5432:*:u:p\\:w:d\n";
+        assert_eq!(
+            pgpass_find(text, ["h", "5432", "db", "u"]).as_deref(),
+            Some("p:w:d")
+        );
+        assert_eq!(pgpass_find(text, ["h", "5433", "db", "u"]), None);
+    }
+}

@@ -1,0 +1,630 @@
+//! Redis locks (`redis://[user:pass@]host[:port][/db]#NAME`): one key per
+//! lock, `lockwrap:NAME`, taken with `SET NX PX` and a random owner token,
+//! renewed while the command runs and released with owner-checked scripts.
+//!
+//! Next to the key live `lockwrap:NAME:holder` (a hash: host, pid, command,
+//! acquired_ms, fence, child_pid; same TTL as the key) and
+//! `lockwrap:NAME:fence` (a counter without TTL whose INCR gives the command
+//! its fencing token, `LOCKWRAP_TOKEN`). A release publishes on
+//! `lockwrap:NAME:released`, which waiters subscribe to; they also retry when
+//! the holder's lease runs out and at least once a second.
+//!
+//! Lock loss: the lease is renewed every third of it, and every call has a
+//! timeout of a third of it, so a renewal that fails or hangs is noticed
+//! about two thirds into the lease at the latest, before the server can have
+//! given the lock to anyone else. The caller then stops the command.
+//!
+//! The password (from the URL, or REDISCLI_AUTH as for redis-cli) is never
+//! printed: messages name the lock by its redacted spec.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ::redis::{
+    Client, Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Script,
+};
+
+use super::{Backend, Held, HolderInfo, LockStatus, Request};
+use crate::cli::Mode;
+use crate::error::Error;
+use crate::holder;
+use crate::spec::RemoteLock;
+use crate::wait::Waiter;
+
+/// The lease when `--lease` is not given.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Below this a renewal cannot reliably get there and back in time.
+const MIN_LEASE: Duration = Duration::from_millis(100);
+/// How long to wait for the server to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a waiter sleeps between attempts when no release is announced
+/// (a holder that vanished lets its lease run out silently).
+const MAX_NAP: Duration = Duration::from_secs(1);
+
+/// Takes the lock if free: `{1, fence}`, else `{0, pttl of the holder}`.
+/// KEYS: lock, fence, holder. ARGV: token, lease ms, host, pid, command, now ms.
+const ACQUIRE: &str = r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], 'host', ARGV[3], 'pid', ARGV[4], 'command', ARGV[5],
+  'acquired_ms', ARGV[6], 'fence', fence)
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return {1, fence}
+";
+
+/// Extends the lease if the lock is still ours: 1, else 0.
+/// KEYS: lock, holder. ARGV: token, lease ms.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+";
+
+/// Records the command's pid if the lock is still ours.
+/// KEYS: lock, holder. ARGV: token, child pid.
+const CHILD: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'child_pid', ARGV[2])
+return 1
+";
+
+/// Deletes the lock if it is still ours and tells the waiters: 1, else 0.
+/// KEYS: lock, holder. ARGV: token, release channel.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[2], 'released')
+return 1
+";
+
+/// The key names of one lock.
+#[derive(Debug, Clone)]
+struct Keys {
+    lock: String,
+    fence: String,
+    holder: String,
+    channel: String,
+}
+
+impl Keys {
+    fn new(name: &str) -> Keys {
+        Keys {
+            lock: format!("lockwrap:{name}"),
+            fence: format!("lockwrap:{name}:fence"),
+            holder: format!("lockwrap:{name}:holder"),
+            channel: format!("lockwrap:{name}:released"),
+        }
+    }
+}
+
+/// A lock on a Redis server.
+#[derive(Debug, Clone)]
+pub struct RedisLock {
+    lock: String,
+    remote: RemoteLock,
+}
+
+impl RedisLock {
+    /// The lock `remote.name` on the server at `remote.url`; `lock` is the
+    /// redacted spec for messages.
+    pub fn new(lock: String, remote: RemoteLock) -> RedisLock {
+        RedisLock { lock, remote }
+    }
+
+    fn usage(&self, why: &str) -> Error {
+        Error::Usage(format!("{}: {why}", self.lock))
+    }
+
+    /// A failure to talk to the server, without the password.
+    fn unreachable(&self, info: &ConnectionInfo, what: &str, e: &RedisError) -> Error {
+        Error::TempFail {
+            lock: self.lock.clone(),
+            reason: format!("{what}: {}", describe(info, e)),
+        }
+    }
+
+    fn connection_info(&self) -> Result<ConnectionInfo, Error> {
+        if self.remote.name.is_empty() {
+            return Err(self.usage("missing lock name: end the URL with #NAME"));
+        }
+        if self.remote.url.starts_with("rediss://") {
+            return Err(self.usage(
+                "TLS (rediss://) is not supported by this lockwrap; use redis:// over a trusted network or a TLS tunnel",
+            ));
+        }
+        let info = self
+            .remote
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|_| self.usage("not a valid redis:// URL"))?;
+        let settings = info.redis_settings().clone();
+        match std::env::var("REDISCLI_AUTH") {
+            Ok(password) if settings.password().is_none() && !password.is_empty() => {
+                Ok(info.set_redis_settings(settings.set_password(password)))
+            }
+            _ => Ok(info),
+        }
+    }
+
+    /// A connection whose every call gives up after `timeout`.
+    fn connect(&self, info: &ConnectionInfo, timeout: Duration) -> Result<Connection, Error> {
+        let client = Client::open(info.clone())
+            .map_err(|e| self.unreachable(info, "cannot use the Redis server", &e))?;
+        let con = client
+            .get_connection_with_timeout(CONNECT_TIMEOUT.min(timeout.max(MIN_LEASE)))
+            .map_err(|e| self.unreachable(info, "cannot connect to the Redis server", &e))?;
+        con.set_read_timeout(Some(timeout))
+            .and_then(|()| con.set_write_timeout(Some(timeout)))
+            .map_err(|e| self.unreachable(info, "cannot set up the connection", &e))?;
+        Ok(con)
+    }
+
+    fn lease(&self, request: &Request<'_>) -> Result<Duration, Error> {
+        let lease = request.lease.unwrap_or(DEFAULT_LEASE);
+        if lease < MIN_LEASE {
+            return Err(self.usage("--lease must be at least 100ms for a Redis lock"));
+        }
+        Ok(lease)
+    }
+}
+
+impl Backend for RedisLock {
+    fn acquire(&self, request: &Request<'_>, waiter: &Waiter<'_>) -> Result<Box<dyn Held>, Error> {
+        if request.mode != Mode::Exclusive {
+            return Err(self.usage("a Redis lock has no shared holders"));
+        }
+        let lease = self.lease(request)?;
+        let info = self.connection_info()?;
+        let call_timeout = lease / 3;
+        let mut con = self.connect(&info, call_timeout)?;
+        let keys = Keys::new(&self.remote.name);
+        let token = random_token();
+        let acquire = Script::new(ACQUIRE);
+        let mut subscription: Option<Subscription> = None;
+        let mut subscribed_once = false;
+        loop {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0);
+            let sent = Instant::now();
+            let reply: Vec<i64> = acquire
+                .key(&keys.lock)
+                .key(&keys.fence)
+                .key(&keys.holder)
+                .arg(&token)
+                .arg(lease.as_millis() as u64)
+                .arg(holder::hostname())
+                .arg(std::process::id())
+                .arg(request.command)
+                .arg(now_ms as u64)
+                .invoke(&mut con)
+                .map_err(|e| self.unreachable(&info, "cannot take the lock", &e))?;
+            match reply.as_slice() {
+                [1, fence] => {
+                    return Ok(Box::new(RedisHeld {
+                        lock: self.lock.clone(),
+                        info,
+                        con,
+                        keys,
+                        token,
+                        lease,
+                        fence: *fence,
+                        last_ok: sent,
+                        done: false,
+                        broken: false,
+                    }));
+                }
+                [0, pttl] => {
+                    if waiter.is_nonblocking() {
+                        // -n: pause reports the conflict.
+                        waiter.pause(&[], None)?;
+                        continue;
+                    }
+                    if !subscribed_once {
+                        // Subscribe, then try again at once: a release between
+                        // the attempt and the subscription is not missed.
+                        subscribed_once = true;
+                        subscription =
+                            Subscription::open(&info, &keys.channel, CONNECT_TIMEOUT).ok();
+                        continue;
+                    }
+                    // A vanished holder announces nothing: wake when its lease runs out.
+                    let nap = u64::try_from(*pttl)
+                        .map(Duration::from_millis)
+                        .unwrap_or(MAX_NAP)
+                        .clamp(Duration::from_millis(5), MAX_NAP);
+                    let wake: Vec<BorrowedFd<'_>> =
+                        subscription.iter().map(Subscription::as_fd).collect();
+                    waiter.pause(&wake, Some(nap))?;
+                    if subscription.as_mut().is_some_and(|s| !s.drain()) {
+                        // The server closed it; fall back to the timed retries.
+                        subscription = None;
+                    }
+                }
+                _ => {
+                    return Err(Error::TempFail {
+                        lock: self.lock.clone(),
+                        reason: "unexpected reply from the Redis server".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn survives_exec(&self) -> bool {
+        false
+    }
+
+    fn status(&self) -> Result<LockStatus, Error> {
+        let info = self.connection_info()?;
+        let mut con = self.connect(&info, CONNECT_TIMEOUT)?;
+        let keys = Keys::new(&self.remote.name);
+        let (exists, record): (bool, HashMap<String, String>) = ::redis::pipe()
+            .exists(&keys.lock)
+            .hgetall(&keys.holder)
+            .query(&mut con)
+            .map_err(|e| self.unreachable(&info, "cannot read the lock", &e))?;
+        if !exists {
+            return Ok(LockStatus::default());
+        }
+        let number = |field: &str| record.get(field).and_then(|v| v.parse::<i64>().ok());
+        let holders = if record.is_empty() {
+            Vec::new()
+        } else {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            vec![HolderInfo {
+                pid: number("pid").and_then(|p| i32::try_from(p).ok()),
+                child_pid: number("child_pid").and_then(|p| i32::try_from(p).ok()),
+                uid: None,
+                host: record.get("host").cloned(),
+                command: record.get("command").cloned(),
+                age: number("acquired_ms")
+                    .map(|t| Duration::from_millis(now_ms.saturating_sub(t).max(0) as u64)),
+            }]
+        };
+        Ok(LockStatus {
+            held: true,
+            shared: false,
+            holders,
+        })
+    }
+}
+
+/// A Redis lock we hold.
+struct RedisHeld {
+    lock: String,
+    info: ConnectionInfo,
+    con: Connection,
+    keys: Keys,
+    token: String,
+    lease: Duration,
+    fence: i64,
+    /// When the last successful take or renewal was sent: the lease runs at
+    /// least until then plus `lease`.
+    last_ok: Instant,
+    /// Released, or lost (then there is nothing left to release).
+    done: bool,
+    /// A call failed: the connection may be out of step with the server.
+    broken: bool,
+}
+
+impl RedisHeld {
+    fn lost(&mut self, why: String) -> Error {
+        self.done = true;
+        Error::TempFail {
+            lock: self.lock.clone(),
+            reason: format!("lock lost, stopping the command: {why}"),
+        }
+    }
+
+    fn scrub(&self, e: &RedisError) -> String {
+        describe(&self.info, e)
+    }
+
+    fn release_now(&mut self) -> Result<(), Error> {
+        if self.done || self.broken {
+            // Lost, or unusable: the lease runs out on the server by itself.
+            return Ok(());
+        }
+        self.done = true;
+        let _ = self.con.set_read_timeout(Some(self.lease / 3));
+        let _ = self.con.set_write_timeout(Some(self.lease / 3));
+        Script::new(RELEASE)
+            .key(&self.keys.lock)
+            .key(&self.keys.holder)
+            .arg(&self.token)
+            .arg(&self.keys.channel)
+            .invoke::<i64>(&mut self.con)
+            .map(drop)
+            .map_err(|e| Error::TempFail {
+                lock: self.lock.clone(),
+                reason: format!(
+                    "cannot release the lock ({}); it expires by itself within the lease",
+                    self.scrub(&e)
+                ),
+            })
+    }
+}
+
+impl Held for RedisHeld {
+    fn child_started(&mut self, child: nix::unistd::Pid) -> Result<(), Error> {
+        let recorded = Script::new(CHILD)
+            .key(&self.keys.lock)
+            .key(&self.keys.holder)
+            .arg(&self.token)
+            .arg(child.as_raw())
+            .invoke::<i64>(&mut self.con);
+        recorded.map(drop).map_err(|e| {
+            // A reply may still be on its way: the connection cannot be
+            // trusted to pair the next renewal with its answer.
+            self.broken = true;
+            Error::TempFail {
+                lock: self.lock.clone(),
+                reason: format!("cannot record the command's pid: {}", self.scrub(&e)),
+            }
+        })
+    }
+
+    fn child_env(&self) -> Vec<(OsString, OsString)> {
+        vec![(
+            OsString::from("LOCKWRAP_TOKEN"),
+            OsString::from(self.fence.to_string()),
+        )]
+    }
+
+    fn renew_every(&self) -> Option<Duration> {
+        Some(self.lease / 3)
+    }
+
+    fn renew(&mut self) -> Result<(), Error> {
+        if self.broken {
+            return Err(self.lost("the connection to the server failed".into()));
+        }
+        let sent = Instant::now();
+        // The answer must come while a third of the lease is left, so that
+        // the command is stopped before the server can give the lock away.
+        let budget = (self.last_ok + self.lease * 2 / 3).saturating_duration_since(sent);
+        if budget.is_zero() {
+            // We were paused (SIGSTOP, swap) or the last call was slow:
+            // someone else may hold the lock by now, whatever the server says.
+            return Err(self.lost("the lease ran out before it could be renewed".into()));
+        }
+        let budget = budget.min(self.lease / 3);
+        if let Err(e) = self
+            .con
+            .set_read_timeout(Some(budget))
+            .and_then(|()| self.con.set_write_timeout(Some(budget)))
+        {
+            let why = format!("cannot renew the lease: {}", self.scrub(&e));
+            return Err(self.lost(why));
+        }
+        // Plain EVAL, not EVALSHA: exactly one round trip, even after a
+        // SCRIPT FLUSH.
+        let renewed = ::redis::cmd("EVAL")
+            .arg(RENEW)
+            .arg(2)
+            .arg(&self.keys.lock)
+            .arg(&self.keys.holder)
+            .arg(&self.token)
+            .arg(self.lease.as_millis() as u64)
+            .query::<i64>(&mut self.con);
+        match renewed {
+            Ok(1) => {
+                self.last_ok = sent;
+                Ok(())
+            }
+            Ok(_) => Err(self.lost("the lease expired and the lock is gone or taken".into())),
+            Err(e) => {
+                let why = format!("cannot renew the lease: {}", self.scrub(&e));
+                Err(self.lost(why))
+            }
+        }
+    }
+
+    fn release(mut self: Box<Self>) -> Result<(), Error> {
+        self.release_now()
+    }
+}
+
+impl Drop for RedisHeld {
+    fn drop(&mut self) {
+        let _ = self.release_now();
+    }
+}
+
+/// What went wrong, in words, without the password.
+fn describe(info: &ConnectionInfo, e: &RedisError) -> String {
+    let text = if e.is_timeout() {
+        "the server did not answer in time".to_owned()
+    } else {
+        e.to_string()
+    };
+    match info.redis_settings().password().filter(|p| !p.is_empty()) {
+        Some(password) => text.replace(password, "***"),
+        None => text,
+    }
+}
+
+/// 128 random bits as hex: the owner token.
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    let filled = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
+    if !filled {
+        // Unique enough without /dev/urandom: pid, time and this host.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        return format!("{}-{}-{nanos}", holder::hostname(), std::process::id());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A subscription to the release channel on its own connection, spoken in
+/// plain RESP so that its socket can be polled next to the signal pipe.
+/// Any message (or the connection closing) wakes the waiter, which then
+/// just tries again.
+enum Subscription {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Subscription {
+    fn open(info: &ConnectionInfo, channel: &str, timeout: Duration) -> io::Result<Subscription> {
+        let mut sub = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                let mut last = io::Error::from(io::ErrorKind::NotFound);
+                let mut stream = None;
+                for addr in (host.as_str(), *port).to_socket_addrs()? {
+                    match TcpStream::connect_timeout(&addr, timeout) {
+                        Ok(s) => {
+                            stream = Some(s);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Subscription::Tcp(stream.ok_or(last)?)
+            }
+            ConnectionAddr::Unix(path) => Subscription::Unix(UnixStream::connect(path)?),
+            _ => return Err(io::ErrorKind::Unsupported.into()),
+        };
+        sub.set_read_timeout(Some(timeout))?;
+        let settings = info.redis_settings();
+        if let Some(password) = settings.password() {
+            let mut auth = vec!["AUTH"];
+            auth.extend(settings.username());
+            auth.push(password);
+            sub.write_all(&resp_command(&auth))?;
+            let reply = sub.read_reply(|r| r.ends_with(b"\r\n"))?;
+            if !reply.starts_with(b"+") {
+                return Err(io::Error::other("authentication refused"));
+            }
+        }
+        sub.write_all(&resp_command(&["SUBSCRIBE", channel]))?;
+        // The confirmation is [subscribe, channel, 1]: it ends with ":1\r\n".
+        let reply = sub.read_reply(|r| r.ends_with(b":1\r\n") || r.starts_with(b"-"))?;
+        if reply.starts_with(b"-") {
+            return Err(io::Error::other("subscription refused"));
+        }
+        sub.set_nonblocking()?;
+        Ok(sub)
+    }
+
+    fn read_reply(&mut self, complete: impl Fn(&[u8]) -> bool) -> io::Result<Vec<u8>> {
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !complete(&reply) {
+            let n = match self {
+                Subscription::Tcp(s) => s.read(&mut chunk)?,
+                Subscription::Unix(s) => s.read(&mut chunk)?,
+            };
+            if n == 0 || reply.len() > 64 * 1024 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            reply.extend_from_slice(&chunk[..n]);
+        }
+        Ok(reply)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Subscription::Tcp(s) => s.write_all(bytes),
+            Subscription::Unix(s) => s.write_all(bytes),
+        }
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Subscription::Tcp(s) => s.set_read_timeout(timeout),
+            Subscription::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Subscription::Tcp(s) => s.set_nonblocking(true),
+            Subscription::Unix(s) => s.set_nonblocking(true),
+        }
+    }
+
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Subscription::Tcp(s) => s.as_fd(),
+            Subscription::Unix(s) => s.as_fd(),
+        }
+    }
+
+    /// Discards what arrived. False when the server closed the connection.
+    fn drain(&mut self) -> bool {
+        let mut chunk = [0u8; 512];
+        loop {
+            let read = match self {
+                Subscription::Tcp(s) => s.read(&mut chunk),
+                Subscription::Unix(s) => s.read(&mut chunk),
+            };
+            match read {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// One command in the Redis protocol.
+fn resp_command(words: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", words.len()).into_bytes();
+    for word in words {
+        out.extend_from_slice(format!("${}\r\n", word.len()).as_bytes());
+        out.extend_from_slice(word.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_encoded_as_resp_arrays() {
+        assert_eq!(
+            resp_command(&["SUBSCRIBE", "lockwrap:a:released"]),
+            b"*2\r\n$9\r\nSUBSCRIBE\r\n$19\r\nlockwrap:a:released\r\n"
+        );
+    }
+
+    #[test]
+    fn tokens_are_random() {
+        let (a, b) = (random_token(), random_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn keys_follow_the_name() {
+        let keys = Keys::new("nightly.slot1");
+        assert_eq!(keys.lock, "lockwrap:nightly.slot1");
+        assert_eq!(keys.fence, "lockwrap:nightly.slot1:fence");
+        assert_eq!(keys.channel, "lockwrap:nightly.slot1:released");
+    }
+}
