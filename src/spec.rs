@@ -150,6 +150,7 @@ impl LockSpec {
                 p.as_os_str().is_empty()
             }
             LockSpec::Abstract(name) => name.is_empty(),
+            LockSpec::Redis(r) | LockSpec::Postgres(r) => r.name.is_empty(),
         }
     }
 
@@ -170,6 +171,8 @@ impl LockSpec {
             LockSpec::Abstract(name) => {
                 LockSpec::Abstract([name.as_slice(), suffix.as_bytes()].concat())
             }
+            LockSpec::Redis(r) => LockSpec::Redis(r.suffixed(&suffix)),
+            LockSpec::Postgres(r) => LockSpec::Postgres(r.suffixed(&suffix)),
         }
     }
 }
