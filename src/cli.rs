@@ -18,6 +18,8 @@ Lock specs:
   mkdir:PATH         an atomic lock directory, removed on release
   excl:PATH          an O_CREAT|O_EXCL lock file, removed on release
   @NAME, abstract:NAME   a Linux abstract unix socket; no file at all
+  redis://HOST[:PORT][/DB]#NAME        a lease on a Redis server (across machines)
+  postgres://[USER@]HOST[:PORT]/DB#NAME   a PostgreSQL session advisory lock
 
 Exit codes:
   the command's status (128+N if it was killed by signal N)
