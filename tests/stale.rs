@@ -1,234 +1,308 @@
 //! Stale mkdir/excl locks are reclaimed only when their holder is provably
 //! gone, and exactly one of several racing reclaimers wins.
 
-mod support;
+mod common;
 
-use std::os::unix::process::CommandExt;
+use std::fs;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use support::*;
+use common::{
+    Backend, Proc, Sandbox, WAIT, become_subreaper, open_gate, process_is_running, reap_adopted,
+    wait_until,
+};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
-/// A process that ran and is gone: (pid, start time).
-fn dead_process() -> (i32, u64) {
-    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-    let pid = child.id() as i32;
+/// The two backends whose lock is an artifact that can go stale.
+const ARTIFACTS: [Backend; 2] = [Backend::Mkdir, Backend::Excl];
+
+/// Field 22 of /proc/PID/stat: the start time lockwrap records.
+fn start_time(pid: i32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+/// A holder record as lockwrap writes it.
+fn record(pid: i32, start_time: u64, host: &str, acquired_ms: u64) -> String {
+    let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let pid_ns = fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    format!(
+        "lockwrap-holder 1\npid={pid}\nstart_time={start_time}\nboot_id={}\nhost={host}\npid_ns={pid_ns}\nuid={}\nacquired_ms={acquired_ms}\ncommand=test holder\n",
+        boot_id.trim(),
+        nix::unistd::getuid()
+    )
+}
+
+/// This machine's host name.
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A `sleep 30` that runs until killed (and is killed and reaped on drop).
+fn live_process(sb: &Sandbox) -> Proc {
+    let mut command = Command::new("sleep");
+    command.arg("30");
+    sb.spawn(command, &sb.label("live"))
+}
+
+/// A process that ran and is gone (reaped): (pid, start time).
+fn dead_process(sb: &Sandbox) -> (i32, u64) {
+    let mut proc = live_process(sb);
+    let pid = proc.pid();
     let start = start_time(pid);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    proc.kill_and_reap();
     (pid, start)
 }
 
-/// Plants a holder record as the artifact of `kind` ("mkdir" or "excl").
-fn plant(kind: &str, path: &Path, record: &str) {
-    if kind == "mkdir" {
-        std::fs::create_dir(path).unwrap();
-        std::fs::write(path.join("lockwrap-holder"), record).unwrap();
-    } else {
-        std::fs::write(path, record).unwrap();
+/// Plants `record` as the artifact of a `backend` lock called `name`;
+/// returns the lock spec.
+fn plant(sb: &Sandbox, backend: Backend, name: &str, record: &str) -> String {
+    if backend == Backend::Mkdir {
+        fs::create_dir(sb.locks.join(name)).unwrap();
     }
+    let record_file = backend
+        .record_path(sb, name)
+        .expect("a backend with an artifact");
+    fs::write(record_file, record).unwrap();
+    backend.spec(sb, name)
 }
 
 #[test]
 fn sigkill_of_wrapper_and_child_leaves_a_lock_the_next_wrapper_reclaims() {
-    let dir = tempfile::tempdir().unwrap();
-    for kind in ["mkdir", "excl"] {
-        let path = dir.path().join(kind);
-        let lock = format!("{kind}:{}", path.display());
-        let ready = format!("{kind}.ready");
-        let holder = hold(dir.path(), &[], &lock, &ready, "never");
-        let child_pid: i32 = {
-            let (_, json, _) = run(dir.path(), &["--status", "--json", &lock]);
-            let at = json.find("\"child_pid\":").unwrap() + 12;
-            json[at..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        holder.signal(libc::SIGKILL);
-        // SAFETY: kill only sends a signal.
-        unsafe { libc::kill(child_pid, libc::SIGKILL) };
-        drop(holder);
-        wait_until("the child to die", || {
-            std::fs::read_to_string(format!("/proc/{child_pid}/stat"))
-                .map_or(true, |s| s.contains(") Z"))
+    become_subreaper();
+    for backend in ARTIFACTS {
+        let sb = Sandbox::new(&format!("sigkill-{backend:?}"));
+        let lock = backend.spec(&sb, "lk");
+        let path = sb.locks.join("lk");
+        let mut holder = sb.hold(&[], &lock);
+        let child_pid = holder.child_pid;
+        // --status names the command once the wrapper has recorded it.
+        let wanted = format!("\"child_pid\":{child_pid}");
+        wait_until("--status to name the command", WAIT, || {
+            sb.run(sb.lockwrap(["--status", "--json", &lock]))
+                .stdout
+                .contains(&wanted)
         });
+        holder.proc.kill_and_reap();
+        kill(Pid::from_raw(child_pid), Signal::SIGKILL).expect("kill the command");
+        // The command, adopted by this test process, stays a zombie until
+        // reaped below: dead, though its pid still has a /proc entry.
+        wait_until("the command to be a zombie", WAIT, || {
+            !process_is_running(child_pid)
+        });
+        assert!(
+            Path::new(&format!("/proc/{child_pid}")).exists(),
+            "not reaped yet"
+        );
         assert!(path.exists(), "the artifact outlives its SIGKILLed holder");
-        let (code, out, err) = run(dir.path(), &["-n", &lock, "echo", "reclaimed"]);
-        assert_eq!((code, out.trim()), (0, "reclaimed"), "{kind}: {err}");
-        assert!(!path.exists(), "{kind}: the reclaimed lock was released");
+        let out = sb.run(sb.lockwrap(["-n", &lock, "echo", "reclaimed"]));
+        out.assert_code(0);
+        assert_eq!(out.stdout, "reclaimed\n", "{backend:?}: {out:?}");
+        assert!(
+            !path.exists(),
+            "{backend:?}: the reclaimed lock was released"
+        );
+        let status = reap_adopted(child_pid);
+        assert!(
+            matches!(
+                status,
+                nix::sys::wait::WaitStatus::Signaled(_, Signal::SIGKILL, _)
+            ),
+            "{status:?}"
+        );
     }
 }
 
 #[test]
 fn pid_reuse_does_not_fool_the_liveness_check() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut live = Command::new("sleep").arg("30").spawn().unwrap();
-    let pid = live.id() as i32;
+    let sb = Sandbox::new("pid-reuse");
+    let mut live = live_process(&sb);
+    let pid = live.pid();
     let start = start_time(pid);
-    for kind in ["mkdir", "excl"] {
+    for backend in ARTIFACTS {
         // A live pid with the wrong start time: the recorded process is gone.
-        let path = dir.path().join(format!("{kind}-reused"));
-        plant(kind, &path, &record(pid, start + 1, &hostname(), now_ms()));
-        let lock = format!("{kind}:{}", path.display());
-        let (code, _, err) = run(dir.path(), &["-n", &lock, "true"]);
-        assert_eq!(code, 0, "{kind}: a reused pid must count as dead: {err}");
+        let name = format!("{backend:?}-reused");
+        let lock = plant(
+            &sb,
+            backend,
+            &name,
+            &record(pid, start + 1, &hostname(), now_ms()),
+        );
+        let out = sb.run(sb.lockwrap(["-n", &lock, "true"]));
+        assert_eq!(
+            out.code(),
+            0,
+            "{backend:?}: a reused pid must count as dead: {out:?}"
+        );
+        assert!(
+            !sb.locks.join(&name).exists(),
+            "{backend:?}: the reclaimed lock was released"
+        );
 
         // A live pid with the right start time: held.
-        let path = dir.path().join(format!("{kind}-alive"));
+        let name = format!("{backend:?}-alive");
         let planted = record(pid, start, &hostname(), now_ms());
-        plant(kind, &path, &planted);
-        let lock = format!("{kind}:{}", path.display());
-        let (code, _, _) = run(dir.path(), &["-n", &lock, "true"]);
-        assert_eq!(code, 1, "{kind}: a live holder must not be reclaimed");
-        let record_file = if kind == "mkdir" {
-            path.join("lockwrap-holder")
-        } else {
-            path
-        };
-        assert_eq!(std::fs::read_to_string(record_file).unwrap(), planted);
+        let lock = plant(&sb, backend, &name, &planted);
+        let out = sb.run(sb.lockwrap(["-n", &lock, "true"]));
+        assert_eq!(
+            out.code(),
+            1,
+            "{backend:?}: a live holder must not be reclaimed: {out:?}"
+        );
+        let record_file = backend.record_path(&sb, &name).unwrap();
+        assert_eq!(fs::read_to_string(record_file).unwrap(), planted);
     }
-    live.kill().unwrap();
-    live.wait().unwrap();
+    live.kill_and_reap();
 }
 
 #[test]
 fn what_cannot_be_proven_dead_is_kept_unless_stale_after_says_otherwise() {
-    let dir = tempfile::tempdir().unwrap();
-    let (pid, start) = dead_process();
+    let sb = Sandbox::new("unprovable");
+    let (pid, start) = dead_process(&sb);
     let hour_ago = now_ms() - 3_600_000;
-    for kind in ["mkdir", "excl"] {
+    let code = |args: &[&str]| sb.run(sb.lockwrap(args)).code();
+    for backend in ARTIFACTS {
         // Another host (a shared NFS directory): never reclaimed on sight.
-        let path = dir.path().join(format!("{kind}-remote"));
-        plant(
-            kind,
-            &path,
+        let name = format!("{backend:?}-remote");
+        let lock = plant(
+            &sb,
+            backend,
+            &name,
             &record(pid, start, "some-other-host", hour_ago),
         );
-        let lock = format!("{kind}:{}", path.display());
         assert_eq!(
-            run(dir.path(), &["-n", &lock, "true"]).0,
+            code(&["-n", &lock, "true"]),
             1,
-            "{kind}: remote holder"
+            "{backend:?}: remote holder"
         );
+        assert_eq!(code(&["-n", "--stale-after", "2h", &lock, "true"]), 1);
+        let out = sb.run(sb.lockwrap(["-n", "--stale-after", "30m", &lock, "true"]));
         assert_eq!(
-            run(dir.path(), &["-n", "--stale-after", "2h", &lock, "true"]).0,
-            1
+            out.code(),
+            0,
+            "{backend:?}: older than --stale-after: {out:?}"
         );
-        let (code, _, err) = run(dir.path(), &["-n", "--stale-after", "30m", &lock, "true"]);
-        assert_eq!(code, 0, "{kind}: older than --stale-after: {err}");
-        assert!(!path.exists());
+        assert!(!sb.locks.join(&name).exists());
 
         // No parseable record: owner unknown, and the file is left as it is.
-        let path = dir.path().join(format!("{kind}-garbage"));
-        plant(kind, &path, "not a record\n");
-        let lock = format!("{kind}:{}", path.display());
-        assert_eq!(run(dir.path(), &["-n", &lock, "true"]).0, 1);
+        let name = format!("{backend:?}-garbage");
+        let lock = plant(&sb, backend, &name, "not a record\n");
+        let record_file = backend.record_path(&sb, &name).unwrap();
+        assert_eq!(code(&["-n", &lock, "true"]), 1);
         assert_eq!(
-            run(dir.path(), &["-n", "--stale-after", "1h", &lock, "true"]).0,
+            code(&["-n", "--stale-after", "1h", &lock, "true"]),
             1,
             "just made"
         );
-        let record_file = if kind == "mkdir" {
-            path.join("lockwrap-holder")
-        } else {
-            path.clone()
-        };
-        assert_eq!(
-            std::fs::read_to_string(&record_file).unwrap(),
-            "not a record\n"
-        );
+        assert_eq!(fs::read_to_string(&record_file).unwrap(), "not a record\n");
     }
 }
 
 #[test]
 fn a_record_from_another_boot_is_stale() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rebooted");
+    let sb = Sandbox::new("rebooted");
     let text = record(1, 1, &hostname(), now_ms()).replace("boot_id=", "boot_id=0");
-    plant("excl", &path, &text);
-    let lock = format!("excl:{}", path.display());
-    assert_eq!(run(dir.path(), &["-n", &lock, "true"]).0, 0);
+    let lock = plant(&sb, Backend::Excl, "rebooted", &text);
+    let out = sb.run(sb.lockwrap(["-n", &lock, "true"]));
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(
+        !sb.locks.join("rebooted").exists(),
+        "the reclaimed lock was released"
+    );
 }
 
 #[test]
 fn racing_reclaimers_never_both_win() {
     const RACERS: usize = 8;
     const ROUNDS: usize = 15;
-    let dir = tempfile::tempdir().unwrap();
-    let (pid, start) = dead_process();
+    let sb = Sandbox::new("race");
+    let (pid, start) = dead_process(&sb);
     for round in 0..ROUNDS {
-        for kind in ["mkdir", "excl"] {
-            let path = dir.path().join(format!("{kind}-race{round}"));
-            plant(kind, &path, &record(pid, start, &hostname(), now_ms()));
-            let lock = format!("{kind}:{}", path.display());
-            let winners = dir.path().join(format!("{kind}-winners{round}"));
-            let release = dir.path().join(format!("{kind}-release{round}"));
+        for backend in ARTIFACTS {
+            let name = format!("{backend:?}-race{round}");
+            let lock = plant(
+                &sb,
+                backend,
+                &name,
+                &record(pid, start, &hostname(), now_ms()),
+            );
+            let winners = sb.work_path(&format!("{backend:?}-winners{round}"));
+            let gate = sb.fifo(&format!("{backend:?}-gate{round}"));
             // A winner records itself and holds the lock until released, so a
             // second winner could only be a reclaim race.
             let script = format!(
-                "echo $$ >> {}; while [ ! -e {} ]; do sleep 0.02; done",
+                "echo $$ >> '{}' && read line < '{}'",
                 winners.display(),
-                release.display()
+                gate.display()
             );
             let mut racers: Vec<Proc> = (0..RACERS)
-                .map(|_| {
-                    Proc(
-                        lockwrap()
-                            .args(["-n", &lock, "sh", "-c", &script])
-                            .stderr(Stdio::null())
-                            .process_group(0)
-                            .spawn()
-                            .unwrap(),
-                    )
+                .map(|i| {
+                    let command = sb.lockwrap(["-n", &lock, "sh", "-c", &script]);
+                    sb.spawn(command, &format!("{backend:?}-racer{round}-{i}"))
                 })
                 .collect();
-            wait_until("all racers but the winner to give up", || {
+            wait_until("all racers but the winner to give up", WAIT, || {
                 racers
                     .iter_mut()
-                    .map(|r| r.0.try_wait().unwrap().is_some() as usize)
+                    .map(|r| !r.is_running() as usize)
                     .sum::<usize>()
                     >= RACERS - 1
             });
             // `>>` creates the file before it writes the line.
-            wait_until("the winner's line", || {
-                std::fs::read_to_string(&winners).is_ok_and(|text| text.ends_with('\n'))
+            wait_until("the winner's line", WAIT, || {
+                fs::read_to_string(&winners).is_ok_and(|text| text.ends_with('\n'))
             });
-            let lines = std::fs::read_to_string(&winners).unwrap();
+            let lines = fs::read_to_string(&winners).unwrap();
             assert_eq!(
                 lines.lines().count(),
                 1,
-                "{kind} round {round}: winners {lines:?}"
+                "{backend:?} round {round}: winners {lines:?}"
             );
-            std::fs::write(&release, "").unwrap();
-            let codes: Vec<i32> = racers.iter_mut().map(Proc::wait_code).collect();
+            open_gate(&gate);
+            let codes: Vec<i32> = racers.iter_mut().map(|r| r.finish().code()).collect();
             assert_eq!(codes.iter().filter(|c| **c == 0).count(), 1, "{codes:?}");
-            assert!(!path.exists(), "the winner released the lock");
+            assert_eq!(
+                codes.iter().filter(|c| **c == 1).count(),
+                RACERS - 1,
+                "{codes:?}"
+            );
+            assert!(
+                !sb.locks.join(&name).exists(),
+                "the winner released the lock"
+            );
         }
     }
 }
 
 #[test]
 fn a_symlink_at_the_lock_path_is_never_followed() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("precious");
-    std::fs::write(&target, "keep me").unwrap();
-    for kind in ["mkdir", "excl"] {
-        let link = dir.path().join(format!("{kind}-link"));
+    let sb = Sandbox::new("symlink");
+    let target = sb.work_path("precious");
+    fs::write(&target, "keep me").unwrap();
+    for backend in ARTIFACTS {
+        let name = format!("{backend:?}-link");
+        let link = sb.locks.join(&name);
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let lock = format!("{kind}:{}", link.display());
-        let (code, _, err) = run(dir.path(), &["-n", &lock, "true"]);
-        assert_eq!(code, 66, "{kind}: {err}");
+        let out = sb.run(sb.lockwrap(["-n", &backend.spec(&sb, &name), "true"]));
+        out.assert_error(66);
+        assert!(out.stderr.contains("symlink"), "{backend:?}: {out:?}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep me");
         assert!(
-            err.starts_with("lockwrap: ") && err.contains("symlink"),
-            "{err}"
-        );
-        assert_eq!(err.lines().count(), 1);
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
-        assert!(
-            std::fs::symlink_metadata(&link)
+            fs::symlink_metadata(&link)
                 .unwrap()
                 .file_type()
                 .is_symlink()

@@ -1,107 +1,135 @@
 //! Semaphores (--slots), --replace and --max-runtime.
 
-mod support;
+mod common;
 
-use support::*;
+use std::fs;
+use std::os::unix::process::ExitStatusExt as _;
+
+use common::{ALL_BACKENDS, Sandbox, wait_for_pid_file};
 
 #[test]
 fn slots_let_exactly_n_holders_in_and_number_them() {
-    let dir = tempfile::tempdir().unwrap();
-    for lock in all_specs(dir.path(), "sem") {
-        let tag = lock.replace(['/', ':', '@', '.'], "_");
-        let slot_file = |n: usize| dir.path().join(format!("{tag}-holder{n}"));
-        let release = format!("{tag}-release");
-        // Each holder records its slot, then waits for the release file.
-        let script = |n: usize| {
-            format!(
-                "echo $LOCKWRAP_SLOT > {}.tmp && mv {0}.tmp {0}; while [ ! -e {release} ]; do sleep 0.02; done",
-                slot_file(n).display()
-            )
+    for backend in ALL_BACKENDS {
+        let sb = Sandbox::new(&format!("slots-{backend:?}"));
+        let lock = backend.spec(&sb, "sem");
+        let slot_file = |n: usize| sb.work_path(&format!("slot{n}"));
+        // Each holder records its slot before it says it holds the lock.
+        let hold = |n: usize| {
+            let setup = format!("echo $LOCKWRAP_SLOT > '{}'", slot_file(n).display());
+            sb.hold_after(&["--slots", "2"], &lock, &setup)
         };
-        let first = spawn_wrapper(dir.path(), &["--slots", "2"], &lock, &script(0));
-        let second = spawn_wrapper(dir.path(), &["--slots", "2"], &lock, &script(1));
-        wait_for_file(&slot_file(0));
-        wait_for_file(&slot_file(1));
+        let mut first = hold(0);
+        let mut second = hold(1);
         let slots: Vec<String> = (0..2)
-            .map(|n| {
-                std::fs::read_to_string(slot_file(n))
-                    .unwrap()
-                    .trim()
-                    .to_owned()
-            })
+            .map(|n| fs::read_to_string(slot_file(n)).unwrap())
             .collect();
         assert!(
-            slots.contains(&"0".into()) && slots.contains(&"1".into()),
+            slots.contains(&"0\n".into()) && slots.contains(&"1\n".into()),
             "{lock}: {slots:?}"
         );
 
         // Both slots taken: a third holder cannot get in.
-        let (code, _, _) = run(dir.path(), &["--slots", "2", "-n", &lock, "true"]);
-        assert_eq!(code, 1, "{lock}: a third holder got in");
-        let (code, out, _) = run(dir.path(), &["--status", "--slots", "2", &lock]);
-        assert_eq!(code, 1, "{lock}: {out}");
-        assert_eq!(out.matches("held by").count(), 2, "{out}");
-
-        // A waiting third holder gets a slot once they leave.
-        let mut third = spawn_wrapper(
-            dir.path(),
-            &["--slots", "2", "-w", "20"],
+        let marker = sb.work_path("third-ran");
+        let out = sb.run(sb.lockwrap([
+            "--slots",
+            "2",
+            "-n",
             &lock,
+            "touch",
+            marker.to_str().unwrap(),
+        ]));
+        assert_eq!(out.code(), 1, "{lock}: a third holder got in: {out:?}");
+        assert!(!marker.exists(), "{lock}: a third holder ran");
+        let out = sb.run(sb.lockwrap(["--status", "--slots", "2", &lock]));
+        out.assert_code(1);
+        assert_eq!(out.stdout.matches("held by").count(), 2, "{out:?}");
+        for holder in [&first, &second] {
+            assert!(
+                out.stdout
+                    .contains(&format!("held by pid {}", holder.proc.pid())),
+                "{out:?}"
+            );
+        }
+
+        // A waiting third holder gets the slot the first one leaves.
+        let command = sb.lockwrap([
+            "--slots",
+            "2",
+            "-w",
+            "20",
+            &lock,
+            "sh",
+            "-c",
             "echo $LOCKWRAP_SLOT",
-        );
-        std::fs::write(dir.path().join(&release), "").unwrap();
-        assert_eq!(third.wait_code(), 0, "{lock}");
-        drop((first, second));
+        ]);
+        let mut third = sb.spawn(command, "third");
+        first.release_and_finish().assert_code(0);
+        let out = third.finish();
+        out.assert_code(0);
+        assert_eq!(out.stdout, slots[0], "{lock}: {out:?}");
+        second.release_and_finish().assert_code(0);
     }
 }
 
 #[test]
 fn slots_never_admit_more_than_n_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let lock = format!("excl:{}", dir.path().join("sem").display());
-    let log = dir.path().join("log");
-    // Each holder appends enter/exit around a short critical section.
+    const HOLDERS: usize = 6;
+    let sb = Sandbox::new("slots-at-once");
+    let lock = format!("excl:{}", sb.locks.join("sem").display());
+    let log = sb.work_path("log");
+    // Each holder appends enter/exit around a short critical section (the
+    // sleep is the work that widens the window, not a synchronisation).
     let script = format!(
-        "echo enter >> {0}; sleep 0.05; echo exit >> {0}",
+        "echo enter >> '{0}'; sleep 0.05; echo exit >> '{0}'",
         log.display()
     );
-    let mut holders: Vec<Proc> = (0..6)
-        .map(|_| spawn_wrapper(dir.path(), &["--slots", "2"], &lock, &script))
+    let mut holders: Vec<_> = (0..HOLDERS)
+        .map(|i| {
+            let command = sb.lockwrap(["--slots", "2", &lock, "sh", "-c", &script]);
+            sb.spawn(command, &format!("holder{i}"))
+        })
         .collect();
     for holder in &mut holders {
-        assert_eq!(holder.wait_code(), 0);
+        holder.finish().assert_code(0);
     }
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 2 * HOLDERS, "{text}");
     let mut inside = 0;
     let mut most = 0;
-    for line in std::fs::read_to_string(&log).unwrap().lines() {
-        inside += if line == "enter" { 1 } else { -1 };
+    for line in text.lines() {
+        inside += match line {
+            "enter" => 1,
+            "exit" => -1,
+            _ => panic!("garbled log:\n{text}"),
+        };
         most = most.max(inside);
     }
-    assert_eq!(inside, 0);
-    assert!(most <= 2, "{most} holders were inside at once");
+    assert_eq!(inside, 0, "{text}");
+    assert!(most <= 2, "{most} holders were inside at once:\n{text}");
 }
 
 #[test]
 fn replace_stops_the_holder_and_takes_the_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    for (i, lock) in all_specs(dir.path(), "rep").iter().enumerate() {
-        let termed = dir.path().join(format!("termed{i}"));
-        let ready = dir.path().join(format!("ready{i}"));
+    for backend in ALL_BACKENDS {
+        let sb = Sandbox::new(&format!("replace-{backend:?}"));
+        let lock = backend.spec(&sb, "rep");
+        let termed = sb.work_path("termed");
+        let ready = sb.work_path("ready");
+        // The command idles in short foreground sleeps, after each of which
+        // the shell runs a pending trap (see signals.rs, trapping_script).
         let script = format!(
-            "trap 'touch {}; exit 0' TERM; touch {}; while :; do sleep 0.02; done",
+            "trap 'touch \"{}\"; exit 0' TERM\necho $$ > '{}'\nwhile :; do sleep 0.02; done",
             termed.display(),
             ready.display()
         );
-        let mut holder = spawn_wrapper(dir.path(), &[], lock, &script);
-        wait_for_file(&ready);
-        let (code, out, err) = run(
-            dir.path(),
-            &["--replace", "-w", "20", lock, "echo", "replaced"],
-        );
-        assert_eq!((code, out.trim()), (0, "replaced"), "{lock}: {err}");
+        let mut holder = sb.spawn(sb.lockwrap([lock.as_str(), "sh", "-c", &script]), "holder");
+        wait_for_pid_file(&ready);
+        let out = sb.run(sb.lockwrap(["--replace", "-w", "20", &lock, "echo", "replaced"]));
+        out.assert_code(0);
+        assert_eq!(out.stdout, "replaced\n", "{lock}: {out:?}");
         assert!(termed.exists(), "{lock}: the holder's command got SIGTERM");
         assert_eq!(
-            holder.wait_code(),
+            holder.finish().code(),
             0,
             "{lock}: the old wrapper exits with its child's status"
         );
@@ -110,104 +138,102 @@ fn replace_stops_the_holder_and_takes_the_lock() {
 
 #[test]
 fn replace_kills_a_holder_that_ignores_sigterm_after_the_grace() {
-    let dir = tempfile::tempdir().unwrap();
-    let lock = format!("mkdir:{}", dir.path().join("stubborn").display());
-    let script = "trap '' TERM; touch ready; while :; do sleep 0.02; done";
-    let mut holder = spawn_wrapper(dir.path(), &[], &lock, script);
-    wait_for_file(&dir.path().join("ready"));
-    let (code, _, err) = run(
-        dir.path(),
-        &[
-            "--replace",
-            "--kill-grace",
-            "200ms",
-            "-w",
-            "20",
-            &lock,
-            "true",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(holder.wait_code(), 128 + libc::SIGKILL);
+    let sb = Sandbox::new("stubborn");
+    let lock = format!("mkdir:{}", sb.locks.join("stubborn").display());
+    let mut holder = sb.hold_after(&[], &lock, "trap '' TERM");
+    let out = sb.run(sb.lockwrap([
+        "--replace",
+        "--kill-grace",
+        "200ms",
+        "-w",
+        "20",
+        &lock,
+        "true",
+    ]));
+    out.assert_code(0);
+    let status = holder.proc.wait_timeout(common::WAIT);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
 }
 
 #[test]
 fn replace_refuses_a_holder_it_cannot_identify() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("by-script");
-    std::fs::create_dir(&path).unwrap();
+    let sb = Sandbox::new("unknown-holder");
+    let path = sb.locks.join("by-script");
+    fs::create_dir(&path).unwrap();
     let lock = format!("mkdir:{}", path.display());
-    let (code, _, err) = run(dir.path(), &["--replace", &lock, "true"]);
-    assert_eq!(code, 65, "{err}");
+    let out = sb.run(sb.lockwrap(["--replace", &lock, "true"]));
+    out.assert_error(65);
     assert!(
-        err.starts_with(&format!("lockwrap: {lock}: cannot replace the holder")),
-        "{err}"
+        out.stderr
+            .starts_with(&format!("lockwrap: {lock}: cannot replace the holder")),
+        "{out:?}"
     );
-    assert_eq!(err.lines().count(), 1);
     assert!(path.is_dir(), "the unknown holder's lock is left alone");
+    assert_eq!(sb.lock_dir_entries(), ["by-script"]);
 }
 
 #[test]
 fn max_runtime_stops_the_command_and_exits_124() {
-    let dir = tempfile::tempdir().unwrap();
-    for lock in all_specs(dir.path(), "rt") {
-        let (code, _, err) = run(
-            dir.path(),
-            &["--max-runtime", "100ms", &lock, "sleep", "30"],
+    for backend in ALL_BACKENDS {
+        let sb = Sandbox::new(&format!("max-runtime-{backend:?}"));
+        let lock = backend.spec(&sb, "rt");
+        let out = sb.run(sb.lockwrap(["--max-runtime", "100ms", &lock, "sleep", "30"]));
+        out.assert_code(124);
+        let out = sb.run(sb.lockwrap(["-n", &lock, "true"]));
+        assert_eq!(
+            out.code(),
+            0,
+            "{lock}: released after the command ended: {out:?}"
         );
-        assert_eq!(code, 124, "{lock}: {err}");
-        let (code, _, _) = run(dir.path(), &["-n", &lock, "true"]);
-        assert_eq!(code, 0, "{lock}: released after the command ended");
     }
 }
 
 #[test]
 fn max_runtime_kills_a_command_that_ignores_sigterm_before_releasing() {
-    let dir = tempfile::tempdir().unwrap();
-    let lock = format!("excl:{}", dir.path().join("rt").display());
-    let pidfile = dir.path().join("pid");
+    let sb = Sandbox::new("max-runtime-stubborn");
+    let lock = format!("excl:{}", sb.locks.join("rt").display());
+    let pidfile = sb.work_path("pid");
     let script = format!(
-        "trap '' TERM; echo $$ > {}; while :; do sleep 0.02; done",
+        "trap '' TERM; echo $$ > '{}'; while :; do sleep 0.02; done",
         pidfile.display()
     );
-    let (code, _, err) = run(
-        dir.path(),
-        &[
-            "--max-runtime",
-            "100ms",
-            "--kill-grace",
-            "100ms",
-            &lock,
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
-    assert_eq!(code, 124, "{err}");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let out = sb.run(sb.lockwrap([
+        "--max-runtime",
+        "100ms",
+        "--kill-grace",
+        "100ms",
+        &lock,
+        "sh",
+        "-c",
+        &script,
+    ]));
+    out.assert_code(124);
+    let pid = wait_for_pid_file(&pidfile);
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the command is gone"
     );
-    assert!(!dir.path().join("rt").exists(), "the lock was released");
+    assert_eq!(
+        sb.lock_dir_entries(),
+        Vec::<String>::new(),
+        "the lock was released"
+    );
 }
 
 #[test]
 fn durations_accept_suffixes_and_reject_garbage() {
-    let dir = tempfile::tempdir().unwrap();
-    let lock = dir.path().join("d").display().to_string();
+    let sb = Sandbox::new("durations");
+    let lock = sb.locks.join("d").display().to_string();
     for good in ["1.5", "500ms", "30s", "5m", "2h"] {
-        assert_eq!(run(dir.path(), &["-w", good, &lock, "true"]).0, 0, "{good}");
+        let out = sb.run(sb.lockwrap(["-w", good, &lock, "true"]));
+        assert_eq!(out.code(), 0, "{good}: {out:?}");
     }
     for bad in ["-1", "nan", "5x", "inf"] {
         for option in ["-w", "--max-runtime", "--kill-grace", "--stale-after"] {
-            let (code, _, err) = run(dir.path(), &[option, bad, &lock, "true"]);
-            assert_eq!(code, 64, "{option} {bad}");
-            assert_eq!(err.lines().count(), 1, "{err}");
+            let marker = sb.work_path("ran");
+            let out = sb.run(sb.lockwrap([option, bad, &lock, "touch", marker.to_str().unwrap()]));
+            out.assert_error(64);
+            assert!(!marker.exists(), "{option} {bad}: the command ran");
         }
     }
 }

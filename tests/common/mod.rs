@@ -199,11 +199,18 @@ impl Sandbox {
     /// until [`Holder::release`]. Returns once the command runs, that is,
     /// once lockwrap holds the lock.
     pub fn hold(&self, args: &[&str], spec: &str) -> Holder {
+        self.hold_after(args, spec, "true")
+    }
+
+    /// Like [`Sandbox::hold`], but the command's shell first runs `setup`
+    /// (for instance `trap '' TERM`, or recording `$LOCKWRAP_SLOT`), and
+    /// announces itself only if `setup` succeeds.
+    pub fn hold_after(&self, args: &[&str], spec: &str, setup: &str) -> Holder {
         let label = self.label("holder");
         let ready = self.work.join(format!("{label}.ready"));
         let gate = self.fifo(&format!("{label}.gate"));
         let script = format!(
-            "echo $$ > '{r}' && read line < '{g}'",
+            "{setup} && echo $$ > '{r}' && read line < '{g}'",
             r = ready.display(),
             g = gate.display()
         );
