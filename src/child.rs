@@ -132,7 +132,10 @@ impl ChildPlan<'_> {
                     Ok(()) => renew_at = Some(now + every),
                     Err(lost) => {
                         renew_at = None;
-                        stop = Some(Stop::begin(pid, self.kill_grace, Some(lost)));
+                        // The lease may run out a third of it after a failed
+                        // renewal: the command must be gone by then.
+                        let grace = self.kill_grace.min(every);
+                        stop = Some(Stop::begin(pid, grace, Some(lost)));
                     }
                 }
             }
