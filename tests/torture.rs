@@ -136,7 +136,10 @@ fn wait_bounded(child: &mut Child) -> Result<ExitStatus, String> {
         if Instant::now() >= deadline {
             kill_group(child.id() as i32);
             let _ = child.wait();
-            return Err(format!("wrapper {} still running after {BOUND:?}", child.id()));
+            return Err(format!(
+                "wrapper {} still running after {BOUND:?}",
+                child.id()
+            ));
         }
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
@@ -175,7 +178,11 @@ fn leftovers(tag: &str) -> Vec<String> {
     let me = std::process::id() as i32;
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid != me && alive_with(pid, tag) {
