@@ -88,20 +88,25 @@ pub fn acquire<A: Artifact>(
     artifact: &A,
     request: &Request<'_>,
     waiter: &Waiter<'_>,
-) -> Result<(HolderRecord, FileId), Error> {
+) -> Result<Taken, Error> {
     let record = HolderRecord::for_this_process(request.command);
-    // Watch before the first attempt, so a release between the attempt and
-    // the wait is not missed.
-    let watch = if waiter.is_nonblocking() {
-        None
-    } else {
-        NameWatch::new(artifact.path()).ok()
-    };
+    // The watch is set up only once the lock is found held: closing an
+    // inotify instance that had a watch costs milliseconds (the kernel waits
+    // for an SRCU grace period), which an uncontended run should not pay.
+    let mut watch: Option<NameWatch> = None;
+    let mut watch_tried = waiter.is_nonblocking();
     loop {
         if let Some(id) = artifact.try_create(&record)? {
-            return Ok((record, id));
+            return Ok(Taken { record, id, watch });
         }
         if reclaim_if_stale(artifact, request.stale_after)? {
+            continue;
+        }
+        if !watch_tried {
+            // Try again once the watch is in place, so a release between
+            // the attempt above and the watch is not missed.
+            watch_tried = true;
+            watch = NameWatch::new(artifact.path()).ok();
             continue;
         }
         match &watch {
@@ -112,6 +117,15 @@ pub fn acquire<A: Artifact>(
             None => waiter.pause(&[], Some(RECHECK_WITHOUT_WATCH))?,
         }
     }
+}
+
+/// A freshly created artifact, as [`acquire`] returns it.
+pub struct Taken {
+    record: HolderRecord,
+    id: FileId,
+    /// The waiter's inotify watch, if it had to wait. Kept until the lock is
+    /// released so that its slow close does not delay starting the command.
+    watch: Option<NameWatch>,
 }
 
 /// Who holds a path-artifact lock, from its record.
@@ -257,16 +271,19 @@ pub struct ArtifactHeld<A: Artifact> {
     record: HolderRecord,
     id: FileId,
     released: bool,
+    /// Dropped after the artifact is removed (fields drop after `Drop::drop`).
+    _watch: Option<NameWatch>,
 }
 
 impl<A: Artifact> ArtifactHeld<A> {
     /// Wraps a freshly created artifact.
-    pub fn new(artifact: A, (record, id): (HolderRecord, FileId)) -> ArtifactHeld<A> {
+    pub fn new(artifact: A, taken: Taken) -> ArtifactHeld<A> {
         ArtifactHeld {
             artifact,
-            record,
-            id,
+            record: taken.record,
+            id: taken.id,
             released: false,
+            _watch: taken.watch,
         }
     }
 
