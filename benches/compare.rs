@@ -145,7 +145,7 @@ fn backends(dir: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn overhead(dir: &Path, n: u64, notes: &mut Vec<String>) {
+fn overhead(dir: &Path, n: u64, notes: &mut Vec<String>) -> Vec<(String, f64)> {
     let flock_path = format!("{}/peer.lock", dir.display());
     let mut tools = vec![Tool::new("bare `/bin/true`", &[])];
     for (name, spec) in backends(dir) {
@@ -212,6 +212,11 @@ fn overhead(dir: &Path, n: u64, notes: &mut Vec<String>) {
             tool.label, s.median, s.p95
         );
     }
+    tools
+        .iter()
+        .zip(&stats)
+        .map(|(t, s)| (t.label.clone(), s.median))
+        .collect()
 }
 
 /// Starts `tool` running the hold helper; returns once the lock is held.
@@ -250,7 +255,7 @@ fn self_exe() -> String {
         .to_string()
 }
 
-fn handoff(dir: &Path, n: u64) {
+fn handoff(dir: &Path, n: u64) -> Vec<(String, f64)> {
     let mut tools: Vec<(String, Tool)> = backends(dir)
         .into_iter()
         .map(|(name, spec)| {
@@ -269,6 +274,26 @@ fn handoff(dir: &Path, n: u64) {
     );
     println!("| lock | median µs | p99 µs |");
     println!("|---|---:|---:|");
+    let mut medians = Vec::new();
+    // The floor inside every row: starting the helper command at all.
+    let mut spawn_only = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let before = mono_ns();
+        let out = Command::new(self_exe())
+            .args(["--helper", "stamp"])
+            .output()
+            .expect("helper");
+        let started: u64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("helper time");
+        spawn_only.push(started.saturating_sub(before) as f64 / 1e3);
+    }
+    let s = stats(&mut spawn_only);
+    println!(
+        "| (no lock: the bench spawning the helper directly) | {:.0} | {:.0} |",
+        s.median, s.p99
+    );
     for (label, tool) in &tools {
         let mut samples = Vec::with_capacity(n as usize);
         for _ in 0..n {
@@ -289,7 +314,9 @@ fn handoff(dir: &Path, n: u64) {
         }
         let s = stats(&mut samples);
         println!("| {label} | {:.0} | {:.0} |", s.median, s.p99);
+        medians.push((label.clone(), s.median));
     }
+    medians
 }
 
 fn throughput(dir: &Path, procs: usize, secs: u64) {
@@ -339,7 +366,7 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn peak_rss(dir: &Path) {
+fn peak_rss(dir: &Path) -> Vec<(String, u64)> {
     let mut tools: Vec<(String, Tool)> = backends(dir)
         .into_iter()
         .map(|(name, spec)| {
@@ -356,13 +383,69 @@ fn peak_rss(dir: &Path) {
     println!("\n### Peak RSS of the wrapper while it holds the lock (VmHWM)\n");
     println!("| wrapper | VmHWM KiB |");
     println!("|---|---:|");
+    let mut all = Vec::new();
     for (label, tool) in &tools {
         let holder = start_holder(tool);
         let rss = vm_hwm_kib(holder.id());
         release_holder(holder);
         match rss {
-            Some(kib) => println!("| {label} | {kib} |"),
+            Some(kib) => {
+                println!("| {label} | {kib} |");
+                all.push((label.clone(), kib));
+            }
             None => println!("| {label} | n/a |"),
+        }
+    }
+    all
+}
+
+fn find<T: Copy>(rows: &[(String, T)], label: &str) -> Option<T> {
+    rows.iter().find(|(l, _)| l == label).map(|(_, v)| *v)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+/// The targets, as ratios within this one run.
+fn targets(over: &[(String, f64)], hand: &[(String, f64)], rss: &[(String, u64)]) {
+    println!("\n### Targets (this run)\n");
+    println!("| target | measured | verdict |");
+    println!("|---|---|---|");
+    if let (Some(lw), Some(fl)) = (
+        find(over, "lockwrap flock (spawn)"),
+        find(over, "flock(1) (fork)"),
+    ) {
+        let r = lw / fl;
+        println!(
+            "| lockwrap flock (spawn) <= 0.8x flock(1) (fork) | {r:.2}x ({lw:.0} / {fl:.0} µs) | {} |",
+            verdict(r <= 0.8)
+        );
+    }
+    if let (Some(lw), Some(sl)) = (
+        find(over, "lockwrap flock -F"),
+        find(over, "daemontools setlock"),
+    ) {
+        let r = lw / sl;
+        println!(
+            "| lockwrap flock -F no slower than setlock | {r:.2}x ({lw:.0} / {sl:.0} µs) | {} |",
+            verdict(r <= 1.0)
+        );
+    }
+    for (label, median) in hand.iter().filter(|(l, _)| l.starts_with("lockwrap")) {
+        println!(
+            "| {label} hand-off median < 2 ms | {:.2} ms | {} |",
+            median / 1e3,
+            verdict(*median < 2000.0)
+        );
+    }
+    if let Some(fl) = find(rss, "flock(1)") {
+        for (label, kib) in rss.iter().filter(|(l, _)| l.starts_with("lockwrap")) {
+            println!(
+                "| {label} VmHWM <= flock(1) + 1024 KiB | +{} KiB | {} |",
+                kib.saturating_sub(fl),
+                verdict(*kib <= fl + 1024)
+            );
         }
     }
 }
@@ -401,10 +484,11 @@ fn main() {
     let secs = env_num("LOCKWRAP_BENCH_SECS", 3);
     let mut notes = Vec::new();
     machine();
-    overhead(&dir, n, &mut notes);
-    handoff(&dir, handoff_n);
+    let over = overhead(&dir, n, &mut notes);
+    let hand = handoff(&dir, handoff_n);
     throughput(&dir, 4, secs);
-    peak_rss(&dir);
+    let rss = peak_rss(&dir);
+    targets(&over, &hand, &rss);
     if !notes.is_empty() {
         println!("\nNotes:\n");
         for note in notes {

@@ -50,8 +50,8 @@ struct Shape {
 }
 
 const DEFAULT: Shape = Shape {
-    k: 5,
-    m: 40,
+    k: 6,
+    m: 60,
     kill_every: 20,
 };
 
@@ -85,7 +85,7 @@ fn kill_kind(shape: &Shape, w: usize, j: usize) -> Kill {
     if j + 1 >= shape.m {
         return Kill::None;
     }
-    if (j / shape.kill_every + w) % 2 == 0 {
+    if (j / shape.kill_every + w).is_multiple_of(2) {
         Kill::Group
     } else {
         Kill::Wrapper
