@@ -255,6 +255,38 @@ fn self_exe() -> String {
         .to_string()
 }
 
+/// Time from the bench's spawn call to the helper's first instruction.
+fn spawn_floor_us() -> f64 {
+    let before = mono_ns();
+    let out = Command::new(self_exe())
+        .args(["--helper", "stamp"])
+        .output()
+        .expect("helper");
+    let started: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("helper time");
+    started.saturating_sub(before) as f64 / 1e3
+}
+
+/// One hand-off: the holder's command exits, the blocked waiter's command starts.
+fn handoff_us(tool: &Tool) -> f64 {
+    let holder = start_holder(tool);
+    let mut waiter = tool.command(&self_exe(), &["--helper", "stamp"]);
+    waiter.stdout(Stdio::piped());
+    let waiter = waiter.spawn().expect("spawn waiter");
+    // Give the waiter time to block on the lock; this is not part of the
+    // measured interval.
+    thread::sleep(Duration::from_millis(20));
+    let released = release_holder(holder);
+    let out = waiter.wait_with_output().expect("waiter");
+    let acquired: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("waiter time");
+    acquired.saturating_sub(released) as f64 / 1e3
+}
+
 fn handoff(dir: &Path, n: u64) -> Vec<(String, f64)> {
     let mut tools: Vec<(String, Tool)> = backends(dir)
         .into_iter()
@@ -272,48 +304,32 @@ fn handoff(dir: &Path, n: u64) -> Vec<(String, f64)> {
     println!(
         "\n### Hand-off latency: holder's command exits -> waiter's command starts ({n} samples each)\n"
     );
-    println!("| lock | median µs | p99 µs |");
-    println!("|---|---:|---:|");
-    let mut medians = Vec::new();
-    // The floor inside every row: starting the helper command at all.
-    let mut spawn_only = Vec::with_capacity(n as usize);
+    println!("| lock | median µs | p99 µs | median minus spawn floor µs |");
+    println!("|---|---:|---:|---:|");
+    // Round-robin: one sample of every row per round, the spawn floor
+    // included, so that load changes hit all rows alike.
+    let mut floor = Vec::with_capacity(n as usize);
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(n as usize); tools.len()];
     for _ in 0..n {
-        let before = mono_ns();
-        let out = Command::new(self_exe())
-            .args(["--helper", "stamp"])
-            .output()
-            .expect("helper");
-        let started: u64 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("helper time");
-        spawn_only.push(started.saturating_sub(before) as f64 / 1e3);
-    }
-    let s = stats(&mut spawn_only);
-    println!(
-        "| (no lock: the bench spawning the helper directly) | {:.0} | {:.0} |",
-        s.median, s.p99
-    );
-    for (label, tool) in &tools {
-        let mut samples = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let holder = start_holder(tool);
-            let mut waiter = tool.command(&self_exe(), &["--helper", "stamp"]);
-            waiter.stdout(Stdio::piped());
-            let waiter = waiter.spawn().expect("spawn waiter");
-            // Give the waiter time to block on the lock; this is not part of
-            // the measured interval.
-            thread::sleep(Duration::from_millis(20));
-            let released = release_holder(holder);
-            let out = waiter.wait_with_output().expect("waiter");
-            let acquired: u64 = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .expect("waiter time");
-            samples.push(acquired.saturating_sub(released) as f64 / 1e3);
+        floor.push(spawn_floor_us());
+        for ((_, tool), s) in tools.iter().zip(samples.iter_mut()) {
+            s.push(handoff_us(tool));
         }
-        let s = stats(&mut samples);
-        println!("| {label} | {:.0} | {:.0} |", s.median, s.p99);
+    }
+    let f = stats(&mut floor);
+    println!(
+        "| spawn floor: the bench starting the helper directly, no lock | {:.0} | {:.0} | 0 |",
+        f.median, f.p99
+    );
+    let mut medians = Vec::new();
+    for ((label, _), s) in tools.iter().zip(samples.iter_mut()) {
+        let s = stats(s);
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.0} |",
+            s.median,
+            s.p99,
+            s.median - f.median
+        );
         medians.push((label.clone(), s.median));
     }
     medians
