@@ -117,16 +117,21 @@ pub fn acquire<A: Artifact>(
     artifact: &A,
     request: &Request<'_>,
     waiter: &Waiter<'_>,
-) -> Result<(HolderRecord, Created), Error> {
+) -> Result<Taken, Error> {
     let record = HolderRecord::for_this_process(request.command);
-    // The watch is set up only once a wait is needed (closing an inotify
-    // instance costs milliseconds), and an attempt follows it at once, so a
-    // release between the failed attempt and the watch is not missed.
+    // The watch is set up only once a wait is needed: closing an inotify
+    // instance that had a watch costs milliseconds (the kernel waits for an
+    // SRCU grace period), which an uncontended run should not pay. An
+    // attempt follows it at once, so a release in between is not missed.
     let mut watch: Option<NameWatch> = None;
     let mut watch_tried = waiter.is_nonblocking();
     loop {
         if let Some(created) = artifact.try_create(&record)? {
-            return Ok((record, created));
+            return Ok(Taken {
+                record,
+                created,
+                watch,
+            });
         }
         let Some(holder_exits) = reclaim_if_stale(artifact, request.stale_after)? else {
             continue;
@@ -148,6 +153,15 @@ pub fn acquire<A: Artifact>(
             None => waiter.pause(&wake, Some(RECHECK_WITHOUT_WATCH))?,
         }
     }
+}
+
+/// A freshly created artifact, as [`acquire`] returns it.
+pub struct Taken {
+    record: HolderRecord,
+    created: Created,
+    /// The waiter's inotify watch, if it had to wait. Kept until the lock is
+    /// released so that its slow close does not delay starting the command.
+    watch: Option<NameWatch>,
 }
 
 /// Who holds a path-artifact lock, from its record.
@@ -301,17 +315,20 @@ pub struct ArtifactHeld<A: Artifact> {
     id: FileId,
     guard: OwnedFd,
     released: bool,
+    /// Dropped after the artifact is removed (fields drop after `Drop::drop`).
+    _watch: Option<NameWatch>,
 }
 
 impl<A: Artifact> ArtifactHeld<A> {
     /// Wraps a freshly created artifact.
-    pub fn new(artifact: A, (record, created): (HolderRecord, Created)) -> ArtifactHeld<A> {
+    pub fn new(artifact: A, taken: Taken) -> ArtifactHeld<A> {
         ArtifactHeld {
             artifact,
-            record,
-            id: created.id,
-            guard: created.guard,
+            record: taken.record,
+            id: taken.created.id,
+            guard: taken.created.guard,
             released: false,
+            _watch: taken.watch,
         }
     }
 

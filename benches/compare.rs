@@ -1,0 +1,515 @@
+//! Side-by-side benchmark of lockwrap against flock(1) and, when installed,
+//! daemontools setlock, s6-setlock and moreutils lckdo. Run with
+//!
+//! ```sh
+//! cargo bench --bench compare
+//! ```
+//!
+//! (cargo builds the lockwrap binary with the release profile first). It
+//! prints markdown tables: wrapper overhead, hand-off latency, contention
+//! throughput and peak RSS. Missing peers are skipped with a note.
+//!
+//! Sample counts can be changed with LOCKWRAP_BENCH_N (overhead runs per
+//! command), LOCKWRAP_BENCH_HANDOFF (hand-off samples per backend) and
+//! LOCKWRAP_BENCH_SECS (seconds per throughput run).
+//!
+//! The same executable doubles as the helper command the locks guard
+//! (`--helper hold|stamp`), so every tool is timed with the same child.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const LOCKWRAP: &str = env!("CARGO_BIN_EXE_lockwrap");
+const TRUE: &str = "/bin/true";
+
+/// CLOCK_MONOTONIC in nanoseconds, comparable across processes.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Helper modes, run as the command under a lock.
+/// `hold`: print one byte once inside, wait for EOF on stdin, print the
+/// monotonic time just before exiting. `stamp`: print the monotonic time at start.
+fn helper(mode: &str) -> ! {
+    let mut out = std::io::stdout().lock();
+    match mode {
+        "stamp" => {
+            let t = mono_ns();
+            let _ = writeln!(out, "{t}");
+        }
+        "hold" => {
+            let _ = out.write_all(b"H");
+            let _ = out.flush();
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+            let t = mono_ns();
+            let _ = writeln!(out, "{t}");
+        }
+        _ => std::process::exit(2),
+    }
+    let _ = out.flush();
+    std::process::exit(0)
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// A way to run a program under a lock: argv prefix before the program.
+#[derive(Clone)]
+struct Tool {
+    label: String,
+    prefix: Vec<OsString>,
+}
+
+impl Tool {
+    fn new(label: impl Into<String>, prefix: &[&str]) -> Tool {
+        Tool {
+            label: label.into(),
+            prefix: prefix.iter().map(OsString::from).collect(),
+        }
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let (first, rest) = match self.prefix.split_first() {
+            Some((first, rest)) => (first.clone(), rest),
+            None => (OsString::from(program), &[][..]),
+        };
+        let mut c = Command::new(first);
+        c.args(rest);
+        if !self.prefix.is_empty() {
+            c.arg(program);
+        }
+        c.args(args);
+        c.stdin(Stdio::null()).stdout(Stdio::null());
+        c
+    }
+}
+
+struct Stats {
+    median: f64,
+    p95: f64,
+    p99: f64,
+}
+
+fn stats(samples: &mut [f64]) -> Stats {
+    samples.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        let i = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i]
+    };
+    Stats {
+        median: at(0.5),
+        p95: at(0.95),
+        p99: at(0.99),
+    }
+}
+
+fn run_ok(mut c: Command) -> bool {
+    c.status().is_ok_and(|s| s.success())
+}
+
+/// The local backends and their lock specs in `dir`.
+fn backends(dir: &Path) -> Vec<(&'static str, String)> {
+    let d = dir.display();
+    vec![
+        ("flock", format!("{d}/flock.lock")),
+        ("fcntl", format!("fcntl:{d}/fcntl.lock")),
+        ("mkdir", format!("mkdir:{d}/mkdir.lock")),
+        ("excl", format!("excl:{d}/excl.lock")),
+        (
+            "abstract",
+            format!("@lockwrap-bench-{}", std::process::id()),
+        ),
+    ]
+}
+
+fn overhead(dir: &Path, n: u64, notes: &mut Vec<String>) -> Vec<(String, f64)> {
+    let flock_path = format!("{}/peer.lock", dir.display());
+    let mut tools = vec![Tool::new("bare `/bin/true`", &[])];
+    for (name, spec) in backends(dir) {
+        tools.push(Tool::new(
+            format!("lockwrap {name} (spawn)"),
+            &[LOCKWRAP, &spec],
+        ));
+        // -F leaves a mkdir/excl artifact behind (the exec'd program cannot
+        // remove it), so exec mode is measured only where the lock is an fd.
+        if matches!(name, "flock" | "fcntl" | "abstract") {
+            tools.push(Tool::new(
+                format!("lockwrap {name} -F"),
+                &[LOCKWRAP, "-F", &spec],
+            ));
+        }
+    }
+    match which("flock") {
+        Some(_) => {
+            tools.push(Tool::new("flock(1) (fork)", &["flock", &flock_path]));
+            tools.push(Tool::new("flock(1) -F", &["flock", "-F", &flock_path]));
+        }
+        None => notes.push("flock(1) not installed: ratios unavailable".into()),
+    }
+    for (program, label) in [
+        ("setlock", "daemontools setlock"),
+        ("s6-setlock", "s6-setlock"),
+        ("lckdo", "moreutils lckdo"),
+    ] {
+        if which(program).is_some() {
+            tools.push(Tool::new(label, &[program, &flock_path]));
+        } else {
+            notes.push(format!("{label} not installed: skipped"));
+        }
+    }
+    tools.retain(|t| {
+        let ok = run_ok(t.command(TRUE, &[]));
+        if !ok {
+            notes.push(format!("{}: does not run here, skipped", t.label));
+        }
+        ok
+    });
+    // Round-robin so that load changes on a shared machine hit all tools alike.
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(n as usize); tools.len()];
+    for _ in 0..n {
+        for (tool, s) in tools.iter().zip(samples.iter_mut()) {
+            let start = Instant::now();
+            let ok = run_ok(tool.command(TRUE, &[]));
+            s.push(start.elapsed().as_secs_f64() * 1e6);
+            assert!(ok, "{} failed", tool.label);
+        }
+    }
+    let stats: Vec<Stats> = samples.iter_mut().map(|s| stats(s)).collect();
+    let reference = tools
+        .iter()
+        .position(|t| t.label == "flock(1) (fork)")
+        .map(|i| stats[i].median);
+    println!("\n### Wrapper overhead: `TOOL LOCK /bin/true`, uncontended ({n} runs each)\n");
+    println!("| command | median µs | p95 µs | median / flock(1) |");
+    println!("|---|---:|---:|---:|");
+    for (tool, s) in tools.iter().zip(&stats) {
+        let ratio = reference.map_or("n/a".to_string(), |r| format!("{:.2}x", s.median / r));
+        println!(
+            "| {} | {:.0} | {:.0} | {ratio} |",
+            tool.label, s.median, s.p95
+        );
+    }
+    tools
+        .iter()
+        .zip(&stats)
+        .map(|(t, s)| (t.label.clone(), s.median))
+        .collect()
+}
+
+/// Starts `tool` running the hold helper; returns once the lock is held.
+fn start_holder(tool: &Tool) -> Child {
+    let mut c = tool.command(&self_exe(), &["--helper", "hold"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().expect("spawn holder");
+    let mut byte = [0u8; 1];
+    child
+        .stdout
+        .as_mut()
+        .expect("holder stdout")
+        .read_exact(&mut byte)
+        .expect("holder never got the lock");
+    child
+}
+
+/// Releases a holder started by [`start_holder`]; returns when it ends
+/// and the monotonic time its command took just before exiting.
+fn release_holder(mut child: Child) -> u64 {
+    drop(child.stdin.take());
+    let mut text = String::new();
+    let _ = child
+        .stdout
+        .as_mut()
+        .expect("holder stdout")
+        .read_to_string(&mut text);
+    let _ = child.wait();
+    text.trim().parse().expect("holder release time")
+}
+
+fn self_exe() -> String {
+    std::env::current_exe()
+        .expect("current exe")
+        .display()
+        .to_string()
+}
+
+/// Time from the bench's spawn call to the helper's first instruction.
+fn spawn_floor_us() -> f64 {
+    let before = mono_ns();
+    let out = Command::new(self_exe())
+        .args(["--helper", "stamp"])
+        .output()
+        .expect("helper");
+    let started: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("helper time");
+    started.saturating_sub(before) as f64 / 1e3
+}
+
+/// One hand-off: the holder's command exits, the blocked waiter's command starts.
+fn handoff_us(tool: &Tool) -> f64 {
+    let holder = start_holder(tool);
+    let mut waiter = tool.command(&self_exe(), &["--helper", "stamp"]);
+    waiter.stdout(Stdio::piped());
+    let waiter = waiter.spawn().expect("spawn waiter");
+    // Give the waiter time to block on the lock; this is not part of the
+    // measured interval.
+    thread::sleep(Duration::from_millis(20));
+    let released = release_holder(holder);
+    let out = waiter.wait_with_output().expect("waiter");
+    let acquired: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("waiter time");
+    acquired.saturating_sub(released) as f64 / 1e3
+}
+
+fn handoff(dir: &Path, n: u64) -> Vec<(String, f64)> {
+    let mut tools: Vec<(String, Tool)> = backends(dir)
+        .into_iter()
+        .map(|(name, spec)| {
+            (
+                format!("lockwrap {name}"),
+                Tool::new("", &[LOCKWRAP, &spec]),
+            )
+        })
+        .collect();
+    if which("flock").is_some() {
+        let path = format!("{}/handoff-peer.lock", dir.display());
+        tools.push(("flock(1)".into(), Tool::new("", &["flock", &path])));
+    }
+    println!(
+        "\n### Hand-off latency: holder's command exits -> waiter's command starts ({n} samples each)\n"
+    );
+    println!("| lock | median µs | p99 µs | median minus spawn floor µs |");
+    println!("|---|---:|---:|---:|");
+    // Round-robin: one sample of every row per round, the spawn floor
+    // included, so that load changes hit all rows alike.
+    let mut floor = Vec::with_capacity(n as usize);
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(n as usize); tools.len()];
+    for _ in 0..n {
+        floor.push(spawn_floor_us());
+        for ((_, tool), s) in tools.iter().zip(samples.iter_mut()) {
+            s.push(handoff_us(tool));
+        }
+    }
+    let f = stats(&mut floor);
+    println!(
+        "| spawn floor: the bench starting the helper directly, no lock | {:.0} | {:.0} | 0 |",
+        f.median, f.p99
+    );
+    let mut medians = Vec::new();
+    for ((label, _), s) in tools.iter().zip(samples.iter_mut()) {
+        let s = stats(s);
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.0} |",
+            s.median,
+            s.p99,
+            s.median - f.median
+        );
+        medians.push((label.clone(), s.median));
+    }
+    medians
+}
+
+fn throughput(dir: &Path, procs: usize, secs: u64) {
+    let mut tools: Vec<(String, Tool)> = backends(dir)
+        .into_iter()
+        .map(|(name, spec)| {
+            (
+                format!("lockwrap {name}"),
+                Tool::new("", &[LOCKWRAP, &spec]),
+            )
+        })
+        .collect();
+    if which("flock").is_some() {
+        let path = format!("{}/throughput-peer.lock", dir.display());
+        tools.push(("flock(1)".into(), Tool::new("", &["flock", &path])));
+    }
+    println!(
+        "\n### Contention throughput: {procs} loops of acquire / `/bin/true` / release for {secs} s\n"
+    );
+    println!("| lock | acquisitions/s |");
+    println!("|---|---:|");
+    for (label, tool) in &tools {
+        let count = AtomicU64::new(0);
+        let start = Instant::now();
+        let until = start + Duration::from_secs(secs);
+        thread::scope(|s| {
+            for _ in 0..procs {
+                s.spawn(|| {
+                    while Instant::now() < until {
+                        if run_ok(tool.command(TRUE, &[])) {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let rate = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+        println!("| {label} | {rate:.0} |");
+    }
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn peak_rss(dir: &Path) -> Vec<(String, u64)> {
+    let mut tools: Vec<(String, Tool)> = backends(dir)
+        .into_iter()
+        .map(|(name, spec)| {
+            (
+                format!("lockwrap {name}"),
+                Tool::new("", &[LOCKWRAP, &spec]),
+            )
+        })
+        .collect();
+    if which("flock").is_some() {
+        let path = format!("{}/rss-peer.lock", dir.display());
+        tools.push(("flock(1)".into(), Tool::new("", &["flock", &path])));
+    }
+    println!("\n### Peak RSS of the wrapper while it holds the lock (VmHWM)\n");
+    println!("| wrapper | VmHWM KiB |");
+    println!("|---|---:|");
+    let mut all = Vec::new();
+    for (label, tool) in &tools {
+        let holder = start_holder(tool);
+        let rss = vm_hwm_kib(holder.id());
+        release_holder(holder);
+        match rss {
+            Some(kib) => {
+                println!("| {label} | {kib} |");
+                all.push((label.clone(), kib));
+            }
+            None => println!("| {label} | n/a |"),
+        }
+    }
+    all
+}
+
+fn find<T: Copy>(rows: &[(String, T)], label: &str) -> Option<T> {
+    rows.iter().find(|(l, _)| l == label).map(|(_, v)| *v)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+/// The issue's targets, as ratios within this one run.
+fn targets(over: &[(String, f64)], hand: &[(String, f64)], rss: &[(String, u64)]) {
+    println!("\n### Targets (this run)\n");
+    println!("| target | measured | verdict |");
+    println!("|---|---|---|");
+    if let (Some(lw), Some(fl)) = (
+        find(over, "lockwrap flock (spawn)"),
+        find(over, "flock(1) (fork)"),
+    ) {
+        let r = lw / fl;
+        println!(
+            "| lockwrap flock (spawn) <= 0.8x flock(1) (fork) | {r:.2}x ({lw:.0} / {fl:.0} µs) | {} |",
+            verdict(r <= 0.8)
+        );
+    }
+    if let (Some(lw), Some(sl)) = (
+        find(over, "lockwrap flock -F"),
+        find(over, "daemontools setlock"),
+    ) {
+        let r = lw / sl;
+        println!(
+            "| lockwrap flock -F no slower than setlock | {r:.2}x ({lw:.0} / {sl:.0} µs) | {} |",
+            verdict(r <= 1.0)
+        );
+    }
+    for (label, median) in hand.iter().filter(|(l, _)| l.starts_with("lockwrap")) {
+        println!(
+            "| {label} hand-off median < 2 ms | {:.2} ms | {} |",
+            median / 1e3,
+            verdict(*median < 2000.0)
+        );
+    }
+    if let Some(fl) = find(rss, "flock(1)") {
+        for (label, kib) in rss.iter().filter(|(l, _)| l.starts_with("lockwrap")) {
+            println!(
+                "| {label} VmHWM <= flock(1) + 1024 KiB | +{} KiB | {} |",
+                kib.saturating_sub(fl),
+                verdict(*kib <= fl + 1024)
+            );
+        }
+    }
+}
+
+fn machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    let flock = Command::new("flock")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "not installed".into());
+    println!("## lockwrap side-by-side benchmark\n");
+    println!("- CPU: {cpu}, {cores} cores available");
+    println!("- kernel: {}", kernel.trim());
+    println!("- {flock}");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--helper") {
+        helper(args.get(i + 1).map_or("", String::as_str));
+    }
+    let dir = std::env::temp_dir().join(format!("lockwrap-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let n = env_num("LOCKWRAP_BENCH_N", 300);
+    let handoff_n = env_num("LOCKWRAP_BENCH_HANDOFF", 100);
+    let secs = env_num("LOCKWRAP_BENCH_SECS", 3);
+    let mut notes = Vec::new();
+    machine();
+    let over = overhead(&dir, n, &mut notes);
+    let hand = handoff(&dir, handoff_n);
+    throughput(&dir, 4, secs);
+    let rss = peak_rss(&dir);
+    targets(&over, &hand, &rss);
+    if !notes.is_empty() {
+        println!("\nNotes:\n");
+        for note in notes {
+            println!("- {note}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
