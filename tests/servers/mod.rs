@@ -72,6 +72,10 @@ pub trait Engine: Sized {
     /// on the server (Redis: subscribed to its release channel; PostgreSQL:
     /// queued for the advisory lock).
     fn wait_for_waiters(&self, name: &str, count: usize);
+
+    /// The options of a holder that is SIGKILLed and must still free the
+    /// lock within the test's patience ([`WAIT`]).
+    fn abandoned_holder_args() -> &'static [&'static str];
 }
 
 /// Runs `scenario` against a server of engine `E`, or skips it.
@@ -218,6 +222,11 @@ impl Engine for RedisServer {
             self.command(&["PUBSUB", "NUMSUB", &channel])
                 .ends_with(&expected)
         });
+    }
+
+    /// A lease that runs out well within [`WAIT`].
+    fn abandoned_holder_args() -> &'static [&'static str] {
+        &scenarios::SHORT_LEASE
     }
 }
 
@@ -386,6 +395,12 @@ impl Engine for Postgres {
         wait_until(&format!("{count} sessions queued for {name}"), WAIT, || {
             self.sql(&sql) == count.to_string()
         });
+    }
+
+    /// The default lease (30s) outlasts [`WAIT`]: the lock must go with the
+    /// session, which ends when the server sees the connection close.
+    fn abandoned_holder_args() -> &'static [&'static str] {
+        &[]
     }
 }
 
