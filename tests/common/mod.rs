@@ -226,6 +226,18 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// Like [`Sandbox::hold`], for `--slots`: also returns `$LOCKWRAP_SLOT`
+    /// as the command saw it (recorded before it announces itself).
+    pub fn hold_slot(&self, args: &[&str], spec: &str) -> (Holder, String) {
+        let file = self.work.join(self.label("slot"));
+        let setup = format!("echo \"$LOCKWRAP_SLOT\" > '{}'", file.display());
+        let holder = self.hold_after(args, spec, &setup);
+        let slot = fs::read_to_string(&file).expect("the slot file");
+        (holder, slot.trim_end().to_owned())
+    }
+}
+
 /// Waits (bounded) until `path` holds a pid and a newline, and returns the
 /// pid. The writer is a shell's builtin `echo $$ > path`: no helper process
 /// (which would inherit the lock fd and might outlive the shell), so the

@@ -1,5 +1,7 @@
-//! Throwaway Redis and PostgreSQL servers for the server-lock tests, and
-//! helpers to run lockwrap holders against them.
+//! Throwaway Redis and PostgreSQL servers for the server-lock tests, the
+//! [`Engine`] trait that lets one scenario run against either, and the
+//! scenarios themselves ([`scenarios`]). Processes, holders and bounded
+//! waits come from tests/common.
 //!
 //! Each server listens on a free loopback port with its files in a temp dir
 //! and is stopped when its guard drops, also when a test fails. A missing
@@ -8,11 +10,13 @@
 
 #![allow(dead_code)]
 
+pub mod scenarios;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -20,13 +24,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
-/// The longest any condition is waited for before the test fails.
-pub const PATIENCE: Duration = Duration::from_secs(30);
-
-/// The lockwrap binary under test.
-pub fn lockwrap() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_lockwrap"))
-}
+use crate::common::{WAIT, wait_until};
 
 /// Whether a server that cannot start must fail the test instead of skipping it.
 pub fn servers_required() -> bool {
@@ -46,140 +44,78 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-/// Polls `condition` until it holds; fails the test after [`PATIENCE`].
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
+/// This machine's name, as lockwrap records it for a holder.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .expect("gethostname")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A lock server the shared scenarios in [`scenarios`] run against.
+pub trait Engine: Sized {
+    /// Starts a server (or shares a running one); None skips the test.
+    fn start() -> Option<Self>;
+
+    /// Its port on 127.0.0.1.
+    fn port(&self) -> u16;
+
+    /// The URL of a server on 127.0.0.1:`port`, without `#NAME`.
+    fn url(port: u16, password: Option<&str>) -> String;
+
+    /// The spec of lock `name` on this server.
+    fn lock(&self, name: &str) -> String {
+        format!("{}#{name}", Self::url(self.port(), None))
+    }
+
+    /// Waits (bounded) until exactly `count` wrappers wait for lock `name`
+    /// on the server (Redis: subscribed to its release channel; PostgreSQL:
+    /// queued for the advisory lock).
+    fn wait_for_waiters(&self, name: &str, count: usize);
+
+    /// The options of a holder that is SIGKILLed and must still free the
+    /// lock within the test's patience ([`WAIT`]).
+    fn abandoned_holder_args() -> &'static [&'static str];
+}
+
+/// Runs `scenario` against a server of engine `E`, or skips it.
+pub fn with<E: Engine>(scenario: impl FnOnce(&E)) {
+    if let Some(server) = E::start() {
+        scenario(&server);
     }
 }
 
-/// Waits for `child` to exit, at most [`PATIENCE`].
-pub fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
-    let mut status = None;
-    wait_until(what, || {
-        status = child.try_wait().expect("try_wait");
-        status.is_some()
-    });
-    status.expect("exited")
-}
-
-/// Runs lockwrap to the end (bounded) and returns its output.
-pub fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(lockwrap())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn lockwrap");
-    wait_exit(&mut child, &format!("lockwrap {args:?} to exit"));
-    child.wait_with_output().expect("output")
-}
-
-/// A lockwrap process holding a lock, its command waiting for a go file.
-pub struct Holder {
-    /// The wrapper.
-    pub child: Child,
-    dir: PathBuf,
-    tag: String,
-}
-
-impl Holder {
-    /// Starts `lockwrap ARGS LOCK sh -c ...` and waits until the command
-    /// runs (it has the lock then). The command records its pid and
-    /// LOCKWRAP_TOKEN in DIR/TAG.pid and DIR/TAG.token.
-    pub fn start(args: &[&str], lock: &str, dir: &Path, tag: &str) -> Holder {
-        let script = format!(
-            "echo $$ > {d}/{t}.pid; echo \"$LOCKWRAP_TOKEN\" > {d}/{t}.token; touch {d}/{t}.held; \
-             while [ ! -e {d}/{t}.go ]; do sleep 0.02; done",
-            d = dir.display(),
-            t = tag
-        );
-        let child = Command::new(lockwrap())
-            .args(args)
-            .arg(lock)
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn holder");
-        let mut holder = Holder {
-            child,
-            dir: dir.to_owned(),
-            tag: tag.to_owned(),
-        };
-        let held = dir.join(format!("{tag}.held"));
-        wait_until(&format!("{tag} to hold {lock}"), || {
-            if let Ok(Some(status)) = holder.child.try_wait() {
-                let mut stderr = String::new();
-                if let Some(mut e) = holder.child.stderr.take() {
-                    let _ = e.read_to_string(&mut stderr);
-                }
-                panic!("holder {tag} exited with {status} before holding: {stderr}");
+/// One `#[test]` per named scenario of [`scenarios`] that needs nothing
+/// engine-specific, run against engine `$engine`:
+/// `shared_scenarios!(RedisServer: status_names_the_holder, ...);`.
+macro_rules! shared_scenarios {
+    ($engine:ty: $($scenario:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $scenario() {
+                servers::with(servers::scenarios::$scenario::<$engine>);
             }
-            held.exists()
-        });
-        holder
-    }
+        )+
+    };
+}
+pub(crate) use shared_scenarios;
 
-    /// The command's pid.
-    pub fn command_pid(&self) -> i32 {
-        read_trimmed(&self.dir.join(format!("{}.pid", self.tag)))
-            .parse()
-            .expect("command pid")
-    }
+/// A process stopped with SIGSTOP, continued when this guard drops (also
+/// when the test fails, so that a server can still be shut down).
+pub struct Stopped(Pid);
 
-    /// The LOCKWRAP_TOKEN the command got.
-    pub fn token(&self) -> String {
-        read_trimmed(&self.dir.join(format!("{}.token", self.tag)))
-    }
-
-    /// Lets the command end.
-    pub fn finish(&self) {
-        std::fs::write(self.dir.join(format!("{}.go", self.tag)), "").expect("write go file");
-    }
-
-    /// Waits for the wrapper to exit; returns its exit code and stderr.
-    pub fn exit(mut self) -> (Option<i32>, String) {
-        let status = wait_exit(&mut self.child, &format!("holder {} to exit", self.tag));
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
-        (status.code(), stderr)
+impl Stopped {
+    /// Sends SIGSTOP to `pid`.
+    pub fn stop(pid: i32) -> Stopped {
+        let pid = Pid::from_raw(pid);
+        kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+        Stopped(pid)
     }
 }
 
-impl Drop for Holder {
+impl Drop for Stopped {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let pid = read_trimmed(&self.dir.join(format!("{}.pid", self.tag)));
-            if let Ok(pid) = pid.parse() {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A file's content without surrounding whitespace ("" if unreadable).
-pub fn read_trimmed(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
-/// Whether a process is still there (a zombie counts as gone).
-pub fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
+        let _ = kill(self.0, Signal::SIGCONT);
     }
 }
 
@@ -221,7 +157,7 @@ impl RedisServer {
                 .spawn()
                 .expect("spawn redis-server");
             let start = Instant::now();
-            while start.elapsed() < PATIENCE {
+            while start.elapsed() < WAIT {
                 if child.try_wait().expect("try_wait").is_some() {
                     break;
                 }
@@ -243,22 +179,16 @@ impl RedisServer {
         unavailable("redis-server did not start")
     }
 
-    /// `redis://127.0.0.1:PORT#NAME`.
-    pub fn lock(&self, name: &str) -> String {
-        format!("redis://127.0.0.1:{}#{name}", self.port)
-    }
-
-    /// SIGSTOP / SIGCONT: a server that stalls without closing connections.
-    pub fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).expect("signal redis-server");
+    /// Stops the server (SIGSTOP) until the guard drops: a server that
+    /// stalls without closing connections.
+    pub fn stop(&self) -> Stopped {
+        Stopped::stop(self.child.id() as i32)
     }
 
     /// Runs one command and returns the raw reply.
     pub fn command(&self, words: &[&str]) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        stream
-            .set_read_timeout(Some(PATIENCE))
-            .expect("read timeout");
+        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
         let mut out = format!("*{}\r\n", words.len());
         for w in words {
             out.push_str(&format!("${}\r\n{w}\r\n", w.len()));
@@ -267,6 +197,36 @@ impl RedisServer {
         let mut buf = [0u8; 4096];
         let n = stream.read(&mut buf).expect("read");
         String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Engine for RedisServer {
+    fn start() -> Option<Self> {
+        RedisServer::start()
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://[:PASSWORD@]127.0.0.1:PORT`.
+    fn url(port: u16, password: Option<&str>) -> String {
+        let auth = password.map_or(String::new(), |p| format!(":{p}@"));
+        format!("redis://{auth}127.0.0.1:{port}")
+    }
+
+    fn wait_for_waiters(&self, name: &str, count: usize) {
+        let channel = format!("lockwrap:{name}:released");
+        let expected = format!(":{count}\r\n");
+        wait_until(&format!("{count} subscribers of {channel}"), WAIT, || {
+            self.command(&["PUBSUB", "NUMSUB", &channel])
+                .ends_with(&expected)
+        });
+    }
+
+    /// A lease that runs out well within [`WAIT`].
+    fn abandoned_holder_args() -> &'static [&'static str] {
+        &scenarios::SHORT_LEASE
     }
 }
 
@@ -370,11 +330,13 @@ impl PgServer {
         unavailable(&format!("the PostgreSQL server did not start: {log}"))
     }
 
-    /// `postgres://postgres@127.0.0.1:PORT/postgres#NAME`.
-    pub fn lock(&self, name: &str) -> String {
+    /// SQL for the advisory-lock rows of lock NAME that meet `condition`
+    /// (with the key the README documents).
+    pub fn lock_rows(name: &str, condition: &str) -> String {
         format!(
-            "postgres://postgres@127.0.0.1:{}/postgres#{name}",
-            self.port
+            "FROM pg_locks WHERE locktype = 'advisory' AND {condition} \
+             AND classid = ((hashtextextended('{name}', 0) >> 32) & 4294967295)::oid \
+             AND objid = (hashtextextended('{name}', 0) & 4294967295)::oid"
         )
     }
 
@@ -403,6 +365,42 @@ impl PgServer {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// The engine handle of PostgreSQL: the cluster shared by the tests of one
+/// test binary.
+pub type Postgres = Arc<PgServer>;
+
+impl Engine for Postgres {
+    fn start() -> Option<Self> {
+        PgServer::shared()
+    }
+
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgres://postgres[:PASSWORD]@127.0.0.1:PORT/postgres`.
+    fn url(port: u16, password: Option<&str>) -> String {
+        let auth = password.map_or(String::new(), |p| format!(":{p}"));
+        format!("postgres://postgres{auth}@127.0.0.1:{port}/postgres")
+    }
+
+    fn wait_for_waiters(&self, name: &str, count: usize) {
+        let sql = format!(
+            "SELECT count(*) {}",
+            PgServer::lock_rows(name, "NOT granted")
+        );
+        wait_until(&format!("{count} sessions queued for {name}"), WAIT, || {
+            self.sql(&sql) == count.to_string()
+        });
+    }
+
+    /// The default lease (30s) outlasts [`WAIT`]: the lock must go with the
+    /// session, which ends when the server sees the connection close.
+    fn abandoned_holder_args() -> &'static [&'static str] {
+        &[]
     }
 }
 

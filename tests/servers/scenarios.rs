@@ -1,0 +1,245 @@
+//! The server-lock scenarios that are the same for every [`Engine`], written
+//! once. tests/redis.rs and tests/postgres.rs call them from thin `#[test]`
+//! functions (so a failure names the engine) and add the checks that only
+//! one engine has (fencing tokens, psql, a stopped server or session).
+
+use std::ffi::OsStr;
+use std::fs;
+
+use lockwrap::backend::{self, HolderInfo};
+use lockwrap::spec::LockSpec;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{Engine, free_port, hostname};
+use crate::common::{
+    Holder, Output, Sandbox, WAIT, assert_no_overlap, become_subreaper, critical_section_script,
+    process_is_running, reap_adopted, wait_until,
+};
+
+/// The lease of holders whose lock a test takes away or abandons: short,
+/// so that a lost lock is noticed and an abandoned one expires soon.
+pub const SHORT_LEASE: [&str; 2] = ["--lease", "1500ms"];
+
+/// Runs lockwrap with `args` to the end (bounded).
+pub fn run(sb: &Sandbox, args: &[&str]) -> Output {
+    sb.run(sb.lockwrap(args))
+}
+
+/// Asserts what the status of a server lock says about `holder`: the
+/// wrapper's and the command's pids, this host, the command, an age.
+#[track_caller]
+pub fn assert_names_the_holder(info: &HolderInfo, holder: &Holder) {
+    assert_eq!(info.pid, Some(holder.proc.pid()), "{info:?}");
+    assert_eq!(info.child_pid, Some(holder.child_pid), "{info:?}");
+    assert_eq!(info.host.as_deref(), Some(hostname().as_str()), "{info:?}");
+    assert!(
+        info.command
+            .as_deref()
+            .is_some_and(|c| c.starts_with("sh -c ")),
+        "{info:?}"
+    );
+    assert!(info.age.is_some(), "{info:?}");
+}
+
+/// Six wrappers started at once run their commands one at a time. Returns
+/// the LOCKWRAP_TOKEN each command saw, in the order they got the lock.
+pub fn wrappers_exclude_each_other<E: Engine>(server: &E) -> Vec<String> {
+    const WRAPPERS: usize = 6;
+    let sb = Sandbox::new("mutex");
+    let lock = server.lock("mutex");
+    let log = sb.work_path("log");
+    let tokens = sb.work_path("tokens");
+    let script = format!(
+        "echo \"$LOCKWRAP_TOKEN\" >> '{}'; {}",
+        tokens.display(),
+        critical_section_script(&log)
+    );
+    let mut wrappers: Vec<_> = (0..WRAPPERS)
+        .map(|i| {
+            let command = sb.lockwrap(["-w", "20", &lock, "sh", "-c", &script]);
+            sb.spawn(command, &format!("wrapper{i}"))
+        })
+        .collect();
+    for wrapper in &mut wrappers {
+        wrapper.finish().assert_code(0);
+    }
+    assert_no_overlap(&log, WRAPPERS);
+    let tokens: Vec<String> = fs::read_to_string(&tokens)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(tokens.len(), WRAPPERS, "{tokens:?}");
+    tokens
+}
+
+/// With the lock held: -n fails at once and silently with 1 (or the -E
+/// code), -w gives up with the -E code and leaves nothing queued on the
+/// server, and a waiter the server knows about gets the lock when the
+/// holder releases it. Returns the waiter's LOCKWRAP_TOKEN.
+pub fn conflicts_time_out_and_a_release_wakes_the_waiter<E: Engine>(server: &E) -> String {
+    let sb = Sandbox::new("busy");
+    let lock = server.lock("busy");
+    let mut holder = sb.hold(&[], &lock);
+    let out = run(&sb, &["-n", &lock, "true"]);
+    out.assert_code(1);
+    assert!(out.stderr.is_empty(), "conflicts are silent: {out:?}");
+    run(&sb, &["-n", "-E", "42", &lock, "true"]).assert_code(42);
+    run(&sb, &["-w", "0.3", "-E", "7", &lock, "true"]).assert_code(7);
+    // A wait given up leaves no waiter behind on the server.
+    server.wait_for_waiters("busy", 0);
+
+    let command = sb.lockwrap(["-w", "20", &lock, "sh", "-c", "echo \"$LOCKWRAP_TOKEN\""]);
+    let mut waiter = sb.spawn(command, "waiter");
+    server.wait_for_waiters("busy", 1);
+    holder.release_and_finish().assert_code(0);
+    let out = waiter.finish();
+    out.assert_code(0);
+    out.stdout.trim_end().to_owned()
+}
+
+/// `--slots 2`: two holders get slots 0 and 1 (LOCKWRAP_SLOT), each slot is
+/// the lock NAME.slotI, a third holder cannot get in, and `--status --slots 2`
+/// lists both holders.
+pub fn slots_let_two_holders_in<E: Engine>(server: &E) {
+    let sb = Sandbox::new("slots");
+    let lock = server.lock("pool");
+    let slot_lock = |slot: &str| server.lock(&format!("pool.slot{slot}"));
+    let (mut first, first_slot) = sb.hold_slot(&["--slots", "2"], &lock);
+    let (mut second, second_slot) = sb.hold_slot(&["--slots", "2"], &lock);
+    let slots = [first_slot, second_slot];
+    let mut sorted = slots.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["0", "1"], "{lock}: {slots:?}");
+
+    // Both slots taken: a third holder cannot get in.
+    let marker = sb.work_path("third-ran");
+    let marker = marker.to_str().unwrap();
+    let out = run(&sb, &["--slots", "2", "-n", &lock, "touch", marker]);
+    out.assert_code(1);
+    assert!(out.stderr.is_empty(), "conflicts are silent: {out:?}");
+    assert!(!fs::exists(marker).unwrap(), "{lock}: a third holder ran");
+
+    let lines: Vec<String> = [(&first, &slots[0]), (&second, &slots[1])]
+        .iter()
+        .map(|(holder, slot)| {
+            format!(
+                "{}: exclusive, held by pid {} (child {})",
+                slot_lock(slot),
+                holder.proc.pid(),
+                holder.child_pid
+            )
+        })
+        .collect();
+    // Each wrapper records its command's pid just after starting it.
+    let status = || run(&sb, &["--status", "--slots", "2", &lock]);
+    let mut out = status();
+    wait_until("--status to name both commands", WAIT, || {
+        out = status();
+        lines.iter().all(|line| out.stdout.contains(line))
+    });
+    out.assert_code(1);
+    assert_eq!(out.stdout.lines().count(), 2, "{out:?}");
+    assert_eq!(out.stdout.matches("held by").count(), 2, "{out:?}");
+
+    // The slot the first holder leaves is free; the other one stays taken.
+    first.release_and_finish().assert_code(0);
+    run(&sb, &["-n", &slot_lock(&slots[0]), "true"]).assert_code(0);
+    run(&sb, &["-n", &slot_lock(&slots[1]), "true"]).assert_code(1);
+    // One slot free: the semaphore could be taken.
+    status().assert_code(0);
+    second.release_and_finish().assert_code(0);
+    let out = status();
+    out.assert_code(0);
+    assert_eq!(out.stdout.matches(": free\n").count(), 2, "{out:?}");
+}
+
+/// The status of a held lock names its holder; a released lock is free.
+pub fn status_names_the_holder<E: Engine>(server: &E) {
+    let sb = Sandbox::new("watched");
+    let lock = server.lock("watched");
+    let backend = backend::open(&LockSpec::parse(OsStr::new(&lock)));
+    assert!(!backend.status().unwrap().held);
+    let mut holder = sb.hold(&[], &lock);
+    // The command's pid is recorded just after it starts.
+    let mut status = backend.status().unwrap();
+    wait_until("the command's pid in the record", WAIT, || {
+        status = backend.status().unwrap();
+        status
+            .holders
+            .first()
+            .is_some_and(|h| h.child_pid == Some(holder.child_pid))
+    });
+    assert!(status.held && !status.shared, "{status:?}");
+    assert_eq!(status.holders.len(), 1, "{status:?}");
+    assert_names_the_holder(&status.holders[0], &holder);
+    holder.release_and_finish().assert_code(0);
+    assert!(!backend.status().unwrap().held);
+}
+
+/// Takes away the lock of a holder with a short lease by calling `lose`,
+/// and checks that lockwrap stops the command and exits 75 (EX_TEMPFAIL),
+/// saying `message`. What `lose` returns (a [`super::Stopped`] guard, say)
+/// is dropped once the wrapper has exited. Returns the test's sandbox.
+pub fn losing_the_lock_stops_the_command<E: Engine, G>(
+    server: &E,
+    name: &str,
+    lose: impl FnOnce() -> G,
+    message: &str,
+) -> Sandbox {
+    let sb = Sandbox::new(name);
+    let mut holder = sb.hold(&SHORT_LEASE, &server.lock(name));
+    let out = {
+        let _lost = lose();
+        holder.proc.finish()
+    };
+    out.assert_code(75);
+    assert!(out.stderr.contains(message), "no '{message}' in {out:?}");
+    assert!(
+        !process_is_running(holder.child_pid),
+        "the command was not stopped: {out:?}"
+    );
+    sb
+}
+
+/// A holder SIGKILLed together with its command frees the lock (Redis: its
+/// lease runs out; PostgreSQL: its session ends).
+pub fn a_killed_holder_frees_the_lock<E: Engine>(server: &E) {
+    // The command, orphaned when its wrapper dies, is adopted and reaped here.
+    become_subreaper();
+    let sb = Sandbox::new("vanish");
+    let lock = server.lock("vanish");
+    let mut holder = sb.hold(E::abandoned_holder_args(), &lock);
+    holder.proc.kill_and_reap();
+    let _ = kill(Pid::from_raw(holder.child_pid), Signal::SIGKILL);
+    reap_adopted(holder.child_pid);
+    run(&sb, &["-w", "20", &lock, "true"]).assert_code(0);
+}
+
+/// An unreachable server fails with 75 and one line that masks the
+/// password; -F, a bad --lease, and a lock without a name are usage
+/// errors (64).
+pub fn unreachable_server_and_usage_errors<E: Engine>(server: &E) {
+    let sb = Sandbox::new("refusals");
+    let nobody = E::url(free_port(), Some("hunter2"));
+    let out = run(&sb, &[&format!("{nobody}#x"), "true"]);
+    out.assert_error(75);
+    assert!(out.stderr.contains("cannot connect"), "{out:?}");
+    assert!(!out.stderr.contains("hunter2"), "{out:?}");
+    let masked = nobody.replace("hunter2", "***");
+    assert!(out.stderr.contains(&masked), "no '{masked}' in {out:?}");
+
+    let lock = server.lock("x");
+    let out = run(&sb, &["-F", &lock, "true"]);
+    out.assert_error(64);
+    assert!(out.stderr.contains("--no-fork"), "{out:?}");
+    for lease in ["0", "50ms", "soon"] {
+        let out = run(&sb, &["--lease", lease, &lock, "true"]);
+        out.assert_error(64);
+        assert!(out.stderr.contains("lease"), "--lease {lease}: {out:?}");
+    }
+    let url = E::url(server.port(), None);
+    run(&sb, &[&url, "true"]).assert_error(64);
+    run(&sb, &[&format!("{url}#"), "true"]).assert_error(64);
+}
