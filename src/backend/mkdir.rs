@@ -121,19 +121,22 @@ impl Artifact for MkdirLock {
     }
 
     fn remove(&self, _id: FileId) -> Result<(), Error> {
-        if let Ok(dir) = self.open_self() {
-            let _ = unlinkat(dir.as_fd(), RECORD, UnlinkatFlags::NoRemoveDir);
-            // Temp records a dead writer left behind are ours to remove too.
-            if let Ok(entries) = std::fs::read_dir(&self.path) {
-                for entry in entries.flatten() {
-                    let name = entry.file_name();
+        let rmdir = || std::fs::remove_dir(&self.path).map_err(|e| path_artifact::io_errno(&e));
+        let _ = std::fs::remove_file(self.path.join(RECORD));
+        let mut removed = rmdir();
+        if matches!(removed, Err(Errno::ENOTEMPTY | Errno::EEXIST)) {
+            // Temp records a dead writer left behind are ours to remove too;
+            // looked for only when needed, to keep the release path short.
+            if let (Ok(dir), Ok(entries)) = (self.open_self(), std::fs::read_dir(&self.path)) {
+                for name in entries.flatten().map(|e| e.file_name()) {
                     if is_our_temp(&name) {
                         let _ = unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir);
                     }
                 }
             }
+            removed = rmdir();
         }
-        match std::fs::remove_dir(&self.path).map_err(|e| path_artifact::io_errno(&e)) {
+        match removed {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(Errno::ENOTEMPTY | Errno::EEXIST) => Err(Error::Artifact {
                 lock: self.lock.clone(),
