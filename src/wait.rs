@@ -325,14 +325,15 @@ impl Progress<'_> {
 }
 
 /// Wakes a waiter when an entry of a directory is removed or renamed away:
-/// the release of a mkdir or excl lock. Events for other names wake it too,
-/// which only costs one extra attempt.
+/// the release of a mkdir or excl lock.
 pub struct NameWatch {
     inotify: Inotify,
+    name: std::ffi::OsString,
 }
 
 impl NameWatch {
-    /// Watches the directory that holds `path`.
+    /// Watches the directory that holds `path` for the removal of its last
+    /// component.
     pub fn new(path: &Path) -> nix::Result<NameWatch> {
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -343,7 +344,8 @@ impl NameWatch {
             parent,
             AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_ONLYDIR,
         )?;
-        Ok(NameWatch { inotify })
+        let name = path.file_name().map(Into::into).unwrap_or_default();
+        Ok(NameWatch { inotify, name })
     }
 
     /// The fd that becomes readable on an event.
@@ -351,9 +353,21 @@ impl NameWatch {
         self.inotify.as_fd()
     }
 
-    /// Discards the events read so far.
-    pub fn drain(&self) {
-        while matches!(self.inotify.read_events(), Ok(events) if !events.is_empty()) {}
+    /// Reads the pending events; true if one was about our name (or events
+    /// were lost). Other names in the directory (other locks, the temp
+    /// files of other waiters) must not wake every waiter into an attempt.
+    pub fn drain(&self) -> bool {
+        let mut relevant = false;
+        while let Ok(events) = self.inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            relevant |= events.iter().any(|e| {
+                e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
+                    || e.name.as_deref() == Some(self.name.as_os_str())
+            });
+        }
+        relevant
     }
 }
 

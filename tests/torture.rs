@@ -51,7 +51,7 @@ struct Shape {
 
 const DEFAULT: Shape = Shape {
     k: 6,
-    m: 60,
+    m: 100,
     kill_every: 20,
 };
 

@@ -22,7 +22,7 @@ use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open, openat};
@@ -31,7 +31,7 @@ use nix::sys::stat::{Mode as Perm, fstat};
 use super::{HolderInfo, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::{HolderRecord, Liveness};
-use crate::wait::{NameWatch, Waiter};
+use crate::wait::{NameWatch, Waiter, poll_readable};
 
 /// How often a waiter re-examines a held artifact when no event woke it:
 /// to notice a holder that died without removing it, or a release on NFS.
@@ -142,15 +142,25 @@ pub fn acquire<A: Artifact>(
             continue;
         }
         // Wake on a release (inotify) or on the death of the holder's
-        // processes (pidfds), which leaves a stale lock to reclaim.
-        let mut wake: Vec<BorrowedFd<'_>> = holder_exits.iter().map(AsFd::as_fd).collect();
+        // processes (pidfds), which leaves a stale lock to reclaim; look
+        // again anyway after the recheck interval.
+        let exits: Vec<BorrowedFd<'_>> = holder_exits.iter().map(AsFd::as_fd).collect();
         match &watch {
             Some(watch) => {
+                let recheck_at = Instant::now() + RECHECK_WITH_WATCH;
+                let mut wake = exits.clone();
                 wake.push(watch.as_fd());
-                waiter.pause(&wake, Some(RECHECK_WITH_WATCH))?;
-                watch.drain();
+                loop {
+                    let left = recheck_at.saturating_duration_since(Instant::now());
+                    waiter.pause(&wake, Some(left))?;
+                    let exited = poll_readable(&exits, Some(Duration::ZERO))
+                        .is_ok_and(|ready| ready.contains(&true));
+                    if watch.drain() || exited || Instant::now() >= recheck_at {
+                        break;
+                    }
+                }
             }
-            None => waiter.pause(&wake, Some(RECHECK_WITHOUT_WATCH))?,
+            None => waiter.pause(&exits, Some(RECHECK_WITHOUT_WATCH))?,
         }
     }
 }
