@@ -75,9 +75,14 @@ impl ChildPlan<'_> {
         // With -o only lockwrap holds the lock: recording the command as a
         // holder would keep a mkdir/excl lock alive after lockwrap died,
         // unlike the fd-carried locks the command does not inherit.
-        if !self.close_in_child
-            && let Err(e) = held.child_started(pid)
-        {
+        let deferred = signals.defer();
+        let recorded = if self.close_in_child {
+            Ok(())
+        } else {
+            held.child_started(pid)
+        };
+        drop(deferred);
+        if let Err(e) = recorded {
             crate::say!("warning: {e}");
         }
         let started = Instant::now();
@@ -128,7 +133,10 @@ impl ChildPlan<'_> {
             if let (Some(at), Some(every)) = (renew_at, held.renew_every())
                 && now >= at
             {
-                match held.renew() {
+                let deferred = signals.defer();
+                let renewed = held.renew();
+                drop(deferred);
+                match renewed {
                     Ok(()) => renew_at = Some(now + every),
                     Err(lost) => {
                         renew_at = None;

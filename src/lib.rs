@@ -138,6 +138,7 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
         return Err(plan.exec(held.as_ref()));
     }
     let code = plan.run(held.as_mut(), &signals)?;
+    let _deferred = signals.defer();
     if let Err(e) = held.release() {
         say!("warning: {e}");
     }

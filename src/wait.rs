@@ -107,6 +107,22 @@ impl Signals {
         self.read.as_fd()
     }
 
+    /// Holds the caught signals back until the returned guard is dropped;
+    /// they are delivered (into the self-pipe) then. For calls on a socket
+    /// with a timeout, which a signal interrupts with EINTR even under
+    /// SA_RESTART (signal(7)) and leaves a protocol stream out of step: a
+    /// lease renewal, or a release, must not fail because the command exited.
+    pub fn defer(&self) -> Deferred {
+        let mut set = SigSet::empty();
+        for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
+            set.add(signal);
+        }
+        let previous = set
+            .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+            .ok();
+        Deferred { previous }
+    }
+
     /// The first pending forwarded signal (not SIGCHLD), if any.
     pub fn take_forwarded(&self) -> Option<Signal> {
         std::iter::from_fn(|| self.take())
@@ -123,6 +139,19 @@ impl Signals {
                 sent_by_process: message[1] == 1,
             }),
             _ => None,
+        }
+    }
+}
+
+/// Caught signals held back; see [`Signals::defer`].
+pub struct Deferred {
+    previous: Option<SigSet>,
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous {
+            let _ = previous.thread_set_mask();
         }
     }
 }

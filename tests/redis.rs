@@ -38,6 +38,7 @@ fn conflicts_time_out_and_a_release_wakes_the_waiter_through_pub_sub() {
 
 servers::shared_scenarios!(RedisServer:
     slots_let_two_holders_in,
+    a_short_command_releases_the_lock,
     status_names_the_holder,
     a_killed_holder_frees_the_lock,
     unreachable_server_and_usage_errors,

@@ -155,6 +155,24 @@ pub fn slots_let_two_holders_in<E: Engine>(server: &E) {
     assert_eq!(out.stdout.matches(": free\n").count(), 2, "{out:?}");
 }
 
+/// A command that ends at once still leaves the lock released: the
+/// SIGCHLD of its exit, arriving while lockwrap talks to the server, must
+/// not break the connection (socket reads with a timeout fail with EINTR even
+/// under SA_RESTART) and leave the lock to expire with its lease.
+pub fn a_short_command_releases_the_lock<E: Engine>(server: &E) {
+    let sb = Sandbox::new("short");
+    let lock = server.lock("short");
+    for round in 0..20 {
+        run(&sb, &[&lock, "true"]).assert_code(0);
+        let out = run(&sb, &["-n", &lock, "true"]);
+        assert_eq!(
+            out.code(),
+            0,
+            "round {round}: the lock was not released: {out:?}"
+        );
+    }
+}
+
 /// The status of a held lock names its holder; a released lock is free.
 pub fn status_names_the_holder<E: Engine>(server: &E) {
     let sb = Sandbox::new("watched");
