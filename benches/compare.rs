@@ -287,7 +287,9 @@ fn handoff_us(tool: &Tool) -> f64 {
     acquired.saturating_sub(released) as f64 / 1e3
 }
 
-fn handoff(dir: &Path, n: u64) -> Vec<(String, f64)> {
+/// Every local lockwrap backend in spawn mode, and flock(1) on `peer_file`
+/// when it is installed.
+fn lock_tools(dir: &Path, peer_file: &str) -> Vec<(String, Tool)> {
     let mut tools: Vec<(String, Tool)> = backends(dir)
         .into_iter()
         .map(|(name, spec)| {
@@ -298,9 +300,14 @@ fn handoff(dir: &Path, n: u64) -> Vec<(String, f64)> {
         })
         .collect();
     if which("flock").is_some() {
-        let path = format!("{}/handoff-peer.lock", dir.display());
+        let path = format!("{}/{peer_file}.lock", dir.display());
         tools.push(("flock(1)".into(), Tool::new("", &["flock", &path])));
     }
+    tools
+}
+
+fn handoff(dir: &Path, n: u64) -> Vec<(String, f64)> {
+    let tools = lock_tools(dir, "handoff-peer");
     println!(
         "\n### Hand-off latency: holder's command exits -> waiter's command starts ({n} samples each)\n"
     );
@@ -336,19 +343,7 @@ fn handoff(dir: &Path, n: u64) -> Vec<(String, f64)> {
 }
 
 fn throughput(dir: &Path, procs: usize, secs: u64) {
-    let mut tools: Vec<(String, Tool)> = backends(dir)
-        .into_iter()
-        .map(|(name, spec)| {
-            (
-                format!("lockwrap {name}"),
-                Tool::new("", &[LOCKWRAP, &spec]),
-            )
-        })
-        .collect();
-    if which("flock").is_some() {
-        let path = format!("{}/throughput-peer.lock", dir.display());
-        tools.push(("flock(1)".into(), Tool::new("", &["flock", &path])));
-    }
+    let tools = lock_tools(dir, "throughput-peer");
     println!(
         "\n### Contention throughput: {procs} loops of acquire / `/bin/true` / release for {secs} s\n"
     );
@@ -383,19 +378,7 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 }
 
 fn peak_rss(dir: &Path) -> Vec<(String, u64)> {
-    let mut tools: Vec<(String, Tool)> = backends(dir)
-        .into_iter()
-        .map(|(name, spec)| {
-            (
-                format!("lockwrap {name}"),
-                Tool::new("", &[LOCKWRAP, &spec]),
-            )
-        })
-        .collect();
-    if which("flock").is_some() {
-        let path = format!("{}/rss-peer.lock", dir.display());
-        tools.push(("flock(1)".into(), Tool::new("", &["flock", &path])));
-    }
+    let tools = lock_tools(dir, "rss-peer");
     println!("\n### Peak RSS of the wrapper while it holds the lock (VmHWM)\n");
     println!("| wrapper | VmHWM KiB |");
     println!("|---|---:|");
