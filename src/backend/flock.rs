@@ -13,8 +13,6 @@ pub static OPS: KernelOps = KernelOps {
     proc_kind: "FLOCK",
 };
 
-/// flock(2). nix offers it only as `Flock`, which unlocks on drop; that would
-/// take the lock away from a child that inherited the fd.
 fn flock(fd: RawFd, mode: Mode, blocking: bool) -> nix::Result<()> {
     let mut op = match mode {
         Mode::Shared => libc::LOCK_SH,
@@ -24,8 +22,5 @@ fn flock(fd: RawFd, mode: Mode, blocking: bool) -> nix::Result<()> {
     if !blocking {
         op |= libc::LOCK_NB;
     }
-    // SAFETY: flock takes a plain integer fd and flags and touches no memory;
-    // an fd that is not open gives EBADF.
-    let rc = unsafe { libc::flock(fd, op) };
-    nix::errno::Errno::result(rc).map(drop)
+    super::flock_fd(fd, op)
 }

@@ -202,6 +202,14 @@ pub fn for_fd(fd: RawFd, fcntl: bool) -> Box<dyn Backend> {
     Box::new(kernel::KernelLock::fd(fd, ops))
 }
 
+/// flock(2) on a raw fd. nix offers it only as `Flock`, which unlocks on
+/// drop; that would take the lock away from a child that inherited the fd.
+fn flock_fd(fd: RawFd, operation: libc::c_int) -> nix::Result<()> {
+    // SAFETY: flock takes a plain integer fd and flags and touches no
+    // memory; an fd that is not open gives EBADF.
+    nix::errno::Errno::result(unsafe { libc::flock(fd, operation) }).map(drop)
+}
+
 /// Clears or sets FD_CLOEXEC: whether a child inherits `fd`.
 pub fn set_inheritable(fd: BorrowedFd<'_>, inheritable: bool) -> nix::Result<()> {
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};

@@ -73,10 +73,8 @@ pub struct Created {
 /// can hold it meanwhile, briefly, so this blocks at most a moment.
 pub fn guard(lock: &str, fd: BorrowedFd<'_>) -> Result<(), Error> {
     loop {
-        // SAFETY: flock takes a plain fd and flags and touches no memory.
-        let rc = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) };
-        match Errno::result(rc) {
-            Ok(_) => return Ok(()),
+        match super::flock_fd(fd.as_raw_fd(), libc::LOCK_EX) {
+            Ok(()) => return Ok(()),
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(Error::os(lock, "cannot lock the lock artifact", e)),
         }
@@ -253,9 +251,7 @@ fn is_stale(
 
 /// flock(LOCK_EX|LOCK_NB) on an artifact's fd, used only to serialise reclaimers.
 fn try_flock(fd: BorrowedFd<'_>) -> nix::Result<()> {
-    // SAFETY: flock takes a plain fd and flags and touches no memory.
-    let rc = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    Errno::result(rc).map(drop)
+    super::flock_fd(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)
 }
 
 /// Writes `record` to a new file `dir/name` (created exclusively, never
