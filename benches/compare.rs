@@ -7,7 +7,9 @@
 //!
 //! (cargo builds the lockwrap binary with the release profile first). It
 //! prints markdown tables: wrapper overhead, hand-off latency, contention
-//! throughput and peak RSS. Missing peers are skipped with a note.
+//! throughput, peak RSS, and acquire + release against throwaway Redis and
+//! PostgreSQL servers when redis-server and initdb are installed. Missing
+//! peers and servers are skipped with a note.
 //!
 //! Sample counts can be changed with LOCKWRAP_BENCH_N (overhead runs per
 //! command), LOCKWRAP_BENCH_HANDOFF (hand-off samples per backend) and
@@ -471,6 +473,210 @@ fn machine() {
     println!("- {flock}");
 }
 
+/// A throwaway lock server for the bench, stopped on drop.
+struct Server {
+    spec: String,
+    stop: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some((program, args)) = self.stop.split_first() {
+            let _ = Command::new(program)
+                .args(args)
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits (at most 20 s) until `lockwrap --status SPEC` answers 0.
+fn wait_ready(spec: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if run_ok(Tool::new("", &[]).command(LOCKWRAP, &["--status", spec])) {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn redis_server(dir: &Path) -> Option<Server> {
+    let program = which("redis-server")?;
+    let port = free_port().to_string();
+    let child = Command::new(program)
+        .args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()?;
+    let server = Server {
+        spec: format!("redis://127.0.0.1:{port}#bench"),
+        stop: Vec::new(),
+        child: Some(child),
+    };
+    wait_ready(&server.spec).then_some(server)
+}
+
+/// initdb and pg_ctl as the unprivileged `postgres` user (they refuse root).
+fn postgres_server(dir: &Path) -> Option<Server> {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .find(|b| b.join("initdb").is_file())?;
+    let data = dir.join("pgdata");
+    std::fs::create_dir_all(&data).ok()?;
+    let _ = Command::new("chmod").args(["-R", "777"]).arg(dir).status();
+    let _ = Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(&data)
+        .status();
+    let port = free_port().to_string();
+    let (data, dir) = (data.display().to_string(), dir.display().to_string());
+    let as_postgres = |tool: &str| -> Vec<String> {
+        ["runuser", "-u", "postgres", "--"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([bin.join(tool).display().to_string()])
+            .collect()
+    };
+    let initdb = [
+        as_postgres("initdb"),
+        vec![
+            "-D".into(),
+            data.clone(),
+            "-A".into(),
+            "trust".into(),
+            "-U".into(),
+            "postgres".into(),
+        ],
+    ]
+    .concat();
+    if !run_ok(Tool::new("", &[]).command(
+        &initdb[0],
+        &initdb[1..].iter().map(String::as_str).collect::<Vec<_>>(),
+    )) {
+        return None;
+    }
+    let options = format!("-p {port} -k {dir} -c listen_addresses=127.0.0.1");
+    let start = [
+        as_postgres("pg_ctl"),
+        vec![
+            "-D".into(),
+            data.clone(),
+            "-w".into(),
+            "-l".into(),
+            format!("{dir}/pg.log"),
+            "-o".into(),
+            options,
+            "start".into(),
+        ],
+    ]
+    .concat();
+    let stop = [
+        as_postgres("pg_ctl"),
+        vec![
+            "-D".into(),
+            data,
+            "-m".into(),
+            "immediate".into(),
+            "stop".into(),
+        ],
+    ]
+    .concat();
+    let started = run_ok(Tool::new("", &[]).command(
+        &start[0],
+        &start[1..].iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let server = Server {
+        spec: format!("postgresql://postgres@127.0.0.1:{port}/postgres#bench"),
+        stop,
+        child: None,
+    };
+    (started && wait_ready(&server.spec)).then_some(server)
+}
+
+/// Acquire + release against a local server: `lockwrap SPEC /bin/true`,
+/// round-robin with the flock backend as the reference.
+fn server_locks(dir: &Path, n: u64, notes: &mut Vec<String>) {
+    if std::fs::create_dir_all(dir).is_err() {
+        notes.push(format!(
+            "cannot create {}; server locks skipped",
+            dir.display()
+        ));
+        return;
+    }
+    let mut tools = vec![(
+        "lockwrap flock (local reference)".to_string(),
+        Tool::new(
+            "",
+            &[LOCKWRAP, &format!("{}/server-ref.lock", dir.display())],
+        ),
+    )];
+    let mut servers = Vec::new();
+    for (name, server) in [
+        ("redis", redis_server(dir)),
+        ("postgres", postgres_server(dir)),
+    ] {
+        match server {
+            Some(server) => {
+                tools.push((
+                    format!("lockwrap {name}"),
+                    Tool::new("", &[LOCKWRAP, &server.spec]),
+                ));
+                servers.push(server);
+            }
+            None => notes.push(format!("{name}: no server could be started here; skipped")),
+        }
+    }
+    println!(
+        "\n### Locks on a server: `lockwrap SPEC /bin/true` against a local server ({n} runs each)\n"
+    );
+    println!("| lock | median µs | p95 µs | median minus flock backend µs |");
+    println!("|---|---:|---:|---:|");
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(n as usize); tools.len()];
+    for _ in 0..n {
+        for ((_, tool), s) in tools.iter().zip(samples.iter_mut()) {
+            let start = Instant::now();
+            run_ok(tool.command(TRUE, &[]));
+            s.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let reference = stats(&mut samples[0]).median;
+    for ((label, _), s) in tools.iter().zip(samples.iter_mut()) {
+        let s = stats(s);
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.0} |",
+            s.median,
+            s.p95,
+            s.median - reference
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--helper") {
@@ -487,6 +693,7 @@ fn main() {
     let hand = handoff(&dir, handoff_n);
     throughput(&dir, 4, secs);
     let rss = peak_rss(&dir);
+    server_locks(&dir.join("servers"), n.min(200), &mut notes);
     targets(&over, &hand, &rss);
     if !notes.is_empty() {
         println!("\nNotes:\n");
