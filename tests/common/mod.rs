@@ -24,6 +24,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+pub mod tree;
+
 /// The bound of every wait: long enough for a loaded machine, short enough
 /// that a bug fails the test instead of hanging it.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -245,12 +247,18 @@ impl Sandbox {
 pub fn wait_for_pid_file(path: &Path) -> i32 {
     let mut pid = None;
     wait_until(&format!("a pid in {}", path.display()), WAIT, || {
-        pid = fs::read_to_string(path)
-            .ok()
-            .and_then(|text| text.strip_suffix('\n')?.parse().ok());
+        pid = read_pid_file(path);
         pid.is_some()
     });
     pid.unwrap()
+}
+
+/// The pid in `path` once its writer has finished it (a pid and a newline),
+/// else None.
+pub fn read_pid_file(path: &Path) -> Option<i32> {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.strip_suffix('\n')?.parse().ok())
 }
 
 /// Status, stdout and stderr of a finished process.
@@ -320,6 +328,14 @@ impl Proc {
     pub fn signal(&self, signal: Signal) {
         if self.child.is_some() {
             kill(Pid::from_raw(self.pid), signal).expect("kill");
+        }
+    }
+
+    /// Sends `signal` to its whole process group (as a terminal's Ctrl-C
+    /// or a CI runner's cancel does).
+    pub fn signal_group(&self, signal: Signal) {
+        if self.child.is_some() {
+            kill(Pid::from_raw(-self.pid), signal).expect("kill");
         }
     }
 
