@@ -43,6 +43,11 @@ servers::shared_scenarios!(Postgres:
     status_names_the_holder,
     a_killed_holder_frees_the_lock,
     unreachable_server_and_usage_errors,
+    an_orphaned_worker_keeps_the_lock,
+    max_runtime_stops_the_tree,
+    sigterm_stops_the_tree,
+    sigkill_of_the_wrapper_takes_the_command_with_it,
+    a_long_stop_keeps_the_lease,
 );
 
 #[test]
@@ -104,6 +109,22 @@ fn a_terminated_session_stops_the_command_and_exits_75() {
             "lock lost",
         );
         run(&sb, &["-n", &server.lock("lossy"), "true"]).assert_code(0);
+    });
+}
+
+/// A terminated session stops the whole tree of the command, also
+/// grandchildren that ignore SIGTERM, before the wrapper exits 75.
+#[test]
+fn a_terminated_session_stops_the_commands_tree() {
+    with(|server: &Postgres| {
+        let sb = scenarios::losing_the_lock_stops_the_tree(server, "cut", || {
+            let sql = format!(
+                "SELECT count(pg_terminate_backend(pid)) {}",
+                PgServer::lock_rows("cut", "granted")
+            );
+            assert_eq!(server.sql(&sql), "1");
+        });
+        run(&sb, &["-n", &server.lock("cut"), "true"]).assert_code(0);
     });
 }
 

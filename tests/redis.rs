@@ -42,6 +42,11 @@ servers::shared_scenarios!(RedisServer:
     status_names_the_holder,
     a_killed_holder_frees_the_lock,
     unreachable_server_and_usage_errors,
+    an_orphaned_worker_keeps_the_lock,
+    max_runtime_stops_the_tree,
+    sigterm_stops_the_tree,
+    sigkill_of_the_wrapper_takes_the_command_with_it,
+    a_long_stop_keeps_the_lease,
 );
 
 #[test]
@@ -75,6 +80,19 @@ fn a_lock_taken_away_on_the_server_stops_the_command() {
             server.command(&["GET", "lockwrap:stolen"]),
             "$12\r\nsomeone-else\r\n"
         );
+    });
+}
+
+/// A lock deleted on the server stops the whole tree of the command, also
+/// grandchildren that ignore SIGTERM, before the wrapper exits 75.
+#[test]
+fn a_lock_deleted_on_the_server_stops_the_commands_tree() {
+    with(|server: &RedisServer| {
+        let sb = scenarios::losing_the_lock_stops_the_tree(server, "deleted", || {
+            let reply = server.command(&["DEL", "lockwrap:deleted"]);
+            assert_eq!(reply, ":1\r\n");
+        });
+        run(&sb, &["-n", &server.lock("deleted"), "true"]).assert_code(0);
     });
 }
 

@@ -5,6 +5,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
+use std::time::{Duration, Instant};
 
 use lockwrap::backend::{self, HolderInfo};
 use lockwrap::spec::LockSpec;
@@ -12,9 +13,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::{Engine, free_port, hostname};
+use crate::common::tree::{self, Detach, KillOnDrop, Stop, TreeScript};
 use crate::common::{
     Holder, Output, Sandbox, WAIT, assert_no_overlap, become_subreaper, critical_section_script,
-    process_is_running, reap_adopted, wait_until,
+    process_is_running, reap_adopted, wait_for_pid_file, wait_until,
 };
 
 /// The lease of holders whose lock a test takes away or abandons: short,
@@ -260,4 +262,127 @@ pub fn unreachable_server_and_usage_errors<E: Engine>(server: &E) {
     let url = E::url(server.port(), None);
     run(&sb, &[&url, "true"]).assert_error(64);
     run(&sb, &[&format!("{url}#"), "true"]).assert_error(64);
+}
+
+/// A worker the command left behind in a session of its own keeps the
+/// lock: the wrapper stays, renews the lease (held here for longer than the
+/// short lease) and releases the lock once the worker has exited.
+pub fn an_orphaned_worker_keeps_the_lock<E: Engine>(server: &E) {
+    let sb = Sandbox::new("orphan");
+    let lock = server.lock("orphan");
+    tree::an_orphaned_worker_keeps_the_lock(
+        &sb,
+        &SHORT_LEASE,
+        &lock,
+        true,
+        Duration::from_millis(2500),
+    );
+}
+
+/// --max-runtime stops the command's grandchildren too, also one in a
+/// session of its own; the lock stays held until they are gone.
+pub fn max_runtime_stops_the_tree<E: Engine>(server: &E) {
+    let sb = Sandbox::new("max-tree");
+    let lock = server.lock("max-tree");
+    for detach in [Detach::Background, Detach::Setsid] {
+        tree::stopping_stops_the_tree(&sb, &[], &lock, Stop::MaxRuntime, detach);
+    }
+}
+
+/// A SIGTERM to the wrapper stops the command's grandchildren too (SIGKILL
+/// after --kill-grace for those that ignore it); exit 143 once they are gone.
+pub fn sigterm_stops_the_tree<E: Engine>(server: &E) {
+    let sb = Sandbox::new("term-tree");
+    let lock = server.lock("term-tree");
+    tree::stopping_stops_the_tree(&sb, &[], &lock, Stop::Sigterm, Detach::Background);
+}
+
+/// A SIGKILLed wrapper of a server lock takes its command with it
+/// (PR_SET_PDEATHSIG): nobody is left to renew the lease or keep the
+/// session, so the command must not go on believing it holds the lock.
+pub fn sigkill_of_the_wrapper_takes_the_command_with_it<E: Engine>(server: &E) {
+    // The command, orphaned when its wrapper dies, is adopted and reaped here.
+    become_subreaper();
+    let sb = Sandbox::new("pdeath");
+    let lock = server.lock("pdeath");
+    let mut holder = sb.hold(E::abandoned_holder_args(), &lock);
+    let _guard = KillOnDrop(vec![holder.child_pid]);
+    holder.proc.kill_and_reap();
+    wait_until("the command to die with its wrapper", WAIT, || {
+        !process_is_running(holder.child_pid)
+    });
+    reap_adopted(holder.child_pid);
+    run(&sb, &["-w", "20", &lock, "true"]).assert_code(0);
+}
+
+/// Takes away the lock (by calling `lose`) of a holder with a short lease
+/// whose command has grandchildren that ignore SIGTERM: by the time the
+/// wrapper has exited 75, none of them runs. What `lose` returns is dropped
+/// once the wrapper has exited.
+pub fn losing_the_lock_stops_the_tree<E: Engine, G>(
+    server: &E,
+    name: &str,
+    lose: impl FnOnce() -> G,
+) -> Sandbox {
+    become_subreaper();
+    let sb = Sandbox::new(name);
+    let tree = TreeScript::new(&sb, "tree", Detach::Background, true);
+    let mut command = sb.lockwrap(SHORT_LEASE);
+    command.args([&server.lock(name), "sh", "-c", &tree.script]);
+    let mut wrapper = sb.spawn(command, "wrapper");
+    let pids = tree
+        .wait_for_pids(&mut wrapper)
+        .expect("the wrapper exited before its command's tree started");
+    let _guard = KillOnDrop(pids.clone());
+    let out = {
+        let _lost = lose();
+        wrapper.finish()
+    };
+    let running = tree::still_running(&pids);
+    assert!(
+        running.is_empty(),
+        "the wrapper exited while pids {running:?} of the tree {pids:?} still ran: {out:?}"
+    );
+    out.assert_code(75);
+    sb
+}
+
+/// A holder stopped by --max-runtime keeps renewing its lease while its
+/// command takes long to stop (it ignores SIGTERM and gets SIGKILL only after
+/// --kill-grace 4s, four leases later): no other wrapper gets the lock
+/// until the command is gone.
+pub fn a_long_stop_keeps_the_lease<E: Engine>(server: &E) {
+    let sb = Sandbox::new("long-stop");
+    let lock = server.lock("long-stop");
+    let ready = sb.work_path("ready");
+    let log = sb.work_path("probes");
+    let script = format!("trap \"\" TERM; echo $$ > '{}'; sleep 100", ready.display());
+    let command = sb.lockwrap([
+        "--lease",
+        "1s",
+        "--max-runtime",
+        "0.5",
+        "--kill-grace",
+        "4",
+        &lock,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let mut wrapper = sb.spawn(command, "wrapper");
+    let child = wait_for_pid_file(&ready);
+    let _guard = KillOnDrop(vec![child]);
+    let seen = Instant::now();
+    let held = tree::probe_until_exit(&sb, &[], &lock, &mut wrapper, &[child], &log);
+    let stopped_after = seen.elapsed();
+    let out = wrapper.finish();
+    tree::assert_no_overlap(&log, "a holder stopping its command");
+    out.assert_code(124);
+    assert!(held > 0, "no probe found the lock held: {out:?}");
+    // SIGTERM at 0.5s, SIGKILL at 4.5s: the probes covered the whole stop.
+    assert!(
+        stopped_after >= Duration::from_secs(3),
+        "the command was stopped after {stopped_after:?} only, not after --kill-grace: {out:?}"
+    );
+    run(&sb, &["-n", &lock, "true"]).assert_code(0);
 }
