@@ -2,19 +2,43 @@
 //! fds, forward signals, enforce --max-runtime, renew leases, and map its end
 //! to an exit code. The rule "the child inherits the lock unless -o" lives
 //! here and nowhere else.
+//!
+//! The command is a process tree, not a process. lockwrap is a child
+//! subreaper, so every process the command starts stays below it; the
+//! supervision is a state machine over that tree:
+//!
+//! ```text
+//! Running --command exits--> Lingering (lock not carried by fds: the rest of
+//!    |                          |         the tree still needs it)
+//!    +--max-runtime, lock lost, forwarded signal the command died of--+
+//!                               v
+//!                     Stopping {kill_at} --kill_at--> Killed
+//! ```
+//!
+//! and it ends when the command has exited and, unless the kernel keeps the
+//! lock through inherited fds (or `-o`), when no process of the tree is left.
+//! Lease renewal runs in every state.
 
 use std::ffi::OsString;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, killpg, sigaction};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use crate::backend::{Held, set_inheritable};
 use crate::error::{EXIT_MAX_RUNTIME, Error};
-use crate::wait::{Signals, poll_readable};
+use crate::terminal::Terminal;
+use crate::tree::{self, Tree};
+use crate::wait::{Received, Signals, poll_readable};
+
+/// A signal sent twice by the same process within this interval is one
+/// signal: timeout(1) sends its signal to the monitored pid and then to its
+/// whole process group, so lockwrap may receive it twice for one request.
+const SAME_SIGNAL_WITHIN: Duration = Duration::from_millis(50);
 
 /// How to run the command.
 #[derive(Debug, Clone)]
@@ -29,8 +53,24 @@ pub struct ChildPlan<'a> {
     pub close_in_child: bool,
     /// `--max-runtime`.
     pub max_runtime: Option<Duration>,
-    /// How long a SIGTERM'd child gets before SIGKILL.
+    /// How long a SIGTERM'd tree gets before SIGKILL.
     pub kill_grace: Duration,
+    /// For leases: only lockwrap renews the lock, so the command must not
+    /// outlive it (the command gets SIGKILL when lockwrap dies).
+    pub dies_with_wrapper: bool,
+    /// `--verbose`: say when lockwrap stops the command.
+    pub verbose: bool,
+}
+
+/// How lockwrap ends once the command has: an exit code, or (after the
+/// lock is released) death by the signal the command died of, so that a
+/// shell loop around lockwrap stops at the first Ctrl-C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Exit with this code.
+    Code(u8),
+    /// Die of this signal.
+    DieOf(Signal),
 }
 
 impl ChildPlan<'_> {
@@ -64,14 +104,49 @@ impl ChildPlan<'_> {
         }
     }
 
-    /// Spawns the command and waits for it, forwarding signals and renewing
-    /// the lock. Returns the exit code lockwrap should exit with.
-    pub fn run(&self, held: &mut dyn Held, signals: &Signals) -> Result<u8, Error> {
-        let mut child = self
-            .command(held)?
-            .spawn()
-            .map_err(|e| self.exec_error(&e))?;
+    /// Spawns the command in a process group of its own and supervises its
+    /// process tree, forwarding signals and renewing the lock. Returns how
+    /// lockwrap should end.
+    pub fn run(&self, held: &mut dyn Held, signals: &Signals) -> Result<Ending, Error> {
+        // Without it, the orphans of the command would escape to init.
+        tree::become_subreaper()
+            .map_err(|e| Error::os(self.lock, "cannot supervise the command's processes", e))?;
+        let terminal = Terminal::controlling();
+        let hand_over = terminal
+            .as_ref()
+            .filter(|t| t.is_foreground())
+            .map(Terminal::raw_fd);
+        let mut command = self.command(held)?;
+        // Its own group: a signal to lockwrap's group reaches the command
+        // once, through lockwrap, instead of twice.
+        command.process_group(0);
+        if hand_over.is_some() || self.dies_with_wrapper {
+            let tty = hand_over;
+            let parent = nix::unistd::getpid();
+            let dies_with_wrapper = self.dies_with_wrapper;
+            // SAFETY: between fork and exec the closure makes only
+            // async-signal-safe calls (prctl, getppid, sigprocmask,
+            // tcsetpgrp) and allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    if dies_with_wrapper {
+                        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                        // lockwrap may have died before the prctl.
+                        if nix::unistd::getppid() != parent {
+                            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                        }
+                    }
+                    if let Some(tty) = tty {
+                        crate::terminal::claim_foreground_in_child(tty);
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().map_err(|e| self.exec_error(&e))?;
         let pid = Pid::from_raw(child.id() as i32);
+        // lockwrap reaps its children itself (waitpid(-1)), orphans included.
+        drop(child);
         // With -o only lockwrap holds the lock: recording the command as a
         // holder would keep a mkdir/excl lock alive after lockwrap died,
         // unlike the fd-carried locks the command does not inherit.
@@ -85,104 +160,346 @@ impl ChildPlan<'_> {
         if let Err(e) = recorded {
             crate::say!("warning: {e}");
         }
-        let started = Instant::now();
-        let mut renew_at = held.renew_every().map(|every| started + every);
-        let mut stop: Option<Stop> = None;
+        let now = Instant::now();
+        let mut supervisor = Supervisor {
+            plan: self,
+            wait_for_tree: !self.close_in_child && !held.kernel_keeps_lock(),
+            renew_at: held.renew_every().map(|every| now + every),
+            held,
+            signals,
+            terminal,
+            handed_over: hand_over.is_some(),
+            command: pid,
+            status: None,
+            state: State::Running,
+            cause: None,
+            tree: Tree::of_this_process(),
+            deadline: self.max_runtime.and_then(|limit| now.checked_add(limit)),
+            received: Vec::new(),
+            last_forwarded: None,
+        };
+        supervisor.run()
+    }
+}
+
+/// Where the supervision of the command's tree stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// The command runs.
+    Running,
+    /// The command has exited; other processes of its tree still run and
+    /// still need the lock.
+    Lingering,
+    /// SIGTERM was sent to the tree; SIGKILL is due at `kill_at`.
+    Stopping { kill_at: Instant },
+    /// SIGKILL was sent to every process of the tree, once; the kernel is
+    /// tearing them down.
+    Killed,
+}
+
+/// Why lockwrap stops the tree.
+enum StopCause {
+    /// `--max-runtime` ran out.
+    MaxRuntime,
+    /// The lease could not be renewed.
+    LockLost(Error),
+    /// lockwrap received this signal and the command died of it (or had
+    /// already exited).
+    Signal(Signal),
+}
+
+struct Supervisor<'p, 'h> {
+    plan: &'p ChildPlan<'p>,
+    held: &'h mut dyn Held,
+    signals: &'p Signals,
+    terminal: Option<Terminal>,
+    /// Whether the command's group was made the terminal's foreground.
+    handed_over: bool,
+    /// The command: its pid, and its process group's id.
+    command: Pid,
+    /// How the command ended, once it has.
+    status: Option<WaitStatus>,
+    state: State,
+    cause: Option<StopCause>,
+    tree: Tree,
+    /// Whether the lock must be kept until the whole tree is gone.
+    wait_for_tree: bool,
+    renew_at: Option<Instant>,
+    /// When `--max-runtime` runs out.
+    deadline: Option<Instant>,
+    /// The forwarded signals lockwrap received.
+    received: Vec<Signal>,
+    /// The last signal forwarded, who sent it and when.
+    last_forwarded: Option<(Signal, Option<i32>, Instant)>,
+}
+
+impl Supervisor<'_, '_> {
+    fn run(&mut self) -> Result<Ending, Error> {
         loop {
-            let now = Instant::now();
-            let runtime_left = self
-                .max_runtime
-                .filter(|_| stop.is_none())
-                .map(|limit| (started + limit).saturating_duration_since(now));
-            let timeout = [
-                runtime_left,
-                renew_at.map(|at| at.saturating_duration_since(now)),
-                stop.as_ref()
-                    .map(|s| s.kill_at.saturating_duration_since(now)),
-            ]
+            let timeout = self
+                .next_timer()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            poll_readable(&[self.signals.as_fd()], timeout)
+                .map_err(|e| Error::os(self.plan.lock, "waiting for the command", e))?;
+            while let Some(received) = self.signals.take() {
+                self.on_signal(received);
+            }
+            let reaped = tree::reap();
+            for status in reaped.statuses {
+                self.on_status(status);
+            }
+            if let Some(ending) = self.ending(reaped.none_left) {
+                return ending;
+            }
+            self.on_timers(Instant::now());
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let deadline = self
+            .deadline
+            .filter(|_| matches!(self.state, State::Running | State::Lingering));
+        let kill_at = match self.state {
+            State::Stopping { kill_at } => Some(kill_at),
+            _ => None,
+        };
+        [self.renew_at, deadline, kill_at]
             .into_iter()
             .flatten()
-            .min();
-            poll_readable(&[signals.as_fd()], timeout)
-                .map_err(|e| Error::os(self.lock, "waiting for the command", e))?;
-            while let Some(received) = signals.take() {
-                if received.signal != Signal::SIGCHLD && received.sent_by_process {
-                    let _ = kill(pid, received.signal);
+            .min()
+    }
+
+    fn on_signal(&mut self, received: Received) {
+        let signal = received.signal;
+        if signal == Signal::SIGCHLD {
+            return;
+        }
+        let now = Instant::now();
+        if let Some((last, sender, at)) = self.last_forwarded
+            && last == signal
+            && sender == received.sender
+            && now.duration_since(at) < SAME_SIGNAL_WITHIN
+        {
+            return;
+        }
+        self.last_forwarded = Some((signal, received.sender, now));
+        if !self.received.contains(&signal) {
+            self.received.push(signal);
+        }
+        if self.status.is_none() {
+            // The command itself, which is not reaped yet, so its pid cannot
+            // have been reused. If it dies of the signal, the rest of its
+            // tree is stopped (see on_command_end).
+            let _ = kill(self.command, signal);
+        } else if self.state == State::Lingering && is_terminating(signal) {
+            self.begin_stop(StopCause::Signal(signal), self.plan.kill_grace);
+        }
+    }
+
+    fn on_status(&mut self, status: WaitStatus) {
+        match status {
+            WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _) if pid == self.command => {
+                self.status = Some(status);
+                self.on_command_end(status);
+            }
+            WaitStatus::Stopped(pid, signal) if pid == self.command => self.mirror_stop(signal),
+            _ => {}
+        }
+    }
+
+    fn on_command_end(&mut self, status: WaitStatus) {
+        if self.handed_over
+            && let Some(terminal) = &self.terminal
+        {
+            terminal.take_back_from(self.command);
+        }
+        if self.state != State::Running {
+            return;
+        }
+        if let WaitStatus::Signaled(_, signal, _) = status
+            && is_terminating(signal)
+            && self.asked_for(signal)
+        {
+            self.begin_stop(StopCause::Signal(signal), self.plan.kill_grace);
+        } else if self.wait_for_tree {
+            self.state = State::Lingering;
+        }
+    }
+
+    /// Whether the command dying of `signal` is what someone asked for:
+    /// lockwrap received and forwarded it, or the terminal sent it (Ctrl-C
+    /// and Ctrl-\ reach the foreground group, which was the command's).
+    fn asked_for(&self, signal: Signal) -> bool {
+        self.received.contains(&signal)
+            || (self.handed_over && matches!(signal, Signal::SIGINT | Signal::SIGQUIT))
+    }
+
+    /// The command stopped (Ctrl-Z, or a read from the terminal in the
+    /// background): stop lockwrap too, so that the shell sees its job stop;
+    /// once continued (`fg`, `bg`), give the command the terminal again if
+    /// lockwrap has it, and continue the command.
+    fn mirror_stop(&mut self, signal: Signal) {
+        let Some(terminal) = &self.terminal else {
+            return;
+        };
+        if !matches!(signal, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU) {
+            return;
+        }
+        terminal.take_back_from(self.command);
+        // Returns once lockwrap is continued.
+        let _ = kill(Pid::this(), signal);
+        if terminal.is_foreground() {
+            terminal.give_to(self.command);
+            self.handed_over = true;
+        }
+        let _ = killpg(self.command, Signal::SIGCONT);
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        if let (Some(at), Some(every)) = (self.renew_at, self.held.renew_every())
+            && now >= at
+        {
+            let deferred = self.signals.defer();
+            let renewed = self.held.renew();
+            drop(deferred);
+            match renewed {
+                Ok(()) => self.renew_at = Some(now + every),
+                Err(lost) => {
+                    self.renew_at = None;
+                    self.on_lock_lost(lost, every);
                 }
             }
-            if let Some(status) = try_wait(&mut child, self.lock)? {
-                return match stop {
-                    Some(Stop {
-                        reason: Some(e), ..
-                    }) => Err(e),
-                    Some(Stop { reason: None, .. }) => Ok(EXIT_MAX_RUNTIME),
-                    None => Ok(exit_code(status)),
+        }
+        if matches!(self.state, State::Running | State::Lingering)
+            && self.deadline.is_some_and(|at| now >= at)
+        {
+            self.deadline = None;
+            self.begin_stop(StopCause::MaxRuntime, self.plan.kill_grace);
+        }
+        if let State::Stopping { kill_at } = self.state
+            && now >= kill_at
+        {
+            let count = self.tree.signal_all(Signal::SIGKILL);
+            self.state = State::Killed;
+            if self.plan.verbose && count > 0 {
+                crate::say!(
+                    "{}: --kill-grace of {} over: {} signalled with SIGKILL",
+                    self.plan.lock,
+                    crate::duration::human(self.plan.kill_grace),
+                    processes(count)
+                );
+            }
+        }
+    }
+
+    /// The lease may run out a third of it (`every`) after a failed renewal:
+    /// the tree must be gone by then, whatever state the stop is in.
+    fn on_lock_lost(&mut self, lost: Error, every: Duration) {
+        match self.state {
+            State::Running | State::Lingering => {
+                self.begin_stop(StopCause::LockLost(lost), self.plan.kill_grace.min(every));
+            }
+            State::Stopping { kill_at } => {
+                self.state = State::Stopping {
+                    kill_at: kill_at.min(Instant::now() + every),
                 };
+                self.cause = Some(StopCause::LockLost(lost));
             }
-            let now = Instant::now();
-            if let Some(s) = &stop {
-                if now >= s.kill_at {
-                    let _ = kill(pid, Signal::SIGKILL);
-                }
-                continue;
-            }
-            if runtime_left.is_some_and(|left| left.is_zero()) {
-                stop = Some(Stop::begin(pid, self.kill_grace, None));
-                continue;
-            }
-            if let (Some(at), Some(every)) = (renew_at, held.renew_every())
-                && now >= at
-            {
-                let deferred = signals.defer();
-                let renewed = held.renew();
-                drop(deferred);
-                match renewed {
-                    Ok(()) => renew_at = Some(now + every),
-                    Err(lost) => {
-                        renew_at = None;
-                        // The lease may run out a third of it after a failed
-                        // renewal: the command must be gone by then.
-                        let grace = self.kill_grace.min(every);
-                        stop = Some(Stop::begin(pid, grace, Some(lost)));
-                    }
-                }
-            }
+            State::Killed => self.cause = Some(StopCause::LockLost(lost)),
         }
     }
-}
 
-/// A child being stopped: SIGTERM sent, SIGKILL due at `kill_at`.
-struct Stop {
-    kill_at: Instant,
-    /// None for --max-runtime; the lock-loss error otherwise.
-    reason: Option<Error>,
-}
-
-impl Stop {
-    fn begin(pid: Pid, grace: Duration, reason: Option<Error>) -> Stop {
-        let _ = kill(pid, Signal::SIGTERM);
-        Stop {
+    fn begin_stop(&mut self, cause: StopCause, grace: Duration) {
+        let count = self.tree.signal_all(Signal::SIGTERM);
+        if self.plan.verbose {
+            let why = match &cause {
+                StopCause::MaxRuntime => format!(
+                    "--max-runtime of {} reached",
+                    crate::duration::human(self.plan.max_runtime.unwrap_or_default())
+                ),
+                StopCause::LockLost(_) => "the lock was lost".to_owned(),
+                StopCause::Signal(signal) => format!("{signal} received"),
+            };
+            crate::say!(
+                "{}: {why}: stopping the command ({} signalled with SIGTERM, SIGKILL in {})",
+                self.plan.lock,
+                processes(count),
+                crate::duration::human(grace)
+            );
+        }
+        self.state = State::Stopping {
             kill_at: Instant::now() + grace,
-            reason,
+        };
+        self.cause = Some(cause);
+    }
+
+    /// How lockwrap ends, once it may: the command has exited and, when the
+    /// lock must cover it or a stop is under way, so has the rest of the tree.
+    fn ending(&mut self, none_left: bool) -> Option<Result<Ending, Error>> {
+        let status = self.status?;
+        // The kernel keeps an fd-carried lock for whatever the command left
+        // behind, so lockwrap may go as flock(1) does, unless it is stopping
+        // the tree.
+        let command_done = self.state == State::Running && !self.wait_for_tree;
+        if !none_left && !command_done {
+            return None;
         }
+        Some(match self.cause.take() {
+            Some(StopCause::MaxRuntime) => Ok(Ending::Code(EXIT_MAX_RUNTIME)),
+            Some(StopCause::LockLost(e)) => Err(e),
+            Some(StopCause::Signal(signal)) if !matches!(status, WaitStatus::Signaled(..)) => {
+                Ok(Ending::Code(128u8.wrapping_add(signal as u8)))
+            }
+            Some(StopCause::Signal(_)) | None => Ok(match status {
+                WaitStatus::Signaled(_, signal, _)
+                    if matches!(signal, Signal::SIGINT | Signal::SIGQUIT)
+                        && self.asked_for(signal) =>
+                {
+                    Ending::DieOf(signal)
+                }
+                _ => Ending::Code(exit_code(status)),
+            }),
+        })
     }
 }
 
-fn try_wait(child: &mut Child, lock: &str) -> Result<Option<ExitStatus>, Error> {
-    child.try_wait().map_err(|e| {
-        Error::os(
-            lock,
-            "waiting for the command",
-            Errno::from_raw(e.raw_os_error().unwrap_or(libc::ECHILD)),
-        )
-    })
+/// Signals after which a command that dies of them takes its tree along.
+fn is_terminating(signal: Signal) -> bool {
+    matches!(
+        signal,
+        Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT
+    )
 }
 
-/// The child's exit status, or 128+N if signal N killed it (as flock(1)).
-pub fn exit_code(status: ExitStatus) -> u8 {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code as u8,
-        (None, Some(signal)) => 128u8.wrapping_add(signal as u8),
-        (None, None) => 1,
+fn processes(count: usize) -> String {
+    match count {
+        1 => "1 process".to_owned(),
+        n => format!("{n} processes"),
     }
+}
+
+/// The command's exit status, or 128+N if signal N killed it (as flock(1)).
+pub fn exit_code(status: WaitStatus) -> u8 {
+    match status {
+        WaitStatus::Exited(_, code) => code as u8,
+        WaitStatus::Signaled(_, signal, _) => 128u8.wrapping_add(signal as u8),
+        _ => 1,
+    }
+}
+
+/// Dies of `signal` (its default action restored), as a shell expects of a
+/// program whose child died of SIGINT or SIGQUIT. No core file is written
+/// for SIGQUIT: the core would be lockwrap's, not the command's. Returns
+/// only if the signal did not kill (then the caller exits 128+N).
+pub fn die_of(signal: Signal) {
+    if signal == Signal::SIGQUIT {
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    }
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing the default action runs no code of ours.
+    let _ = unsafe { sigaction(signal, &default) };
+    let mut only = SigSet::empty();
+    only.add(signal);
+    let _ = only.thread_unblock();
+    let _ = kill(Pid::this(), signal);
 }

@@ -425,7 +425,9 @@ impl Cli {
             verbose: self.verbose,
             slots,
             replace: self.replace,
-            max_runtime: parse_option_duration("--max-runtime", &self.max_runtime)?,
+            // 0 means no limit, as in timeout(1).
+            max_runtime: parse_option_duration("--max-runtime", &self.max_runtime)?
+                .filter(|limit| !limit.is_zero()),
             kill_grace: parse_option_duration("--kill-grace", &self.kill_grace)?
                 .unwrap_or(crate::DEFAULT_KILL_GRACE),
             stale_after: parse_option_duration("--stale-after", &self.stale_after)?,

@@ -171,8 +171,9 @@ fn unix_millis() -> u64 {
 }
 
 /// pidfd_open(2), which nix does not wrap: an fd (close-on-exec) that
-/// becomes readable when the process exits.
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+/// becomes readable when the process exits, and that signals reach only the
+/// process it was opened on.
+pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     // SAFETY: the syscall takes two integers and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -200,13 +201,48 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 
 /// Fields 3 (state) and 22 (start time) of /proc/PID/stat.
 fn process_state_and_start(pid: i32) -> Option<(char, u64)> {
+    process_stat(pid).map(|stat| (stat.state, stat.start_time))
+}
+
+/// The fields of /proc/PID/stat that tell who a process is and whether it runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessStat {
+    /// Field 3: R, S, D, T, Z, ...
+    pub state: char,
+    /// Field 4: the parent's pid.
+    pub ppid: i32,
+    /// Field 22: start time in clock ticks since boot.
+    pub start_time: u64,
+}
+
+impl ProcessStat {
+    /// Whether the process still runs: a zombie (or a dying task) has closed
+    /// everything and only waits to be reaped.
+    pub fn is_alive(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+
+    /// Whether it is stopped by a signal (not traced).
+    pub fn is_stopped(&self) -> bool {
+        self.state == 'T'
+    }
+}
+
+/// Reads /proc/PID/stat; None when the process does not exist.
+pub fn process_stat(pid: i32) -> Option<ProcessStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: the
     // fields we want start after the last ')'.
     let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
     let state = rest.next()?.chars().next()?;
-    // Field 22 is the 19th after the state (field 3).
-    Some((state, rest.nth(18)?.parse().ok()?))
+    let ppid = rest.next()?.parse().ok()?;
+    // Field 22 is the 18th after the ppid (field 4).
+    let start_time = rest.nth(17)?.parse().ok()?;
+    Some(ProcessStat {
+        state,
+        ppid,
+        start_time,
+    })
 }
 
 /// This boot's id, or "" if /proc does not tell.

@@ -25,6 +25,8 @@ pub mod holder;
 pub mod spec;
 pub mod status;
 pub mod takeover;
+pub mod terminal;
+pub mod tree;
 pub mod wait;
 
 use std::ffi::OsString;
@@ -34,7 +36,7 @@ use std::time::Duration;
 pub use error::Error;
 
 use crate::backend::{Backend, Held, Request};
-use crate::child::ChildPlan;
+use crate::child::{ChildPlan, Ending};
 use crate::cli::{Invocation, Mode, StatusQuery, Task};
 use crate::spec::LockSpec;
 use crate::wait::{Signals, Waiter};
@@ -45,9 +47,9 @@ pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 /// the others again.
 const SLOT_RESCAN: Duration = Duration::from_millis(250);
 
-/// Takes the lock, runs the command (if any) and releases. Returns the exit
-/// code: the command's status, or 0 in fd mode.
-pub fn run(invocation: Invocation) -> Result<u8, Error> {
+/// Takes the lock, runs the command (if any) and releases. Returns how to
+/// end: the command's status (or 0 in fd mode), or the signal to die of.
+pub fn run(invocation: Invocation) -> Result<Ending, Error> {
     let signals = Signals::install()
         .map_err(|e| Error::os("lockwrap", "cannot set up signal handling", e))?;
     let (lock, lock_text, command, backends) = match &invocation.task {
@@ -110,7 +112,7 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
         );
     }
     let Some(argv) = command else {
-        return held.release().map(|()| 0);
+        return held.release().map(|()| Ending::Code(0));
     };
     let mut env = vec![(OsString::from("LOCKWRAP_LOCK"), lock_text)];
     if invocation.slots > 1 {
@@ -126,6 +128,8 @@ pub fn run(invocation: Invocation) -> Result<u8, Error> {
         close_in_child: invocation.close_in_child,
         max_runtime: invocation.max_runtime,
         kill_grace: invocation.kill_grace,
+        dies_with_wrapper: !backends[slot].survives_exec(),
+        verbose: invocation.verbose,
     };
     if invocation.verbose {
         say!("{lock}: executing {}", argv[0].to_string_lossy());

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use lockwrap::child::Ending;
 use lockwrap::cli::{self, Parsed};
 
 fn main() -> ExitCode {
@@ -36,7 +37,11 @@ fn main() -> ExitCode {
     let verbose = invocation.verbose;
     let conflict_code = invocation.conflict_exit_code;
     match lockwrap::run(invocation) {
-        Ok(code) => ExitCode::from(code),
+        Ok(Ending::Code(code)) => ExitCode::from(code),
+        Ok(Ending::DieOf(signal)) => {
+            lockwrap::child::die_of(signal);
+            ExitCode::from(128u8.wrapping_add(signal as u8))
+        }
         Err(e) => {
             // A held lock under -n or -w is an expected outcome: silent, as
             // with flock(1), so cron mails stay empty; --verbose tells.

@@ -1,5 +1,6 @@
 //! `--replace`: take a lock from a holder on this machine by stopping it
-//! (SIGTERM, then SIGKILL after the grace period). Refuses whatever it
+//! (SIGTERM, then SIGKILL to it and every process below it after the grace
+//! period). Refuses whatever it
 //! cannot identify for certain.
 
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use nix::unistd::Pid;
 use crate::backend::LockStatus;
 use crate::error::Error;
 use crate::holder::{hostname, is_running, process_start_time};
+use crate::tree::Tree;
 
 /// How often the end of an evicted holder is checked: it is another
 /// process's child, so there is no event to wait for.
@@ -52,6 +54,11 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<(), Err
         return Ok(());
     }
     for target in &targets {
+        // Its descendants first: once a wrapper is gone, its orphans are no
+        // longer below it and could not be found.
+        if target.is_running() {
+            Tree::below(target.pid).signal_all(Signal::SIGKILL);
+        }
         target.signal(lock, Signal::SIGKILL)?;
     }
     if wait_gone(&targets, AFTER_KILL) {

@@ -37,11 +37,13 @@ pub const FORWARDED: [Signal; 6] = [
 pub struct Received {
     /// Which signal.
     pub signal: Signal,
-    /// True when a process sent it with kill(2) and friends; false when the
-    /// kernel generated it (a terminal's Ctrl-C reaches the whole foreground
-    /// process group, so the child already has it).
-    pub sent_by_process: bool,
+    /// The pid of the process that sent it with kill(2) and friends; None
+    /// when the kernel generated it.
+    pub sender: Option<i32>,
 }
+
+/// One self-pipe message: the signal number and the sender's pid (0: the kernel).
+const MESSAGE: usize = 5;
 
 /// The write end of the self-pipe, for the signal handler (-1: none).
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
@@ -53,12 +55,19 @@ extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut
     // the interrupted code does not see ours.
     unsafe {
         let saved = *libc::__errno_location();
-        let sent_by_process = !info.is_null() && (*info).si_code <= 0;
-        let message = [signal as u8, sent_by_process as u8];
+        let sender = if !info.is_null() && (*info).si_code <= 0 {
+            (*info).si_pid()
+        } else {
+            0
+        };
+        let mut message = [0u8; MESSAGE];
+        message[0] = signal as u8;
+        message[1..].copy_from_slice(&sender.to_ne_bytes());
+        // One write of a few bytes to a pipe is atomic: messages never mix.
         libc::write(
             SIGNAL_PIPE.load(Ordering::Relaxed),
             message.as_ptr().cast(),
-            2,
+            MESSAGE,
         );
         *libc::__errno_location() = saved;
     }
@@ -132,12 +141,15 @@ impl Signals {
 
     /// The next pending signal, if any.
     pub fn take(&self) -> Option<Received> {
-        let mut message = [0u8; 2];
+        let mut message = [0u8; MESSAGE];
         match nix::unistd::read(&self.read, &mut message) {
-            Ok(2) => Some(Received {
-                signal: Signal::try_from(i32::from(message[0])).ok()?,
-                sent_by_process: message[1] == 1,
-            }),
+            Ok(MESSAGE) => {
+                let sender = i32::from_ne_bytes(message[1..].try_into().ok()?);
+                Some(Received {
+                    signal: Signal::try_from(i32::from(message[0])).ok()?,
+                    sender: (sender > 0).then_some(sender),
+                })
+            }
             _ => None,
         }
     }

@@ -36,7 +36,7 @@ enum Kill {
     None,
     /// SIGKILL to the wrapper only; the command finishes its section.
     Wrapper,
-    /// SIGKILL to the wrapper's whole process group (wrapper and command).
+    /// SIGKILL to the wrapper's and the command's process groups together.
     Group,
 }
 
@@ -254,7 +254,11 @@ fn run_victim(
         .map_err(|e| format!("job {id}: marker: {e}"))?;
     let before = log_len(log);
     match kill {
-        Kill::Group => kill_group(wrapper),
+        // The command runs in a process group of its own (its pid).
+        Kill::Group => {
+            kill_group(inner);
+            kill_group(wrapper);
+        }
         Kill::Wrapper => kill_pid(wrapper),
         Kill::None => unreachable!(),
     }

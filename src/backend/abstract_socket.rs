@@ -161,6 +161,10 @@ struct AbstractHeld {
 }
 
 impl Held for AbstractHeld {
+    fn kernel_keeps_lock(&self) -> bool {
+        true
+    }
+
     fn lock_fds(&self) -> Vec<BorrowedFd<'_>> {
         vec![self.socket.as_fd()]
     }

@@ -218,6 +218,10 @@ struct KernelHeld {
 }
 
 impl Held for KernelHeld {
+    fn kernel_keeps_lock(&self) -> bool {
+        true
+    }
+
     fn lock_fds(&self) -> Vec<BorrowedFd<'_>> {
         // SAFETY: the fd stays open for as long as self lives: either we own
         // it, or it is the caller's fd, which lockwrap never closes.

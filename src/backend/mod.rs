@@ -98,6 +98,14 @@ pub trait Held {
         Vec::new()
     }
 
+    /// Whether the kernel keeps the lock for as long as any copy of
+    /// [`Held::lock_fds`] is open, so that processes the command leaves
+    /// behind keep it without lockwrap's help. When false, lockwrap keeps
+    /// the lock until the last process of the command's tree has exited.
+    fn kernel_keeps_lock(&self) -> bool {
+        false
+    }
+
     /// Tells the holder the child's pid, so that a lock whose wrapper died is
     /// still seen as held while the child runs.
     fn child_started(&mut self, _child: Pid) -> Result<(), Error> {
