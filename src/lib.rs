@@ -90,7 +90,17 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
     if invocation.replace {
         let holders = backends[0].status()?;
         if holders.held {
-            takeover::evict(&lock, &holders, invocation.kill_grace)?;
+            let signalled = takeover::evict(&lock, &holders, invocation.kill_grace)?;
+            if invocation.verbose {
+                say!(
+                    "{lock}: --replace: stopped the holder ({signalled} {} signalled)",
+                    if signalled == 1 {
+                        "process"
+                    } else {
+                        "processes"
+                    }
+                );
+            }
         }
     }
     let waiter =

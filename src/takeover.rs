@@ -20,8 +20,9 @@ const CHECK_EVERY: Duration = Duration::from_millis(10);
 /// How long to wait for SIGKILLed processes to disappear.
 const AFTER_KILL: Duration = Duration::from_secs(5);
 
-/// Stops every process that holds the lock; returns once they are gone.
-pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<(), Error> {
+/// Stops every process that holds the lock; returns once they are gone,
+/// with how many processes were signalled.
+pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, Error> {
     let refuse = |reason: String| Error::Replace {
         lock: lock.to_owned(),
         reason,
@@ -47,22 +48,23 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<(), Err
             (None, None) => {}
         }
     }
+    let mut signalled = 0;
     for target in targets.iter().filter(|t| t.terminate) {
-        target.signal(lock, Signal::SIGTERM)?;
+        signalled += target.signal(lock, Signal::SIGTERM)?;
     }
     if wait_gone(&targets, grace) {
-        return Ok(());
+        return Ok(signalled);
     }
     for target in &targets {
         // Its descendants first: once a wrapper is gone, its orphans are no
         // longer below it and could not be found.
         if target.is_running() {
-            Tree::below(target.pid).signal_all(Signal::SIGKILL);
+            signalled += Tree::below(target.pid).signal_all(Signal::SIGKILL);
         }
-        target.signal(lock, Signal::SIGKILL)?;
+        signalled += target.signal(lock, Signal::SIGKILL)?;
     }
     if wait_gone(&targets, AFTER_KILL) {
-        Ok(())
+        Ok(signalled)
     } else {
         Err(refuse("the holder did not exit after SIGKILL".into()))
     }
@@ -98,12 +100,14 @@ impl Running {
         is_running(self.pid, self.start_time)
     }
 
-    fn signal(&self, lock: &str, signal: Signal) -> Result<(), Error> {
+    /// Sends `signal` if the process still runs; returns 1 if it was sent.
+    fn signal(&self, lock: &str, signal: Signal) -> Result<usize, Error> {
         if !self.is_running() {
-            return Ok(());
+            return Ok(0);
         }
         match kill(Pid::from_raw(self.pid), signal) {
-            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Ok(()) => Ok(1),
+            Err(Errno::ESRCH) => Ok(0),
             Err(e) => Err(Error::Replace {
                 lock: lock.to_owned(),
                 reason: format!(
