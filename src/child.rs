@@ -31,14 +31,19 @@ use nix::unistd::Pid;
 
 use crate::backend::{Held, set_inheritable};
 use crate::error::{EXIT_MAX_RUNTIME, Error};
-use crate::terminal::Terminal;
 use crate::tree::{self, Tree};
 use crate::wait::{Received, Signals, poll_readable};
 
 /// A signal sent twice by the same process within this interval is one
-/// signal: timeout(1) sends its signal to the monitored pid and then to its
-/// whole process group, so lockwrap may receive it twice for one request.
-const SAME_SIGNAL_WITHIN: Duration = Duration::from_millis(50);
+/// signal: timeout(1) sends its signal to the monitored pid and then at once
+/// to its whole process group, so lockwrap receives it twice for one
+/// request. Repeats further apart are the sender's intent and all forwarded.
+const SAME_SIGNAL_WITHIN: Duration = Duration::from_millis(10);
+
+/// While stopping the tree, how often it is scanned again for processes
+/// that appeared without a SIGCHLD reaching lockwrap (a grandchild forked
+/// just as its parent was signalled).
+const RESCAN_EVERY: Duration = Duration::from_millis(500);
 
 /// How to run the command.
 #[derive(Debug, Clone)]
@@ -111,33 +116,23 @@ impl ChildPlan<'_> {
         // Without it, the orphans of the command would escape to init.
         tree::become_subreaper()
             .map_err(|e| Error::os(self.lock, "cannot supervise the command's processes", e))?;
-        let terminal = Terminal::controlling();
-        let hand_over = terminal
-            .as_ref()
-            .filter(|t| t.is_foreground())
-            .map(Terminal::raw_fd);
+        let shares_group = crate::terminal::in_terminal_session();
         let mut command = self.command(held)?;
-        // Its own group: a signal to lockwrap's group reaches the command
-        // once, through lockwrap, instead of twice.
-        command.process_group(0);
-        if hand_over.is_some() || self.dies_with_wrapper {
-            let tty = hand_over;
+        if !shares_group {
+            // Its own group: a signal to lockwrap's group reaches the
+            // command once, through lockwrap, instead of twice.
+            command.process_group(0);
+        }
+        if self.dies_with_wrapper {
             let parent = nix::unistd::getpid();
-            let dies_with_wrapper = self.dies_with_wrapper;
             // SAFETY: between fork and exec the closure makes only
-            // async-signal-safe calls (prctl, getppid, sigprocmask,
-            // tcsetpgrp) and allocates nothing.
+            // async-signal-safe calls (prctl, getppid) and allocates nothing.
             unsafe {
                 command.pre_exec(move || {
-                    if dies_with_wrapper {
-                        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                        // lockwrap may have died before the prctl.
-                        if nix::unistd::getppid() != parent {
-                            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                        }
-                    }
-                    if let Some(tty) = tty {
-                        crate::terminal::claim_foreground_in_child(tty);
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                    // lockwrap may have died before the prctl.
+                    if nix::unistd::getppid() != parent {
+                        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                     }
                     Ok(())
                 });
@@ -165,10 +160,10 @@ impl ChildPlan<'_> {
             plan: self,
             wait_for_tree: !self.close_in_child && !held.kernel_keeps_lock(),
             renew_at: held.renew_every().map(|every| now + every),
+            renewed_at: now,
             held,
             signals,
-            terminal,
-            handed_over: hand_over.is_some(),
+            shares_group,
             command: pid,
             status: None,
             state: State::Running,
@@ -177,6 +172,7 @@ impl ChildPlan<'_> {
             deadline: self.max_runtime.and_then(|limit| now.checked_add(limit)),
             received: Vec::new(),
             last_forwarded: None,
+            rescan_at: None,
         };
         supervisor.run()
     }
@@ -212,10 +208,10 @@ struct Supervisor<'p, 'h> {
     plan: &'p ChildPlan<'p>,
     held: &'h mut dyn Held,
     signals: &'p Signals,
-    terminal: Option<Terminal>,
-    /// Whether the command's group was made the terminal's foreground.
-    handed_over: bool,
-    /// The command: its pid, and its process group's id.
+    /// Whether the command is in lockwrap's process group (a terminal
+    /// session) rather than in a group of its own.
+    shares_group: bool,
+    /// The command: its pid (and, unless `shares_group`, its group's id).
     command: Pid,
     /// How the command ended, once it has.
     status: Option<WaitStatus>,
@@ -225,12 +221,17 @@ struct Supervisor<'p, 'h> {
     /// Whether the lock must be kept until the whole tree is gone.
     wait_for_tree: bool,
     renew_at: Option<Instant>,
+    /// The last successful renewal (or the start): the lease runs out at the
+    /// latest three renewal intervals after it.
+    renewed_at: Instant,
     /// When `--max-runtime` runs out.
     deadline: Option<Instant>,
     /// The forwarded signals lockwrap received.
     received: Vec<Signal>,
     /// The last signal forwarded, who sent it and when.
-    last_forwarded: Option<(Signal, Option<i32>, Instant)>,
+    last_forwarded: Option<(Signal, Option<i32>, Duration)>,
+    /// While stopping: when to look for new processes of the tree again.
+    rescan_at: Option<Instant>,
 }
 
 impl Supervisor<'_, '_> {
@@ -248,6 +249,7 @@ impl Supervisor<'_, '_> {
             for status in reaped.statuses {
                 self.on_status(status);
             }
+            self.rescan_if_stopping();
             if let Some(ending) = self.ending(reaped.none_left) {
                 return ending;
             }
@@ -263,10 +265,23 @@ impl Supervisor<'_, '_> {
             State::Stopping { kill_at } => Some(kill_at),
             _ => None,
         };
-        [self.renew_at, deadline, kill_at]
+        [self.renew_at, deadline, kill_at, self.rescan_at]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// While stopping, processes that appeared since the last scan (forked
+    /// and orphaned, typically announced by a SIGCHLD) get what the others
+    /// got; each process still gets each signal once.
+    fn rescan_if_stopping(&mut self) {
+        let signal = match self.state {
+            State::Stopping { .. } => Signal::SIGTERM,
+            State::Killed => Signal::SIGKILL,
+            State::Running | State::Lingering => return,
+        };
+        self.tree.signal_all(signal);
+        self.rescan_at = Some(Instant::now() + RESCAN_EVERY);
     }
 
     fn on_signal(&mut self, received: Received) {
@@ -274,25 +289,48 @@ impl Supervisor<'_, '_> {
         if signal == Signal::SIGCHLD {
             return;
         }
-        let now = Instant::now();
-        if let Some((last, sender, at)) = self.last_forwarded
-            && last == signal
-            && sender == received.sender
-            && now.duration_since(at) < SAME_SIGNAL_WITHIN
-        {
-            return;
-        }
-        self.last_forwarded = Some((signal, received.sender, now));
         if !self.received.contains(&signal) {
             self.received.push(signal);
         }
+        // In a shared group, the terminal already delivered what it
+        // generated to the command.
+        if self.shares_group && received.sender.is_none() {
+            if self.state == State::Lingering && is_terminating(signal) {
+                self.begin_stop(StopCause::Signal(signal), self.plan.kill_grace);
+            }
+            return;
+        }
+        if let Some((last, sender, at)) = self.last_forwarded
+            && last == signal
+            && sender == received.sender
+            && received.at.saturating_sub(at) < SAME_SIGNAL_WITHIN
+        {
+            return;
+        }
+        self.last_forwarded = Some((signal, received.sender, received.at));
         if self.status.is_none() {
-            // The command itself, which is not reaped yet, so its pid cannot
-            // have been reused. If it dies of the signal, the rest of its
-            // tree is stopped (see on_command_end).
-            let _ = kill(self.command, signal);
+            self.forward(signal);
         } else if self.state == State::Lingering && is_terminating(signal) {
             self.begin_stop(StopCause::Signal(signal), self.plan.kill_grace);
+        }
+    }
+
+    /// Sends `signal` to the command's group (or, in a shared group, to the
+    /// command alone), as the kernel would have delivered a signal sent to
+    /// lockwrap's group. The command is not reaped yet, so neither its pid
+    /// nor its group id can have been reused. A stopped command is continued
+    /// so that it can act on a terminating signal, as timeout(1) does.
+    fn forward(&self, signal: Signal) {
+        let send = |signal| {
+            if self.shares_group {
+                kill(self.command, signal)
+            } else {
+                killpg(self.command, signal)
+            }
+        };
+        let _ = send(signal);
+        if is_terminating(signal) {
+            let _ = send(Signal::SIGCONT);
         }
     }
 
@@ -302,17 +340,11 @@ impl Supervisor<'_, '_> {
                 self.status = Some(status);
                 self.on_command_end(status);
             }
-            WaitStatus::Stopped(pid, signal) if pid == self.command => self.mirror_stop(signal),
             _ => {}
         }
     }
 
     fn on_command_end(&mut self, status: WaitStatus) {
-        if self.handed_over
-            && let Some(terminal) = &self.terminal
-        {
-            terminal.take_back_from(self.command);
-        }
         if self.state != State::Running {
             return;
         }
@@ -327,32 +359,10 @@ impl Supervisor<'_, '_> {
     }
 
     /// Whether the command dying of `signal` is what someone asked for:
-    /// lockwrap received and forwarded it, or the terminal sent it (Ctrl-C
-    /// and Ctrl-\ reach the foreground group, which was the command's).
+    /// lockwrap received it too (forwarded it, or the terminal sent it to
+    /// the whole group).
     fn asked_for(&self, signal: Signal) -> bool {
         self.received.contains(&signal)
-            || (self.handed_over && matches!(signal, Signal::SIGINT | Signal::SIGQUIT))
-    }
-
-    /// The command stopped (Ctrl-Z, or a read from the terminal in the
-    /// background): stop lockwrap too, so that the shell sees its job stop;
-    /// once continued (`fg`, `bg`), give the command the terminal again if
-    /// lockwrap has it, and continue the command.
-    fn mirror_stop(&mut self, signal: Signal) {
-        let Some(terminal) = &self.terminal else {
-            return;
-        };
-        if !matches!(signal, Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU) {
-            return;
-        }
-        terminal.take_back_from(self.command);
-        // Returns once lockwrap is continued.
-        let _ = kill(Pid::this(), signal);
-        if terminal.is_foreground() {
-            terminal.give_to(self.command);
-            self.handed_over = true;
-        }
-        let _ = killpg(self.command, Signal::SIGCONT);
     }
 
     fn on_timers(&mut self, now: Instant) {
@@ -363,7 +373,10 @@ impl Supervisor<'_, '_> {
             let renewed = self.held.renew();
             drop(deferred);
             match renewed {
-                Ok(()) => self.renew_at = Some(now + every),
+                Ok(()) => {
+                    self.renew_at = Some(now + every);
+                    self.renewed_at = now;
+                }
                 Err(lost) => {
                     self.renew_at = None;
                     self.on_lock_lost(lost, every);
@@ -381,27 +394,32 @@ impl Supervisor<'_, '_> {
         {
             let count = self.tree.signal_all(Signal::SIGKILL);
             self.state = State::Killed;
+            self.rescan_at = Some(now + RESCAN_EVERY);
             if self.plan.verbose && count > 0 {
                 crate::say!(
-                    "{}: --kill-grace of {} over: {} signalled with SIGKILL",
+                    "{}: {} still running: signalled with SIGKILL",
                     self.plan.lock,
-                    crate::duration::human(self.plan.kill_grace),
                     processes(count)
                 );
             }
         }
     }
 
-    /// The lease may run out a third of it (`every`) after a failed renewal:
-    /// the tree must be gone by then, whatever state the stop is in.
+    /// The lease runs out three renewal intervals (`every`) after the last
+    /// successful renewal: the tree must be gone before then, whatever state
+    /// the stop is in. Half an interval is kept as a margin for the kernel
+    /// to tear the processes down.
     fn on_lock_lost(&mut self, lost: Error, every: Duration) {
+        let expires = self.renewed_at + every * 3;
+        let kill_by = expires.checked_sub(every / 2).unwrap_or(expires);
+        let grace = kill_by.saturating_duration_since(Instant::now());
         match self.state {
             State::Running | State::Lingering => {
-                self.begin_stop(StopCause::LockLost(lost), self.plan.kill_grace.min(every));
+                self.begin_stop(StopCause::LockLost(lost), self.plan.kill_grace.min(grace));
             }
             State::Stopping { kill_at } => {
                 self.state = State::Stopping {
-                    kill_at: kill_at.min(Instant::now() + every),
+                    kill_at: kill_at.min(kill_by),
                 };
                 self.cause = Some(StopCause::LockLost(lost));
             }
@@ -430,6 +448,7 @@ impl Supervisor<'_, '_> {
         self.state = State::Stopping {
             kill_at: Instant::now() + grace,
         };
+        self.rescan_at = Some(Instant::now() + RESCAN_EVERY);
         self.cause = Some(cause);
     }
 
@@ -447,6 +466,11 @@ impl Supervisor<'_, '_> {
         Some(match self.cause.take() {
             Some(StopCause::MaxRuntime) => Ok(Ending::Code(EXIT_MAX_RUNTIME)),
             Some(StopCause::LockLost(e)) => Err(e),
+            // Interrupted while the rest of the tree still ran: a shell
+            // loop must stop here too.
+            Some(StopCause::Signal(signal @ (Signal::SIGINT | Signal::SIGQUIT))) => {
+                Ok(Ending::DieOf(signal))
+            }
             Some(StopCause::Signal(signal)) if !matches!(status, WaitStatus::Signaled(..)) => {
                 Ok(Ending::Code(128u8.wrapping_add(signal as u8)))
             }

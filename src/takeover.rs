@@ -57,8 +57,10 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, 
     }
     for target in &targets {
         // Its descendants first: once a wrapper is gone, its orphans are no
-        // longer below it and could not be found.
-        if target.is_running() {
+        // longer below it and could not be found. The wrapper is stopped
+        // meanwhile, so that the death of its command cannot start a release
+        // that the SIGKILL would cut in half.
+        if target.signal(lock, Signal::SIGSTOP)? > 0 {
             signalled += Tree::below(target.pid).signal_all(Signal::SIGKILL);
         }
         signalled += target.signal(lock, Signal::SIGKILL)?;

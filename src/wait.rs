@@ -38,12 +38,16 @@ pub struct Received {
     /// Which signal.
     pub signal: Signal,
     /// The pid of the process that sent it with kill(2) and friends; None
-    /// when the kernel generated it.
+    /// when the kernel generated it (a terminal's Ctrl-C, which reached the
+    /// whole foreground process group).
     pub sender: Option<i32>,
+    /// When the handler ran, on the monotonic clock.
+    pub at: Duration,
 }
 
-/// One self-pipe message: the signal number and the sender's pid (0: the kernel).
-const MESSAGE: usize = 5;
+/// One self-pipe message: the signal number, the sender's pid (0: the
+/// kernel) and the monotonic time in nanoseconds.
+const MESSAGE: usize = 13;
 
 /// The write end of the self-pipe, for the signal handler (-1: none).
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
@@ -51,7 +55,7 @@ static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 /// The signal handler: records the signal in the self-pipe and nothing else.
 extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler;
-    // write(2) and errno access are async-signal-safe. errno is restored so
+    // clock_gettime(2), write(2) and errno access are async-signal-safe. errno is restored so
     // the interrupted code does not see ours.
     unsafe {
         let saved = *libc::__errno_location();
@@ -60,9 +64,15 @@ extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut
         } else {
             0
         };
+        let mut now: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+        let nanos = (now.tv_sec as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(now.tv_nsec as u64);
         let mut message = [0u8; MESSAGE];
         message[0] = signal as u8;
-        message[1..].copy_from_slice(&sender.to_ne_bytes());
+        message[1..5].copy_from_slice(&sender.to_ne_bytes());
+        message[5..].copy_from_slice(&nanos.to_ne_bytes());
         // One write of a few bytes to a pipe is atomic: messages never mix.
         libc::write(
             SIGNAL_PIPE.load(Ordering::Relaxed),
@@ -144,10 +154,12 @@ impl Signals {
         let mut message = [0u8; MESSAGE];
         match nix::unistd::read(&self.read, &mut message) {
             Ok(MESSAGE) => {
-                let sender = i32::from_ne_bytes(message[1..].try_into().ok()?);
+                let sender = i32::from_ne_bytes(message[1..5].try_into().ok()?);
+                let nanos = u64::from_ne_bytes(message[5..].try_into().ok()?);
                 Some(Received {
                     signal: Signal::try_from(i32::from(message[0])).ok()?,
                     sender: (sender > 0).then_some(sender),
+                    at: Duration::from_nanos(nanos),
                 })
             }
             _ => None,

@@ -255,9 +255,11 @@ fn run_victim(
     let before = log_len(log);
     match kill {
         // The command runs in a process group of its own (its pid).
+        // Wrapper first: once SIGKILL is pending it runs no more code, so
+        // it cannot report the command's death as an exit of its own.
         Kill::Group => {
-            kill_group(inner);
             kill_group(wrapper);
+            kill_group(inner);
         }
         Kill::Wrapper => kill_pid(wrapper),
         Kill::None => unreachable!(),

@@ -355,3 +355,181 @@ fn max_runtime_0_means_no_limit() {
     out.assert_code(0);
     assert_eq!(out.stdout, "done\n");
 }
+
+/// A signal meant for the command reaches its whole process group, as it
+/// would without lockwrap: a shell waiting for a foreground `sleep` does not
+/// wait out the sleep and go on with its script.
+#[test]
+fn a_forwarded_sigint_reaches_the_commands_foreground_children() {
+    let sb = Sandbox::new("group-forward");
+    let lock = sb.locks.join("lk");
+    let ready = sb.work_path("ready");
+    let script = format!(
+        "echo $$ > '{}'; sleep 100; echo after-sleep",
+        ready.display()
+    );
+    let mut wrapper = sb.spawn(
+        sb.lockwrap([lock.to_str().unwrap(), "bash", "-c", &script]),
+        "wrapper",
+    );
+    let child = wait_for_pid_file(&ready);
+    let _guard = KillOnDrop(vec![child]);
+    wrapper.signal(Signal::SIGINT);
+    let out = wrapper.finish();
+    assert!(!out.stdout.contains("after-sleep"), "{out:?}");
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "{out:?}");
+}
+
+/// A stopped command still acts on a forwarded SIGTERM: it is continued, as
+/// timeout(1) does, instead of holding the lock forever.
+#[test]
+fn a_forwarded_sigterm_ends_a_stopped_command() {
+    let sb = Sandbox::new("stopped");
+    let lock = sb.locks.join("lk");
+    let ready = sb.work_path("ready");
+    let script = format!("echo $$ > '{}'; kill -STOP $$", ready.display());
+    let mut wrapper = sb.spawn(
+        sb.lockwrap([lock.to_str().unwrap(), "sh", "-c", &script]),
+        "wrapper",
+    );
+    let child = wait_for_pid_file(&ready);
+    let _guard = KillOnDrop(vec![child]);
+    wait_until("the command to stop", WAIT, || {
+        fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('T')
+        })
+    });
+    wrapper.signal(Signal::SIGTERM);
+    wrapper.finish().assert_code(143);
+}
+
+/// Processes that keep forking and exiting (a daemon's double fork in a
+/// loop) escape any single scan of the tree; lockwrap scans again as they
+/// are orphaned to it, so --max-runtime still ends all of them.
+#[test]
+fn max_runtime_stops_a_tree_that_keeps_forking_away() {
+    common::become_subreaper();
+    let sb = Sandbox::new("hop");
+    let lock = format!("mkdir:{}", sb.locks.join("lk").display());
+    let marker = sb.label("hop-marker-");
+    let script = format!("trap '' TERM; hop() {{ sleep 0.01; (hop) & exit 0; }}; : {marker}; hop");
+    let out = sb.run(sb.lockwrap([
+        "--max-runtime",
+        "0.5",
+        "--kill-grace",
+        "0.3",
+        &lock,
+        "sh",
+        "-c",
+        &script,
+    ]));
+    out.assert_code(124);
+    let left = processes_mentioning(&marker);
+    for pid in &left {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    assert!(
+        left.is_empty(),
+        "processes of the tree left running: {left:?}"
+    );
+    sb.run(sb.lockwrap(["-n", &lock, "true"])).assert_code(0);
+}
+
+/// Live (not zombie) processes whose command line contains `marker`.
+fn processes_mentioning(marker: &str) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+                && common::process_is_running(*pid)
+        })
+        .collect()
+}
+
+/// SIGINT while the command has exited but a worker it left keeps a mkdir
+/// lock: the worker is stopped, and lockwrap dies of SIGINT so that a shell
+/// loop around it stops.
+#[test]
+fn sigint_while_a_worker_keeps_the_lock_stops_it_and_kills_the_wrapper() {
+    common::become_subreaper();
+    let sb = Sandbox::new("linger-int");
+    let lock = format!("mkdir:{}", sb.locks.join("lk").display());
+    let worker = sb.work_path("worker.pid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > \"{}\"; exec sleep 100' & exit 0",
+        worker.display()
+    );
+    let mut wrapper = sb.spawn(sb.lockwrap([&lock, "sh", "-c", &script]), "wrapper");
+    let worker = wait_for_pid_file(&worker);
+    let _guard = KillOnDrop(vec![worker]);
+    wrapper.signal(Signal::SIGINT);
+    let out = wrapper.finish();
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "{out:?}");
+    assert!(!common::process_is_running(worker), "the worker still runs");
+    sb.run(sb.lockwrap(["-n", &lock, "true"])).assert_code(0);
+}
+
+/// On a terminal, Ctrl-C reaches the command, lockwrap and the script that
+/// runs it, as with flock(1): the script's loop stops at the first Ctrl-C.
+/// Runs the script under script(1), which gives it a pseudo-terminal.
+#[test]
+fn ctrl_c_on_a_terminal_stops_the_calling_script() {
+    let Some(script_program) = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("skipped: script(1) from util-linux is not installed");
+        return;
+    };
+    let sb = Sandbox::new("tty-loop");
+    let lock = sb.locks.join("lk");
+    let loop_script = format!(
+        "for i in 1 2 3; do '{bin}' '{lock}' sh -c 'echo $0 >> ran; echo $$ > ready.$0; exec sleep 100' $i; done; echo after-loop >> ran",
+        bin = common::bin().display(),
+        lock = lock.display()
+    );
+    let mut command = Command::new(script_program);
+    command
+        .args([
+            "-qefc",
+            &format!("bash -c \"{}\"", loop_script.replace('$', "\\$")),
+            "/dev/null",
+        ])
+        .current_dir(&sb.work)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let mut script = command.spawn().expect("script(1)");
+    let first = wait_for_pid_file(&sb.work_path("ready.1"));
+    let _guard = KillOnDrop(vec![first]);
+    {
+        use std::io::Write as _;
+        let stdin = script.stdin.as_mut().unwrap();
+        stdin.write_all(b"\x03").unwrap();
+        stdin.flush().unwrap();
+    }
+    let second = sb.work_path("ready.2");
+    wait_until("the loop to stop or go on", WAIT, || {
+        matches!(script.try_wait(), Ok(Some(_))) || second.exists()
+    });
+    if let Some(pid) = common::read_pid_file(&second) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(script.id() as i32),
+        Signal::SIGKILL,
+    );
+    let _ = script.wait();
+    assert_eq!(
+        fs::read_to_string(sb.work_path("ran")).unwrap(),
+        "1\n",
+        "the script went on after Ctrl-C"
+    );
+}

@@ -167,7 +167,7 @@ impl Sandbox {
         proc.output(status)
     }
 
-    /// Starts `command` in its own process group, stdin from /dev/null and
+    /// Starts `command` in its own session and process group, stdin from /dev/null and
     /// stdout/stderr into files named after `label`.
     pub fn spawn(&self, mut command: Command, label: &str) -> Proc {
         let out_path = self.work.join(format!("{label}.stdout"));
@@ -175,8 +175,18 @@ impl Sandbox {
         command
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out_path).unwrap())
-            .stderr(fs::File::create(&err_path).unwrap())
-            .process_group(0);
+            .stderr(fs::File::create(&err_path).unwrap());
+        // A session of its own, so also no controlling terminal: lockwrap
+        // behaves as under cron or CI even when the tests run in a terminal.
+        // SAFETY: setsid(2) is async-signal-safe and allocates nothing.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
