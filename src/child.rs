@@ -116,7 +116,7 @@ impl ChildPlan<'_> {
         // Without it, the orphans of the command would escape to init.
         tree::become_subreaper()
             .map_err(|e| Error::os(self.lock, "cannot supervise the command's processes", e))?;
-        let shares_group = crate::terminal::in_terminal_session();
+        let shares_group = crate::terminal::in_terminal_foreground();
         let mut command = self.command(held)?;
         if !shares_group {
             // Its own group: a signal to lockwrap's group reaches the
@@ -208,8 +208,8 @@ struct Supervisor<'p, 'h> {
     plan: &'p ChildPlan<'p>,
     held: &'h mut dyn Held,
     signals: &'p Signals,
-    /// Whether the command is in lockwrap's process group (a terminal
-    /// session) rather than in a group of its own.
+    /// Whether the command is in lockwrap's process group (a terminal's
+    /// foreground job) rather than in a group of its own.
     shares_group: bool,
     /// The command: its pid (and, unless `shares_group`, its group's id).
     command: Pid,
