@@ -4,82 +4,17 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
-use std::process::Command;
 
+use common::records::{
+    ARTIFACTS, dead_process, hostname, live_process, now_ms, plant, record, start_time,
+};
 use common::{
     Backend, Proc, Sandbox, WAIT, become_subreaper, open_gate, process_is_running, reap_adopted,
     wait_until,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-/// The two backends whose lock is an artifact that can go stale.
-const ARTIFACTS: [Backend; 2] = [Backend::Mkdir, Backend::Excl];
-
-/// Field 22 of /proc/PID/stat: the start time lockwrap records.
-fn start_time(pid: i32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
-}
-
-/// A holder record as lockwrap writes it.
-fn record(pid: i32, start_time: u64, host: &str, acquired_ms: u64) -> String {
-    let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
-    let pid_ns = fs::metadata("/proc/self/ns/pid").unwrap().ino();
-    format!(
-        "lockwrap-holder 1\npid={pid}\nstart_time={start_time}\nboot_id={}\nhost={host}\npid_ns={pid_ns}\nuid={}\nacquired_ms={acquired_ms}\ncommand=test holder\n",
-        boot_id.trim(),
-        nix::unistd::getuid()
-    )
-}
-
-/// This machine's host name.
-fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
-/// Milliseconds since the epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// A `sleep 30` that runs until killed (and is killed and reaped on drop).
-fn live_process(sb: &Sandbox) -> Proc {
-    let mut command = Command::new("sleep");
-    command.arg("30");
-    sb.spawn(command, &sb.label("live"))
-}
-
-/// A process that ran and is gone (reaped): (pid, start time).
-fn dead_process(sb: &Sandbox) -> (i32, u64) {
-    let mut proc = live_process(sb);
-    let pid = proc.pid();
-    let start = start_time(pid);
-    proc.kill_and_reap();
-    (pid, start)
-}
-
-/// Plants `record` as the artifact of a `backend` lock called `name`;
-/// returns the lock spec.
-fn plant(sb: &Sandbox, backend: Backend, name: &str, record: &str) -> String {
-    if backend == Backend::Mkdir {
-        fs::create_dir(sb.locks.join(name)).unwrap();
-    }
-    let record_file = backend
-        .record_path(sb, name)
-        .expect("a backend with an artifact");
-    fs::write(record_file, record).unwrap();
-    backend.spec(sb, name)
-}
 
 #[test]
 fn sigkill_of_wrapper_and_child_leaves_a_lock_the_next_wrapper_reclaims() {
