@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::Command;
 
 use common::records::{hostname, live_process, now_ms, plant, record, record_of_uid, start_time};
-use common::{ALL_BACKENDS, Backend, Output, Sandbox, process_is_running, wait_for_pid_file};
+use common::{
+    ALL_BACKENDS, Backend, Sandbox, assert_replace_did_not_signal, process_is_running,
+    wait_for_pid_file,
+};
 
 #[test]
 fn slots_let_exactly_n_holders_in_and_number_them() {
@@ -176,31 +179,6 @@ fn replace_refuses_a_holder_it_cannot_identify() {
     assert_eq!(sb.lock_dir_entries(), ["by-script"]);
 }
 
-/// The outcome of `--replace` against a holder it must not signal: a
-/// refusal (65, one line naming the lock) or, for a holder that is provably
-/// dead, a reclaim (the command ran). Never a signal to `victim`.
-#[track_caller]
-fn assert_refused_or_reclaimed(out: &Output, lock: &str, victim: i32, marker: &Path) {
-    assert!(
-        process_is_running(victim),
-        "{lock}: --replace signalled pid {victim}, which does not hold the lock: {out:?}"
-    );
-    if out.status.code() == Some(0) {
-        assert!(
-            marker.exists(),
-            "{lock}: exit 0 but the command did not run"
-        );
-        return;
-    }
-    out.assert_error(65);
-    assert!(
-        out.stderr
-            .starts_with(&format!("lockwrap: {lock}: cannot replace the holder: ")),
-        "the refusal names the lock and says why: {out:?}"
-    );
-    assert!(!marker.exists(), "{lock}: refused, yet the command ran");
-}
-
 /// Issue 10 (1a): a record whose pid is alive but started at another time
 /// names a process that is gone; its pid now belongs to a stranger, which
 /// --replace must not signal (reclaiming the lock as stale is fine).
@@ -224,7 +202,7 @@ fn replace_never_signals_a_live_pid_whose_start_time_differs() {
             "touch",
             marker.to_str().unwrap(),
         ]));
-        assert_refused_or_reclaimed(&out, &lock, pid, &marker);
+        assert_replace_did_not_signal(&out, &lock, pid, &marker);
         stranger.kill_and_reap();
     }
 }
