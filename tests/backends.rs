@@ -484,3 +484,45 @@ fn verbose_conflict_names_the_holder() {
         holder.release_and_finish().assert_code(0);
     }
 }
+
+/// Issue 10 (9): lock paths are normalised before use. `mkdir:/`,
+/// `mkdir:..`, a trailing slash on a mkdir or excl path: each is either a
+/// usage error (64, one line) or works (the command runs under the lock and
+/// nothing is left behind), with -n and without, and never waits or spins.
+#[test]
+fn odd_lock_paths_are_refused_or_work_and_never_spin() {
+    let sb = Sandbox::new("odd-paths");
+    let missing = sb.locks.join("x");
+    // Run in work/: `..` is the sandbox's root, which exists.
+    let cases = [
+        "mkdir:/".to_owned(),
+        "mkdir:..".to_owned(),
+        format!("mkdir:{}/", sb.locks.join("lk").display()),
+        format!("excl:{}/", missing.display()),
+    ];
+    for lock in &cases {
+        for wait in [&["-n"][..], &[]] {
+            let mut args: Vec<&str> = wait.to_vec();
+            args.extend([lock.as_str(), "echo", "ran"]);
+            let out = sb.run(sb.lockwrap(&args));
+            match out.status.code() {
+                Some(64) => {
+                    out.assert_error(64);
+                    assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+                }
+                Some(0) => assert_eq!(
+                    (out.stdout.as_str(), out.stderr.as_str()),
+                    ("ran\n", ""),
+                    "{args:?}: {out:?}"
+                ),
+                _ => panic!("{args:?}: neither a usage error nor a lock taken: {out:?}"),
+            }
+            assert_eq!(
+                sb.lock_dir_entries(),
+                Vec::<String>::new(),
+                "{args:?}: left behind"
+            );
+            assert!(sb.work.is_dir() && sb.locks.is_dir(), "{args:?}");
+        }
+    }
+}

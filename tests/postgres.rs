@@ -10,7 +10,8 @@ mod servers;
 
 use std::ffi::OsStr;
 
-use common::{Sandbox, WAIT, wait_until};
+use common::records::{hostname, live_process};
+use common::{Sandbox, WAIT, assert_replace_did_not_signal, wait_until};
 use lockwrap::backend;
 use lockwrap::spec::LockSpec;
 use servers::scenarios::{self, run};
@@ -48,6 +49,8 @@ servers::shared_scenarios!(Postgres:
     sigterm_stops_the_tree,
     sigkill_of_the_wrapper_takes_the_command_with_it,
     a_long_stop_keeps_the_lease,
+    replace_revokes_the_holders_lease,
+    a_server_of_another_kind_is_one_line_and_75,
 );
 
 #[test]
@@ -160,5 +163,109 @@ fn unix_sockets_by_query_or_percent_encoded_host() {
         run(&sb, &["-n", &server.lock("sock"), "true"]).assert_code(1);
         holder.release_and_finish().assert_code(0);
         run(&sb, &["-n", &encoded, "true"]).assert_code(0);
+    });
+}
+
+/// Issue 10 (1c, 2): any session can call itself "lockwrap pid=N host=H"
+/// (PGAPPNAME) while it holds the advisory lock; `--replace` must not
+/// signal local pid N on the server's word (it may terminate that session
+/// and take the lock, or refuse).
+#[test]
+fn replace_never_signals_a_pid_named_by_a_sessions_application_name() {
+    with(|server: &Postgres| {
+        let sb = Sandbox::new("forged-appname");
+        let mut victim = live_process(&sb);
+        let pid = victim.pid();
+        let mut psql = server.psql();
+        psql.env(
+            "PGAPPNAME",
+            format!("lockwrap pid={pid} host={}", hostname()),
+        )
+        .args([
+            "-c",
+            "SELECT pg_advisory_lock(hashtextextended('forged', 0)); SELECT pg_sleep(600)",
+        ]);
+        let _session = sb.spawn(psql, "psql");
+        let held = format!(
+            "SELECT count(*) {}",
+            PgServer::lock_rows("forged", "granted")
+        );
+        wait_until("psql to hold the lock", WAIT, || server.sql(&held) == "1");
+        let lock = server.lock("forged");
+        let status = run(&sb, &["--status", &lock]);
+        assert!(
+            status.stdout.contains(&format!("held by pid {pid}")),
+            "the session passes for a lockwrap holder: {status:?}"
+        );
+        let marker = sb.work_path("ran");
+        let out = run(
+            &sb,
+            &[
+                "--replace",
+                "--kill-grace",
+                "200ms",
+                "-w",
+                "5",
+                &lock,
+                "touch",
+                marker.to_str().unwrap(),
+            ],
+        );
+        assert_replace_did_not_signal(&out, &lock, pid, &marker);
+        victim.kill_and_reap();
+    });
+}
+
+/// lockwrap with `args`, without a password from the environment or a
+/// password file.
+fn run_without_password(sb: &Sandbox, args: &[&str]) -> common::Output {
+    let mut command = sb.lockwrap(args);
+    command
+        .env_remove("PGPASSWORD")
+        .env("PGPASSFILE", sb.work_path("no-such-pgpass"));
+    sb.run(command)
+}
+
+/// Issue 10 (6): a wrong password is a failure to fix, not to retry: 77
+/// (EX_NOPERM), one line, the password never shown.
+#[test]
+fn a_wrong_password_exits_77() {
+    with(|server: &Postgres| {
+        let sb = Sandbox::new("wrong-password");
+        let (role, password) = server.password_role();
+        let url = |password: &str| {
+            format!(
+                "postgres://{role}:{password}@127.0.0.1:{}/postgres#x",
+                server.port
+            )
+        };
+        run_without_password(&sb, &[&url(password), "true"]).assert_code(0);
+        let out = run_without_password(&sb, &[&url("wr0ng-pa55"), "true"]);
+        out.assert_error(77);
+        assert!(!out.stderr.contains("wr0ng-pa55"), "{out:?}");
+        assert!(
+            out.stderr.contains("password authentication failed"),
+            "{out:?}"
+        );
+    });
+}
+
+/// Issue 10 (6): a database that does not exist is a setting to fix: 78
+/// (EX_CONFIG), one line naming the database.
+#[test]
+fn a_missing_database_exits_78_and_names_it() {
+    with(|server: &Postgres| {
+        let sb = Sandbox::new("missing-db");
+        let lock = format!(
+            "postgres://postgres@127.0.0.1:{}/no_such_db_10#x",
+            server.port
+        );
+        let out = run_without_password(&sb, &[&lock, "true"]);
+        out.assert_error(78);
+        let reason = out.stderr.replacen(&lock, "", 1);
+        assert!(
+            reason.contains("no_such_db_10"),
+            "the reason names the database: {out:?}"
+        );
     });
 }

@@ -7,7 +7,8 @@
 mod common;
 mod servers;
 
-use common::Sandbox;
+use common::records::{hostname, live_process, now_ms};
+use common::{Sandbox, assert_replace_did_not_signal};
 use servers::scenarios::{self, run};
 use servers::{Engine, RedisServer, with};
 
@@ -47,6 +48,8 @@ servers::shared_scenarios!(RedisServer:
     sigterm_stops_the_tree,
     sigkill_of_the_wrapper_takes_the_command_with_it,
     a_long_stop_keeps_the_lease,
+    replace_revokes_the_holders_lease,
+    a_server_of_another_kind_is_one_line_and_75,
 );
 
 #[test]
@@ -96,19 +99,112 @@ fn a_lock_deleted_on_the_server_stops_the_commands_tree() {
     });
 }
 
-/// A password the server refuses (it has none: AUTH fails) is not printed;
-/// Redis locks have no shared holders.
+/// A password the server refuses (it has none: AUTH fails) is not printed,
+/// and is an authentication failure (77, issue 10); Redis locks have no
+/// shared holders.
 #[test]
 fn a_refused_password_is_masked_and_shared_is_refused() {
     with(|server: &RedisServer| {
         let sb = Sandbox::new("auth");
         let with_password = RedisServer::url(server.port, Some("hunter2"));
         let out = run(&sb, &[&format!("{with_password}#x"), "true"]);
-        out.assert_error(75);
+        out.assert_error(77);
         assert!(!out.stderr.contains("hunter2"), "{out:?}");
         let masked = with_password.replace("hunter2", "***");
         assert!(out.stderr.contains(&masked), "no '{masked}' in {out:?}");
 
         run(&sb, &["-s", &server.lock("x"), "true"]).assert_error(64);
     });
+}
+
+/// Issue 10 (1c, 2): any client can write a holder hash naming a local
+/// pid; `--replace` must not signal that pid on the server's word (it may
+/// revoke the lease and take the lock, or refuse).
+#[test]
+fn replace_never_signals_a_pid_named_by_a_forged_holder_hash() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("forged-hash");
+        let mut victim = live_process(&sb);
+        let pid = victim.pid().to_string();
+        let reply = server.command(&["SET", "lockwrap:forged", "forged-token", "PX", "60000"]);
+        assert!(reply.starts_with("+OK"), "{reply:?}");
+        let acquired = now_ms().to_string();
+        let reply = server.command(&[
+            "HSET",
+            "lockwrap:forged:holder",
+            "host",
+            &hostname(),
+            "pid",
+            &pid,
+            "command",
+            "forged",
+            "acquired_ms",
+            &acquired,
+            "fence",
+            "1",
+        ]);
+        assert!(reply.starts_with(':'), "{reply:?}");
+        let lock = server.lock("forged");
+        // The forged holder is believed by --status, as far as it goes.
+        let status = run(&sb, &["--status", &lock]);
+        assert!(
+            status.stdout.contains(&format!("held by pid {pid}")),
+            "{status:?}"
+        );
+        let marker = sb.work_path("ran");
+        let out = run(
+            &sb,
+            &[
+                "--replace",
+                "--kill-grace",
+                "200ms",
+                "-w",
+                "5",
+                &lock,
+                "touch",
+                marker.to_str().unwrap(),
+            ],
+        );
+        assert_replace_did_not_signal(&out, &lock, victim.pid(), &marker);
+        victim.kill_and_reap();
+    });
+}
+
+/// Issue 10 (6): a wrong password and a missing one are failures to fix,
+/// not to retry: 77 (EX_NOPERM), one line, the password never shown; the
+/// missing one says where a password goes.
+#[test]
+fn a_wrong_or_missing_password_exits_77() {
+    let Some(server) = RedisServer::with_password("right-pa55") else {
+        return;
+    };
+    let sb = Sandbox::new("requirepass");
+    let with = |password: Option<&str>| format!("{}#x", RedisServer::url(server.port, password));
+    let run_clean = |lock: &str, auth: Option<&str>| {
+        let mut command = sb.lockwrap([lock, "true"]);
+        command.env_remove("REDISCLI_AUTH");
+        if let Some(auth) = auth {
+            command.env("REDISCLI_AUTH", auth);
+        }
+        sb.run(command)
+    };
+    // The right password, in the URL or in REDISCLI_AUTH, works.
+    run_clean(&with(Some("right-pa55")), None).assert_code(0);
+    run_clean(&with(None), Some("right-pa55")).assert_code(0);
+
+    for (lock, auth) in [
+        (with(Some("wr0ng-pa55")), None),
+        (with(None), Some("wr0ng-pa55")),
+    ] {
+        let out = run_clean(&lock, auth);
+        out.assert_error(77);
+        assert!(!out.stderr.contains("wr0ng-pa55"), "{out:?}");
+        assert!(!out.stderr.contains("right-pa55"), "{out:?}");
+    }
+    let out = run_clean(&with(None), None);
+    out.assert_error(77);
+    assert!(
+        out.stderr.contains("REDISCLI_AUTH"),
+        "a missing password says where one goes: {out:?}"
+    );
 }

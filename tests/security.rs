@@ -74,3 +74,108 @@ fn a_holder_of_another_uid_is_reported_with_its_uid() {
     let out = sb.run(sb.lockwrap(["--status", "--json", &spec]));
     assert!(out.stdout.contains("\"uid\":65534"), "{}", out.stdout);
 }
+
+/// Issue 10 (8): a password never appears in a message: not for an
+/// unreachable server, not in --status, not in a usage error, wherever the
+/// password came from (the URL, its query, PGPASSWORD, REDISCLI_AUTH).
+#[cfg(all(feature = "redis", feature = "postgres"))]
+#[test]
+fn passwords_never_appear_in_messages() {
+    const SECRET: &str = "s3cr3t-pa55";
+    let sb = Sandbox::new("secrets");
+    let redis = format!("redis://:{SECRET}@127.0.0.1:1");
+    let pg = format!("postgres://u:{SECRET}@127.0.0.1:1/db");
+    // The arguments, an environment variable to set, the exit code.
+    type Case = (Vec<String>, Option<(&'static str, &'static str)>, i32);
+    let cases: Vec<Case> = vec![
+        (vec![format!("{redis}#x"), "true".into()], None, 75),
+        (vec!["--status".into(), format!("{redis}#x")], None, 75),
+        (
+            vec![
+                "--slots".into(),
+                "0".into(),
+                format!("{redis}#x"),
+                "true".into(),
+            ],
+            None,
+            64,
+        ),
+        (vec![format!("{redis}#x")], None, 64),
+        (vec![redis.clone(), "true".into()], None, 64),
+        (vec![format!("{pg}#x"), "true".into()], None, 75),
+        (vec!["--status".into(), format!("{pg}#x")], None, 75),
+        (vec![pg.clone(), "true".into()], None, 64),
+        (vec![format!("{pg}#x")], None, 64),
+        (
+            vec![
+                format!("postgres://u@127.0.0.1:1/db?password={SECRET}#x"),
+                "true".into(),
+            ],
+            None,
+            75,
+        ),
+        (
+            vec!["postgres://u@127.0.0.1:1/db#x".into(), "true".into()],
+            Some(("PGPASSWORD", SECRET)),
+            75,
+        ),
+        (
+            vec!["redis://127.0.0.1:1#x".into(), "true".into()],
+            Some(("REDISCLI_AUTH", SECRET)),
+            75,
+        ),
+    ];
+    for (args, env, code) in cases {
+        let mut command = sb.lockwrap(&args);
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let out = sb.run(command);
+        out.assert_error(code);
+        assert!(
+            !out.stderr.contains(SECRET) && !out.stdout.contains(SECRET),
+            "{args:?} {env:?}: the password was printed: {out:?}"
+        );
+    }
+}
+
+/// Issue 10 (8): redaction goes by the URL's structure, not by searching
+/// for the password's text: a password that also occurs elsewhere (a
+/// common letter, the host, the lock name) hides only the password field,
+/// and the rest of the message stays readable.
+#[cfg(all(feature = "redis", feature = "postgres"))]
+#[test]
+fn passwords_are_redacted_by_structure_not_by_substring() {
+    let sb = Sandbox::new("structure");
+    let cases = [
+        (
+            "postgres://postgres:e@127.0.0.1:1/postgres#e",
+            "postgres://postgres:***@127.0.0.1:1/postgres#e: cannot connect to the PostgreSQL server",
+        ),
+        (
+            "redis://:e@127.0.0.1:1#e",
+            "redis://:***@127.0.0.1:1#e: cannot connect to the Redis server",
+        ),
+        (
+            "redis://:127.0.0.1@127.0.0.1:1#x",
+            "redis://:***@127.0.0.1:1#x: cannot connect",
+        ),
+        (
+            "redis://:s3cr3t-pa55@127.0.0.1:1#s3cr3t-pa55",
+            "redis://:***@127.0.0.1:1#s3cr3t-pa55: cannot connect",
+        ),
+    ];
+    for (lock, shown) in cases {
+        let out = sb.run(sb.lockwrap([lock, "true"]));
+        out.assert_error(75);
+        assert!(
+            out.stderr.starts_with(&format!("lockwrap: {shown}")),
+            "{lock}: want 'lockwrap: {shown}...': {out:?}"
+        );
+        assert_eq!(
+            out.stderr.matches("***").count(),
+            1,
+            "{lock}: only the password field is masked: {out:?}"
+        );
+    }
+}

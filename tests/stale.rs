@@ -4,82 +4,18 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
-use std::process::Command;
 
+use common::records::{
+    ARTIFACTS, dead_process, hostname, live_process, now_ms, plant, record, start_time,
+};
+use common::tree::KillOnDrop;
 use common::{
     Backend, Proc, Sandbox, WAIT, become_subreaper, open_gate, process_is_running, reap_adopted,
-    wait_until,
+    wait_for_pid_file, wait_until,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-/// The two backends whose lock is an artifact that can go stale.
-const ARTIFACTS: [Backend; 2] = [Backend::Mkdir, Backend::Excl];
-
-/// Field 22 of /proc/PID/stat: the start time lockwrap records.
-fn start_time(pid: i32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
-}
-
-/// A holder record as lockwrap writes it.
-fn record(pid: i32, start_time: u64, host: &str, acquired_ms: u64) -> String {
-    let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
-    let pid_ns = fs::metadata("/proc/self/ns/pid").unwrap().ino();
-    format!(
-        "lockwrap-holder 1\npid={pid}\nstart_time={start_time}\nboot_id={}\nhost={host}\npid_ns={pid_ns}\nuid={}\nacquired_ms={acquired_ms}\ncommand=test holder\n",
-        boot_id.trim(),
-        nix::unistd::getuid()
-    )
-}
-
-/// This machine's host name.
-fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
-/// Milliseconds since the epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// A `sleep 30` that runs until killed (and is killed and reaped on drop).
-fn live_process(sb: &Sandbox) -> Proc {
-    let mut command = Command::new("sleep");
-    command.arg("30");
-    sb.spawn(command, &sb.label("live"))
-}
-
-/// A process that ran and is gone (reaped): (pid, start time).
-fn dead_process(sb: &Sandbox) -> (i32, u64) {
-    let mut proc = live_process(sb);
-    let pid = proc.pid();
-    let start = start_time(pid);
-    proc.kill_and_reap();
-    (pid, start)
-}
-
-/// Plants `record` as the artifact of a `backend` lock called `name`;
-/// returns the lock spec.
-fn plant(sb: &Sandbox, backend: Backend, name: &str, record: &str) -> String {
-    if backend == Backend::Mkdir {
-        fs::create_dir(sb.locks.join(name)).unwrap();
-    }
-    let record_file = backend
-        .record_path(sb, name)
-        .expect("a backend with an artifact");
-    fs::write(record_file, record).unwrap();
-    backend.spec(sb, name)
-}
 
 #[test]
 fn sigkill_of_wrapper_and_child_leaves_a_lock_the_next_wrapper_reclaims() {
@@ -307,5 +243,159 @@ fn a_symlink_at_the_lock_path_is_never_followed() {
                 .file_type()
                 .is_symlink()
         );
+    }
+}
+
+/// Issue 10 (4): a record with a 20 kB command is read, so the lock of a
+/// SIGKILLed holder that ran a long command line is reclaimed at once
+/// instead of staying "owner unknown" forever.
+#[test]
+fn a_dead_holder_with_a_20_kb_command_is_reclaimed_at_once() {
+    become_subreaper();
+    for backend in ARTIFACTS {
+        let sb = Sandbox::new(&format!("long-{backend:?}"));
+        let lock = backend.spec(&sb, "long");
+        let long = format!(": {}", "x".repeat(20_000));
+        let mut holder = sb.hold_after(&[], &lock, &long);
+        let child_pid = holder.child_pid;
+        let record_file = backend.record_path(&sb, "long").unwrap();
+        let wanted = format!("child_pid={child_pid}\n");
+        wait_until("the record to name the command", WAIT, || {
+            fs::read_to_string(&record_file).is_ok_and(|r| r.contains(&wanted))
+        });
+        holder.proc.kill_and_reap();
+        kill(Pid::from_raw(child_pid), Signal::SIGKILL).expect("kill the command");
+        wait_until("the command to die", WAIT, || {
+            !process_is_running(child_pid)
+        });
+        let out = sb.run(sb.lockwrap(["-n", &lock, "echo", "reclaimed"]));
+        assert_eq!(
+            (out.status.code(), out.stdout.as_str()),
+            (Some(0), "reclaimed\n"),
+            "{backend:?}: the dead holder's 20 kB record was not read: {out:?}"
+        );
+        assert_eq!(sb.lock_dir_entries(), Vec::<String>::new());
+        reap_adopted(child_pid);
+    }
+}
+
+/// Issue 10 (5): the guard (the flock the command's processes inherit)
+/// stays on the inode at the lock path, also after the record names the
+/// command. The wrapper is SIGKILLed after its command has exited, leaving
+/// a background process of the command: the record's processes are all
+/// dead, but the lock is held while that background process runs.
+#[test]
+fn the_guard_keeps_the_lock_while_a_background_process_of_the_command_runs() {
+    become_subreaper();
+    for backend in ARTIFACTS {
+        let sb = Sandbox::new(&format!("guard-{backend:?}"));
+        let lock = backend.spec(&sb, "bg");
+        let sh_file = sb.work_path("sh.pid");
+        let bg_file = sb.work_path("bg.pid");
+        let script = format!(
+            "echo $$ > '{}'; sleep 1000 & echo $! > '{}'",
+            sh_file.display(),
+            bg_file.display()
+        );
+        let mut wrapper = sb.spawn(sb.lockwrap([&lock, "sh", "-c", &script]), "wrapper");
+        let sh = wait_for_pid_file(&sh_file);
+        let bg = wait_for_pid_file(&bg_file);
+        let _guard = KillOnDrop(vec![bg]);
+        let record_file = backend.record_path(&sb, "bg").unwrap();
+        let wanted = format!("child_pid={sh}\n");
+        wait_until("the record to name the command", WAIT, || {
+            fs::read_to_string(&record_file).is_ok_and(|r| r.contains(&wanted))
+        });
+        wait_until(
+            "the command (not its background process) to exit",
+            WAIT,
+            || !process_is_running(sh),
+        );
+        wrapper.kill_and_reap();
+        assert!(process_is_running(bg));
+        let out = sb.run(sb.lockwrap(["-n", &lock, "true"]));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{backend:?}: the lock was taken while a process of the command ran: {out:?}"
+        );
+        kill(Pid::from_raw(bg), Signal::SIGKILL).expect("kill the background process");
+        reap_adopted(bg);
+        sb.run(sb.lockwrap(["-n", &lock, "true"])).assert_code(0);
+        assert_eq!(sb.lock_dir_entries(), Vec::<String>::new());
+    }
+}
+
+/// Issue 10 (7): `--stale-after` is for locks whose owner is unknown; it
+/// never takes the lock of a holder that is provably alive, however old.
+#[test]
+fn stale_after_never_takes_a_live_holders_lock() {
+    for backend in ARTIFACTS {
+        let sb = Sandbox::new(&format!("stale-after-live-{backend:?}"));
+        let lock = backend.spec(&sb, "live");
+        let mut holder = sb.hold(&[], &lock);
+        let since = std::time::Instant::now();
+        let log = sb.work_path("second");
+        let script = format!("echo SECOND >> '{}'", log.display());
+        // Older than --stale-after: the age is what is under test.
+        wait_until("the holder to be older than 1s", WAIT, || {
+            since.elapsed() > std::time::Duration::from_millis(1200)
+        });
+        for attempt in 0..20 {
+            let out =
+                sb.run(sb.lockwrap(["-n", "--stale-after", "1s", &lock, "sh", "-c", &script]));
+            assert!(
+                out.status.code() == Some(1) && !log.exists(),
+                "{backend:?}, attempt {attempt}: --stale-after took a live holder's lock: {out:?}"
+            );
+        }
+        holder.release_and_finish().assert_code(0);
+        assert_eq!(sb.lock_dir_entries(), Vec::<String>::new());
+    }
+}
+
+/// Issue 10 (10): `--stale-after` and `--lease` with a backend where they
+/// mean nothing are usage errors naming the backend, not ignored.
+#[test]
+fn stale_after_and_lease_where_they_mean_nothing_are_usage_errors() {
+    let sb = Sandbox::new("meaningless");
+    let word = |backend: Backend| match backend {
+        Backend::Flock => "flock",
+        Backend::Fcntl => "fcntl",
+        Backend::Mkdir => "mkdir",
+        Backend::Excl => "excl",
+        Backend::Abstract => "abstract",
+    };
+    let mut cases: Vec<(&str, &str, String, &str)> = Vec::new();
+    for backend in [Backend::Flock, Backend::Fcntl, Backend::Abstract] {
+        cases.push(("--stale-after", "1s", backend.spec(&sb, "s"), word(backend)));
+    }
+    for backend in common::ALL_BACKENDS {
+        cases.push(("--lease", "5s", backend.spec(&sb, "l"), word(backend)));
+    }
+    #[cfg(feature = "redis")]
+    cases.push((
+        "--stale-after",
+        "1s",
+        "redis://127.0.0.1:1#s".to_owned(),
+        "redis",
+    ));
+    #[cfg(feature = "postgres")]
+    cases.push((
+        "--stale-after",
+        "1s",
+        "postgres://u@127.0.0.1:1/db#s".to_owned(),
+        "postgres",
+    ));
+    let marker = sb.work_path("ran");
+    for (option, value, lock, name) in cases {
+        let out = sb.run(sb.lockwrap([option, value, &lock, "touch", marker.to_str().unwrap()]));
+        out.assert_error(64);
+        let text = out.stderr.to_lowercase();
+        assert!(
+            text.contains(option) && text.contains(name),
+            "{option} with {lock}: the usage error names the option and the backend ({name}): {out:?}"
+        );
+        assert!(!marker.exists(), "{option} with {lock}: the command ran");
     }
 }

@@ -4,7 +4,8 @@ mod common;
 
 use std::fs;
 
-use common::{ALL_BACKENDS, Sandbox};
+use common::records::{ARTIFACTS, dead_process, hostname, now_ms, plant, record};
+use common::{ALL_BACKENDS, Backend, Sandbox, WAIT, wait_until};
 
 #[test]
 fn status_reports_free_then_the_holder_for_every_backend() {
@@ -137,5 +138,113 @@ fn status_creates_nothing() {
             Vec::<String>::new(),
             "--status created {lock}"
         );
+    }
+}
+
+/// Issue 10 (3): `--status` exits exactly as `-n` would. A provably dead
+/// mkdir/excl holder is "stale" and exit 0 (the next wrapper reclaims it).
+#[test]
+fn status_reports_a_dead_holder_as_stale_and_exits_as_nonblocking_would() {
+    let sb = Sandbox::new("status-stale");
+    let (pid, start) = dead_process(&sb);
+    for backend in ARTIFACTS {
+        let name = format!("{backend:?}-dead");
+        let lock = plant(
+            &sb,
+            backend,
+            &name,
+            &record(pid, start, &hostname(), now_ms()),
+        );
+        let status = sb.run(sb.lockwrap(["--status", &lock]));
+        let probe = sb.run(sb.lockwrap(["-n", &lock, "true"]));
+        probe.assert_code(0);
+        assert_eq!(
+            status.status.code(),
+            Some(0),
+            "{lock}: -n reclaims it, so --status must exit 0: {status:?}"
+        );
+        assert!(
+            status.stdout.starts_with(&format!("{lock}: ")) && status.stdout.contains("stale"),
+            "{lock}: a provably dead holder is reported as stale: {status:?}"
+        );
+    }
+}
+
+/// Issue 10 (3): a lock in a directory that does not exist cannot be taken
+/// (-n exits 66), so --status exits 66 too, with one line.
+#[test]
+fn status_of_a_lock_in_a_missing_directory_exits_66_as_nonblocking_would() {
+    let sb = Sandbox::new("status-missing");
+    for backend in [
+        Backend::Flock,
+        Backend::Fcntl,
+        Backend::Mkdir,
+        Backend::Excl,
+    ] {
+        let lock = backend.spec(&sb, "no-such-dir/lk");
+        sb.run(sb.lockwrap(["-n", &lock, "true"])).assert_error(66);
+        let out = sb.run(sb.lockwrap(["--status", &lock]));
+        out.assert_error(66);
+        assert!(out.stdout.is_empty(), "{lock}: {out:?}");
+    }
+    assert_eq!(sb.lock_dir_entries(), Vec::<String>::new());
+}
+
+/// Issue 10 (3): the text output escapes control characters in a holder's
+/// command: a terminal must not interpret what a holder chose to run.
+#[test]
+fn status_text_escapes_control_characters_in_the_command() {
+    for backend in ALL_BACKENDS {
+        let sb = Sandbox::new(&format!("status-escape-{backend:?}"));
+        let lock = backend.spec(&sb, "esc");
+        let mut holder = sb.hold_after(&[], &lock, ": '\x1b[31mred\x07'");
+        let pid = holder.proc.pid();
+        let mut out = sb.run(sb.lockwrap(["--status", &lock]));
+        // mkdir/excl: the command is in the record once the wrapper wrote it.
+        wait_until("--status to name the command", WAIT, || {
+            out = sb.run(sb.lockwrap(["--status", &lock]));
+            out.stdout.contains("red")
+        });
+        out.assert_code(1);
+        assert!(
+            out.stdout.contains(&format!("held by pid {pid}")),
+            "{out:?}"
+        );
+        let text = out.stdout.strip_suffix('\n').unwrap_or(&out.stdout);
+        assert!(
+            !text.chars().any(char::is_control),
+            "{backend:?}: --status printed a control character raw: {:?}",
+            out.stdout
+        );
+        holder.release_and_finish().assert_code(0);
+    }
+}
+
+/// Issue 10 (4): a record with a 20 kB command is read: --status names a
+/// live holder instead of "owner unknown".
+#[test]
+fn status_names_a_holder_with_a_20_kb_command() {
+    for backend in ARTIFACTS {
+        let sb = Sandbox::new(&format!("status-long-{backend:?}"));
+        let lock = backend.spec(&sb, "long");
+        let long = format!(": {}", "x".repeat(20_000));
+        let mut holder = sb.hold_after(&[], &lock, &long);
+        let record_file = backend.record_path(&sb, "long").unwrap();
+        let wanted = format!("child_pid={}\n", holder.child_pid);
+        wait_until("the record to name the command", WAIT, || {
+            fs::read_to_string(&record_file).is_ok_and(|r| r.contains(&wanted))
+        });
+        let out = sb.run(sb.lockwrap(["--status", &lock]));
+        out.assert_code(1);
+        assert!(
+            out.stdout.starts_with(&format!(
+                "{lock}: exclusive, held by pid {} (child {})",
+                holder.proc.pid(),
+                holder.child_pid
+            )),
+            "{backend:?}: a 20 kB record is unreadable: {:?}",
+            &out.stdout[..out.stdout.len().min(300)]
+        );
+        holder.release_and_finish().assert_code(0);
     }
 }

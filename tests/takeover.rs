@@ -3,9 +3,16 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::ExitStatusExt as _;
+use std::path::Path;
+use std::process::Command;
 
-use common::{ALL_BACKENDS, Sandbox, wait_for_pid_file};
+use common::records::{hostname, live_process, now_ms, plant, record, record_of_uid, start_time};
+use common::{
+    ALL_BACKENDS, Backend, Sandbox, assert_replace_did_not_signal, process_is_running,
+    wait_for_pid_file,
+};
 
 #[test]
 fn slots_let_exactly_n_holders_in_and_number_them() {
@@ -170,6 +177,113 @@ fn replace_refuses_a_holder_it_cannot_identify() {
     );
     assert!(path.is_dir(), "the unknown holder's lock is left alone");
     assert_eq!(sb.lock_dir_entries(), ["by-script"]);
+}
+
+/// Issue 10 (1a): a record whose pid is alive but started at another time
+/// names a process that is gone; its pid now belongs to a stranger, which
+/// --replace must not signal (reclaiming the lock as stale is fine).
+#[test]
+fn replace_never_signals_a_live_pid_whose_start_time_differs() {
+    let sb = Sandbox::new("replace-reused-pid");
+    for backend in common::records::ARTIFACTS {
+        let mut stranger = live_process(&sb);
+        let pid = stranger.pid();
+        let name = format!("{backend:?}-reused");
+        let text = record(pid, start_time(pid) + 1, &hostname(), now_ms());
+        let lock = plant(&sb, backend, &name, &text);
+        let marker = sb.work_path(&format!("{name}.ran"));
+        let out = sb.run(sb.lockwrap([
+            "--replace",
+            "--kill-grace",
+            "200ms",
+            "-w",
+            "5",
+            &lock,
+            "touch",
+            marker.to_str().unwrap(),
+        ]));
+        assert_replace_did_not_signal(&out, &lock, pid, &marker);
+        stranger.kill_and_reap();
+    }
+}
+
+/// Issue 10 (1b): nobody (uid 65534) plants, in a directory it owns, a
+/// record that names one of root's processes with its true start time and
+/// uid=0. The record's uid does not own the artifact, so it is not believed:
+/// root's --replace refuses (owner unknown, 65) and the process survives.
+#[test]
+fn replace_does_not_believe_a_record_planted_by_another_user() {
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !setpriv.exists() || !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: needs root and setpriv to plant a record as another user");
+        return;
+    }
+    let sb = Sandbox::new("replace-forged");
+    // Like /tmp: nobody can get to it and create in it.
+    let root = sb.locks.parent().unwrap();
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = sb.locks.join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut victim = live_process(&sb);
+    let pid = victim.pid();
+    for backend in common::records::ARTIFACTS {
+        let path = shared.join(format!("{backend:?}-deploy.lock"));
+        let text = record_of_uid(pid, start_time(pid), &hostname(), now_ms(), 0);
+        let (record_file, script) = match backend {
+            Backend::Mkdir => {
+                let file = path.join("lockwrap-holder");
+                let script = format!(
+                    "mkdir '{}' && printf %s \"$1\" > '{}'",
+                    path.display(),
+                    file.display()
+                );
+                (file, script)
+            }
+            _ => (
+                path.clone(),
+                format!("printf %s \"$1\" > '{}'", path.display()),
+            ),
+        };
+        let mut plant = Command::new(setpriv);
+        plant
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["sh", "-c", &script, "sh", &text]);
+        sb.run(plant).assert_code(0);
+        assert_eq!(fs::metadata(&record_file).unwrap().uid(), 65534);
+        let lock = match backend {
+            Backend::Mkdir => format!("mkdir:{}", path.display()),
+            _ => format!("excl:{}", path.display()),
+        };
+        let marker = sb.work_path(&format!("{backend:?}.ran"));
+        let out = sb.run(sb.lockwrap([
+            "--replace",
+            "--kill-grace",
+            "200ms",
+            "-w",
+            "5",
+            &lock,
+            "touch",
+            marker.to_str().unwrap(),
+        ]));
+        assert!(
+            process_is_running(pid),
+            "{lock}: --replace signalled root's pid {pid} on the word of a record nobody wrote: {out:?}"
+        );
+        out.assert_error(65);
+        assert!(
+            out.stderr
+                .starts_with(&format!("lockwrap: {lock}: cannot replace the holder: ")),
+            "{out:?}"
+        );
+        assert!(!marker.exists(), "{lock}: refused, yet the command ran");
+        assert_eq!(
+            fs::read_to_string(&record_file).unwrap(),
+            text,
+            "{lock}: the planted lock is left as it is"
+        );
+    }
+    victim.kill_and_reap();
 }
 
 #[test]

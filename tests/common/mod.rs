@@ -24,6 +24,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+pub mod records;
 pub mod tree;
 
 /// The bound of every wait: long enough for a loaded machine, short enough
@@ -479,6 +480,33 @@ pub fn process_is_running(pid: i32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// The outcome of `--replace` against a holder it cannot prove to hold the
+/// lock (a forged or mismatching record, a server's word): `victim`, the
+/// process the holder's record names, still runs; and lockwrap either
+/// refused (65, one line naming the lock and why) or took the lock without
+/// signalling anyone (its command, which creates `marker`, ran).
+#[track_caller]
+pub fn assert_replace_did_not_signal(out: &Output, lock: &str, victim: i32, marker: &Path) {
+    assert!(
+        process_is_running(victim),
+        "{lock}: --replace signalled pid {victim}, which it could not prove holds the lock: {out:?}"
+    );
+    if out.status.code() == Some(0) {
+        assert!(
+            marker.exists(),
+            "{lock}: exit 0 but the command did not run"
+        );
+        return;
+    }
+    out.assert_error(65);
+    assert!(
+        out.stderr
+            .starts_with(&format!("lockwrap: {lock}: cannot replace the holder: ")),
+        "the refusal names the lock and says why: {out:?}"
+    );
+    assert!(!marker.exists(), "{lock}: refused, yet the command ran");
 }
 
 /// A shell script for a critical section: appends "enter $$" to `log`, does

@@ -17,7 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -139,6 +139,15 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one, or None (skip) when redis-server is not installed.
     pub fn start() -> Option<RedisServer> {
+        RedisServer::start_with(None)
+    }
+
+    /// Starts one that requires `password` (requirepass), or None (skip).
+    pub fn with_password(password: &str) -> Option<RedisServer> {
+        RedisServer::start_with(Some(password))
+    }
+
+    fn start_with(password: Option<&str>) -> Option<RedisServer> {
         if !binary_works(Path::new("redis-server"), "--version") {
             return unavailable("redis-server is not installed");
         }
@@ -149,6 +158,7 @@ impl RedisServer {
             let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
+                .args(password.map(|p| ["--requirepass", p]).into_iter().flatten())
                 .arg("--dir")
                 .arg(dir.path())
                 .stdin(Stdio::null())
@@ -161,7 +171,7 @@ impl RedisServer {
                 if child.try_wait().expect("try_wait").is_some() {
                     break;
                 }
-                if redis_ping(port) {
+                if redis_ping(port, password) {
                     return Some(RedisServer {
                         child,
                         port,
@@ -189,11 +199,7 @@ impl RedisServer {
     pub fn command(&self, words: &[&str]) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         stream.set_read_timeout(Some(WAIT)).expect("read timeout");
-        let mut out = format!("*{}\r\n", words.len());
-        for w in words {
-            out.push_str(&format!("${}\r\n{w}\r\n", w.len()));
-        }
-        stream.write_all(out.as_bytes()).expect("write");
+        stream.write_all(&resp(words)).expect("write");
         let mut buf = [0u8; 4096];
         let n = stream.read(&mut buf).expect("read");
         String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -239,16 +245,52 @@ impl Drop for RedisServer {
     }
 }
 
-fn redis_ping(port: u16) -> bool {
+/// One command in the Redis protocol.
+fn resp(words: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", words.len());
+    for w in words {
+        out.push_str(&format!("${}\r\n{w}\r\n", w.len()));
+    }
+    out.into_bytes()
+}
+
+fn redis_ping(port: u16, password: Option<&str>) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; 64];
+    if let Some(password) = password {
+        let authed = stream.write_all(&resp(&["AUTH", password])).is_ok()
+            && stream
+                .read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"+OK"));
+        if !authed {
+            return false;
+        }
+    }
     stream.write_all(b"PING\r\n").is_ok()
         && stream
             .read(&mut buf)
             .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+}
+
+/// A TCP server on a loopback port that is neither Redis nor PostgreSQL:
+/// it answers every connection with an HTTP error and closes it. Runs until
+/// the test process exits.
+pub fn http_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/html\r\n\r\n<html>\n<body>bad request</body>\n</html>\n");
+        }
+    });
+    port
 }
 
 /// A PostgreSQL cluster of our own, shared by the tests of one test binary
@@ -261,6 +303,7 @@ pub struct PgServer {
     /// The directory of its unix socket.
     pub socket_dir: PathBuf,
     as_postgres: bool,
+    password_role: Once,
     _dir: TempDir,
 }
 
@@ -322,6 +365,7 @@ impl PgServer {
                     port,
                     socket_dir: dir.path().to_owned(),
                     as_postgres,
+                    password_role: Once::new(),
                     _dir: dir,
                 });
             }
@@ -349,13 +393,55 @@ impl PgServer {
         )
     }
 
+    /// psql connected to the server as postgres, without arguments yet.
+    pub fn psql(&self) -> Command {
+        let mut command = Command::new(self.bin.join("psql"));
+        command
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-X"]);
+        command
+    }
+
+    /// A login role that must give its password over TCP (scram-sha-256 in
+    /// pg_hba.conf, ahead of the cluster's `trust` lines): (role, password).
+    /// Created once per cluster.
+    pub fn password_role(&self) -> (&'static str, &'static str) {
+        const ROLE: &str = "lockwrap_pw";
+        const PASSWORD: &str = "right-pa55";
+        self.password_role.call_once(|| {
+            self.sql(&format!(
+                "SET password_encryption = 'scram-sha-256'; \
+                 CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'"
+            ));
+            let hba = self.data.join("pg_hba.conf");
+            let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            let line = format!("host all {ROLE} 127.0.0.1/32 scram-sha-256\n");
+            std::fs::write(&hba, line + &rules).expect("write pg_hba.conf");
+            assert_eq!(self.sql("SELECT pg_reload_conf()"), "t");
+            // The postmaster rereads pg_hba.conf when it handles the SIGHUP.
+            wait_until("pg_hba.conf to be reloaded", WAIT, || {
+                self.sql(&format!(
+                    "SELECT count(*) FROM pg_hba_file_rules WHERE '{ROLE}' = ANY(user_name)"
+                )) == "1"
+                    && Command::new(self.bin.join("psql"))
+                        .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                        .args(["-U", ROLE, "-d", "postgres", "-X", "-w", "-c", "SELECT 1"])
+                        .env_remove("PGPASSWORD")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| !s.success())
+            });
+        });
+        (ROLE, PASSWORD)
+    }
+
     /// Runs SQL with psql and returns its unaligned output.
     pub fn sql(&self, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args([
-                "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-c", sql,
-            ])
+        let out = self
+            .psql()
+            .args(["-A", "-t", "-c", sql])
             .stdin(Stdio::null())
             .output()
             .expect("run psql");

@@ -386,3 +386,41 @@ pub fn a_long_stop_keeps_the_lease<E: Engine>(server: &E) {
     );
     run(&sb, &["-n", &lock, "true"]).assert_code(0);
 }
+
+/// Issue 10 (2): `--replace` of a real lockwrap holder revokes its lease on
+/// the server instead of signalling a pid the server named: the replacer
+/// gets the lock and runs its command; the old holder's lockwrap notices the
+/// loss at its next renewal, stops its command and exits 75.
+pub fn replace_revokes_the_holders_lease<E: Engine>(server: &E) {
+    let sb = Sandbox::new("replaced");
+    let lock = server.lock("replaced");
+    let mut holder = sb.hold(&SHORT_LEASE, &lock);
+    let _guard = KillOnDrop(vec![holder.child_pid]);
+    let out = run(&sb, &["--replace", "-w", "20", &lock, "echo", "replaced"]);
+    out.assert_code(0);
+    assert_eq!(out.stdout, "replaced\n", "{out:?}");
+    let old = holder.proc.finish();
+    assert_eq!(
+        old.status.code(),
+        Some(75),
+        "the replaced holder's lockwrap exits 75 (lock lost), not of a signal: {old:?}"
+    );
+    assert!(
+        old.stderr.starts_with("lockwrap: ") && old.stderr.lines().count() == 1,
+        "{old:?}"
+    );
+    assert!(
+        !process_is_running(holder.child_pid),
+        "the replaced holder's command was not stopped: {old:?}"
+    );
+    run(&sb, &["-n", &lock, "true"]).assert_code(0);
+}
+
+/// Issue 10 (6): a port where some other server listens (it answers with
+/// a multi-line HTTP error): one line, exit 75, for a lock and for --status.
+pub fn a_server_of_another_kind_is_one_line_and_75<E: Engine>(_server: &E) {
+    let sb = Sandbox::new("not-a-server");
+    let lock = format!("{}#x", E::url(super::http_server(), None));
+    run(&sb, &[&lock, "true"]).assert_error(75);
+    run(&sb, &["--status", &lock]).assert_error(75);
+}

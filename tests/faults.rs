@@ -1,0 +1,220 @@
+//! Faults in the middle of taking or releasing a mkdir/excl lock (issue
+//! 10): a full filesystem, and a SIGKILL at every system call. Whatever
+//! happens, lockwrap leaves nothing behind that keeps the next wrapper out
+//! once the fault is gone.
+
+mod common;
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{Backend, Sandbox, WAIT};
+
+/// Whether a missing tool must fail the test instead of skipping it (set
+/// by .ci/run, which installs strace).
+fn tools_required() -> bool {
+    std::env::var("LOCKWRAP_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
+}
+
+/// A small tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as mount(8) takes it) at `dir`; Err says why not.
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Tmpfs(dir.to_owned()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    /// Fills it up with the file `filler`.
+    fn fill(&self) -> PathBuf {
+        let path = self.0.join("filler");
+        let mut file = fs::File::create(&path).expect("create the filler");
+        let chunk = [b'x'; 4096];
+        loop {
+            if let Err(e) = file.write_all(&chunk) {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                return path;
+            }
+        }
+    }
+
+    /// The names in it.
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Issue 10 (5): on a full filesystem a mkdir or excl lock cannot be
+/// created: exit 73 (EX_CANTCREAT, as the README says), one line, and
+/// nothing left behind, so that the lock works as soon as there is space.
+#[test]
+fn a_full_filesystem_gives_73_and_leaves_nothing_behind() {
+    for (backend, prefix) in [(Backend::Mkdir, "mkdir"), (Backend::Excl, "excl")] {
+        let sb = Sandbox::new(&format!("enospc-{backend:?}"));
+        let tmpfs = match Tmpfs::mount(&sb.work_path("fs"), "64k") {
+            Ok(tmpfs) => tmpfs,
+            Err(why) => {
+                eprintln!("skipped: cannot mount a 64 KiB tmpfs (needs root): {why}");
+                return;
+            }
+        };
+        let filler = tmpfs.fill();
+        let lock = format!("{prefix}:{}", tmpfs.0.join("L").display());
+        let marker = sb.work_path("ran");
+        let out = sb.run(sb.lockwrap([&lock, "touch", marker.to_str().unwrap()]));
+        out.assert_error(73);
+        assert!(!marker.exists(), "{lock}: the command ran");
+        assert_eq!(
+            tmpfs.entries(),
+            ["filler"],
+            "{lock}: left behind on the full filesystem"
+        );
+        fs::remove_file(filler).unwrap();
+        let out = sb.run(sb.lockwrap(["-n", &lock, "echo", "ran"]));
+        assert_eq!(
+            (out.status.code(), out.stdout.as_str()),
+            (Some(0), "ran\n"),
+            "{lock}: once there is space again: {out:?}"
+        );
+        assert_eq!(tmpfs.entries(), Vec::<String>::new(), "{lock}");
+    }
+}
+
+/// Whether strace runs here (installed, and ptrace permitted).
+fn strace_works() -> bool {
+    Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The names of the system calls lockwrap itself (not its command) makes
+/// when it runs with `args`, in the order of their first use.
+fn syscalls(sb: &Sandbox, args: &[&str]) -> Vec<String> {
+    let trace = sb.work_path("trace");
+    let mut command = Command::new("strace");
+    command
+        .args(["-qq", "-o"])
+        .arg(&trace)
+        .arg(common::bin())
+        .args(args);
+    sb.run(command).assert_code(0);
+    let mut names: Vec<String> = Vec::new();
+    for line in fs::read_to_string(&trace).unwrap().lines() {
+        let Some((name, _)) = line.split_once('(') else {
+            continue;
+        };
+        let valid =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if valid && !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    assert!(names.len() > 10, "too few system calls traced: {names:?}");
+    names
+}
+
+/// Issue 10 (7): whatever system call of lockwrap (taking the lock,
+/// running the command, releasing it) a SIGKILL interrupts, the lock it
+/// leaves is taken by the next `lockwrap -n` (at once, or once the killed
+/// wrapper's short command has exited), and nothing is left behind after
+/// that one releases it. strace injects the SIGKILL at the Nth call of each
+/// system call in turn, N = 1, 2, ... until a run completes without it.
+#[test]
+fn a_sigkill_at_any_system_call_leaves_a_lock_the_next_wrapper_takes() {
+    if !strace_works() {
+        assert!(
+            !tools_required(),
+            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
+        );
+        eprintln!("skipped: strace is not installed or cannot trace here");
+        return;
+    }
+    for backend in [Backend::Mkdir, Backend::Excl] {
+        let sb = Sandbox::new(&format!("sigkill-everywhere-{backend:?}"));
+        let lock = backend.spec(&sb, "lk");
+        let mut kills = 0;
+        for name in syscalls(&sb, &[&lock, "true"]) {
+            for n in 1.. {
+                assert!(n < 1000, "{name}: the injection never stops firing");
+                let inject = format!("inject={name}:signal=SIGKILL:when={n}");
+                let mut command = Command::new("strace");
+                command
+                    .args(["-qq", "-o", "/dev/null", "-e", &inject])
+                    .arg(common::bin())
+                    .args([&lock, "true"]);
+                let out = sb.run(command);
+                let killed = out.status.signal() == Some(libc::SIGKILL)
+                    || out.status.code() == Some(128 + libc::SIGKILL);
+                if !killed {
+                    out.assert_code(0);
+                    break;
+                }
+                kills += 1;
+                let at = format!("{backend:?}, SIGKILL at call {n} of {name}");
+                let mut last = None;
+                let taken = std::time::Instant::now();
+                while taken.elapsed() < WAIT {
+                    let probe = sb.run(sb.lockwrap(["-n", &lock, "true"]));
+                    match probe.status.code() {
+                        Some(0) => {
+                            last = None;
+                            break;
+                        }
+                        Some(1) => last = Some(probe),
+                        _ => panic!("{at}: the next wrapper failed: {probe:?}"),
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                if let Some(probe) = last {
+                    let status = sb.run(sb.lockwrap(["--status", &lock]));
+                    panic!(
+                        "{at}: the lock is stuck ({WAIT:?} later -n still fails: {probe:?}); \
+                         --status: {}",
+                        status.stdout.trim_end()
+                    );
+                }
+                assert_eq!(
+                    sb.lock_dir_entries(),
+                    Vec::<String>::new(),
+                    "{at}: left behind after the next wrapper's release"
+                );
+            }
+        }
+        assert!(kills > 50, "{backend:?}: only {kills} injections fired");
+    }
+}
