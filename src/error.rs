@@ -127,6 +127,18 @@ pub enum Error {
     },
 }
 
+/// The exit code an errno implies wherever it occurs while creating or
+/// writing a lock: a full or read-only filesystem cannot create it (73), a
+/// process or system out of memory or fds is an OS error (71). None for an
+/// errno that says nothing by itself.
+fn errno_exit_code(errno: Errno) -> Option<u8> {
+    match errno {
+        Errno::EROFS | Errno::ENOSPC | Errno::EDQUOT => Some(EXIT_CANNOT_CREATE),
+        Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE => Some(EXIT_OS_ERROR),
+        _ => None,
+    }
+}
+
 fn holder_suffix(holder: &Option<String>) -> String {
     holder
         .as_deref()
@@ -148,11 +160,7 @@ impl Error {
         match self {
             Error::Usage(_) => EXIT_USAGE,
             Error::Conflict { .. } | Error::Timeout { .. } => conflict_code,
-            Error::Open { errno, .. } => match errno {
-                Errno::EROFS | Errno::ENOSPC | Errno::EDQUOT => EXIT_CANNOT_CREATE,
-                Errno::ENOMEM | Errno::EMFILE | Errno::ENFILE => EXIT_OS_ERROR,
-                _ => EXIT_CANNOT_OPEN,
-            },
+            Error::Open { errno, .. } => errno_exit_code(*errno).unwrap_or(EXIT_CANNOT_OPEN),
             Error::Artifact { .. } => EXIT_CANNOT_OPEN,
             Error::Lock { errno, .. } => match errno {
                 Errno::ENOLCK | Errno::ENOMEM => EXIT_OS_ERROR,
@@ -160,7 +168,7 @@ impl Error {
             },
             Error::Exec { .. } => EXIT_CANNOT_EXEC,
             Error::Interrupted { signal, .. } => 128u8.wrapping_add(*signal as u8),
-            Error::Os { .. } => EXIT_OS_ERROR,
+            Error::Os { errno, .. } => errno_exit_code(*errno).unwrap_or(EXIT_OS_ERROR),
             Error::TempFail { .. } => EXIT_TEMPFAIL,
             Error::Replace { .. } => EXIT_LOCK_FAILED,
         }
