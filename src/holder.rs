@@ -43,6 +43,15 @@ pub enum Liveness {
 
 const MAGIC: &str = "lockwrap-holder 1";
 
+/// The longest command a record keeps, in bytes: a longer one is truncated
+/// (at a character boundary) when the record is written, so that every
+/// record lockwrap writes can be read back.
+pub const MAX_COMMAND: usize = 1024 * 1024;
+
+/// The longest record a reader accepts: [`MAX_COMMAND`] plus ample room for
+/// the other fields (a host name is at most 64 bytes, a boot id 36).
+pub const MAX_RECORD: usize = MAX_COMMAND + 4096;
+
 impl HolderRecord {
     /// A record for this process about to run `command`.
     pub fn for_this_process(command: &str) -> HolderRecord {
@@ -60,7 +69,11 @@ impl HolderRecord {
         }
     }
 
-    /// The record as text, one `key=value` per line.
+    /// The record as text, one `key=value` per line. The child's lines come
+    /// last, so the record of a spawned child is the record without it plus
+    /// those lines: they can be appended in place, and a reader that sees only
+    /// part of them sees a complete record without the child (the parser
+    /// needs a final newline and both child fields).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "{MAGIC}");
@@ -71,11 +84,11 @@ impl HolderRecord {
         let _ = writeln!(out, "pid_ns={}", self.pid_ns);
         let _ = writeln!(out, "uid={}", self.uid);
         let _ = writeln!(out, "acquired_ms={}", self.acquired_ms);
+        let _ = writeln!(out, "command={}", truncated(&self.command, MAX_COMMAND));
         if let Some((pid, start)) = self.child {
             let _ = writeln!(out, "child_pid={pid}");
             let _ = writeln!(out, "child_start_time={start}");
         }
-        let _ = writeln!(out, "command={}", self.command);
         out
     }
 
@@ -161,6 +174,19 @@ impl HolderRecord {
     pub fn age(&self) -> Duration {
         Duration::from_millis(unix_millis().saturating_sub(self.acquired_ms))
     }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends at a
+/// character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn unix_millis() -> u64 {
@@ -286,6 +312,33 @@ mod tests {
         let mut r = HolderRecord::for_this_process("backup.sh --full");
         r.child = Some((42, 7));
         assert_eq!(HolderRecord::parse(&r.encode()), Some(r));
+    }
+
+    #[test]
+    fn a_long_command_is_truncated_to_the_bound_and_still_parses() {
+        let r = HolderRecord::for_this_process(&"é".repeat(MAX_COMMAND));
+        let text = r.encode();
+        assert!(text.len() <= MAX_RECORD);
+        let parsed = HolderRecord::parse(&text).unwrap();
+        assert!(parsed.command.len() <= MAX_COMMAND);
+        assert!(r.command.starts_with(&parsed.command));
+    }
+
+    #[test]
+    fn a_reader_of_the_appended_child_lines_sees_the_record_with_or_without_the_child() {
+        let mut r = HolderRecord::for_this_process("x");
+        let before = r.encode();
+        r.child = Some((4242, 99));
+        let after = r.encode();
+        assert!(after.starts_with(&before));
+        for end in before.len()..=after.len() {
+            let child = HolderRecord::parse(&after[..end]).map(|s| s.child);
+            if end == after.len() {
+                assert_eq!(child, Some(Some((4242, 99))));
+            } else {
+                assert!(matches!(child, None | Some(None)), "{end}: {child:?}");
+            }
+        }
     }
 
     #[test]
