@@ -1,58 +1,94 @@
-//! mkdir locks: the lock is a directory created with mkdir(2), which is
-//! atomic everywhere (NFS included), so shell scripts that lock with a plain
-//! `mkdir PATH` exclude lockwrap and vice versa. The holder record lives in
-//! the directory; a directory without one is "held, owner unknown".
+//! mkdir locks: the lock is a directory, so shell scripts that lock with a
+//! plain `mkdir PATH` exclude lockwrap and vice versa. The holder record
+//! lives in the directory; a directory without one is "held, owner unknown".
+//!
+//! The directory is prepared under a temp name beside the lock (record
+//! written, guard taken) and published with renameat2(RENAME_NOREPLACE),
+//! which is as exclusive as mkdir(2) and never lets anyone see it without
+//! its record. Releasing renames it away to a temp name before emptying it.
+//! On a filesystem without RENAME_NOREPLACE lockwrap falls back to mkdir(2)
+//! at the lock path and writing the record into it; there a SIGKILL between
+//! the two leaves a directory without a record.
 
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open, openat, renameat};
-use nix::sys::stat::Mode as Perm;
-use nix::unistd::mkdir;
-use nix::unistd::{UnlinkatFlags, unlinkat};
+use nix::fcntl::{OFlag, RenameFlags, open, openat, renameat2};
+use nix::sys::stat::{Mode as Perm, mkdirat};
 
-use super::path_artifact::{self, Artifact, ArtifactHeld, Created, FileId};
+use super::path_artifact::{self, Artifact, ArtifactHeld, Created, DIR_RECORD, FileId, Location};
 use super::{Backend, Held, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::HolderRecord;
 use crate::wait::Waiter;
 
-/// The holder record's name inside the lock directory.
-const RECORD: &str = "lockwrap-holder";
-
 /// A lock directory.
 #[derive(Debug, Clone)]
 pub struct MkdirLock {
     lock: String,
-    path: PathBuf,
+    location: Location,
 }
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
 
 impl MkdirLock {
     /// A lock directory at `path`.
     pub fn new(lock: String, path: PathBuf) -> MkdirLock {
-        MkdirLock { lock, path }
+        MkdirLock {
+            lock,
+            location: Location::new(&path),
+        }
     }
 
     fn open_self(&self) -> Result<OwnedFd, Errno> {
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        open(&self.path, flags, Perm::empty())
+        open(self.location.path(), DIR_FLAGS, Perm::empty())
     }
 
-    fn publish_record(&self, dir: BorrowedFd<'_>, record: &HolderRecord) -> Result<(), Error> {
-        let temp = path_artifact::temp_name(".holder");
-        path_artifact::write_temp_record(&self.lock, dir, &temp, record)?;
-        renameat(dir, &temp, dir, RECORD).map_err(|e| {
-            let _ = unlinkat(dir, &temp, UnlinkatFlags::NoRemoveDir);
-            Error::os(&self.lock, "cannot write the holder record", e)
-        })
+    /// Makes the directory `name` in `dir` with its record and guard.
+    fn make(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::OsStr,
+        record: &HolderRecord,
+    ) -> Result<Created, Error> {
+        mkdirat(dir, name, Perm::from_bits_truncate(0o755))
+            .map_err(|e| Error::open(&self.lock, e))?;
+        let made = openat(dir, name, DIR_FLAGS, Perm::empty())
+            .map_err(|e| Error::open(&self.lock, e))
+            .and_then(|fd| {
+                path_artifact::guard(&self.lock, fd.as_fd())?;
+                let record = path_artifact::create_record(
+                    &self.lock,
+                    fd.as_fd(),
+                    DIR_RECORD.as_ref(),
+                    record,
+                )?;
+                let id = FileId::of_fd(fd.as_fd()).map_err(|e| Error::open(&self.lock, e))?;
+                Ok(Created {
+                    id,
+                    guard: fd,
+                    record: Some(record),
+                })
+            });
+        if made.is_err() {
+            let _ = path_artifact::remove_lock_dir(dir, self.location.dir_path(), name);
+        }
+        made
     }
 }
 
 impl Backend for MkdirLock {
     fn acquire(&self, request: &Request<'_>, waiter: &Waiter<'_>) -> Result<Box<dyn Held>, Error> {
+        if self.location.name().is_empty() {
+            return Err(Error::Usage(format!(
+                "{}: a mkdir lock needs a path that ends in a name (not / or ..)",
+                self.lock
+            )));
+        }
         let taken = path_artifact::acquire(self, request, waiter)?;
         Ok(Box::new(ArtifactHeld::new(self.clone(), taken)))
     }
@@ -67,29 +103,42 @@ impl Artifact for MkdirLock {
         &self.lock
     }
 
-    fn path(&self) -> &Path {
-        &self.path
+    fn location(&self) -> &Location {
+        &self.location
     }
 
     fn try_create(&self, record: &HolderRecord) -> Result<Option<Created>, Error> {
-        match mkdir(&self.path, Perm::from_bits_truncate(0o755)) {
-            Ok(()) => {}
-            Err(Errno::EEXIST) => return Ok(None),
-            Err(e) => return Err(Error::open(&self.lock, e)),
+        if FileId::of_path(self.location.path()).is_some() {
+            return Ok(None);
         }
-        let published = self
-            .open_self()
-            .map_err(|e| Error::open(&self.lock, e))
-            .and_then(|dir| {
-                path_artifact::guard(&self.lock, dir.as_fd())?;
-                self.publish_record(dir.as_fd(), record)?;
-                let id = FileId::of_fd(dir.as_fd()).map_err(|e| Error::open(&self.lock, e))?;
-                Ok(Created { id, guard: dir })
-            });
-        if published.is_err() {
-            let _ = std::fs::remove_dir(&self.path);
+        let dir = self.location.open_dir(&self.lock)?;
+        let dir = dir.as_fd();
+        let name = self.location.name();
+        let temp = self.location.temp_name();
+        let created = self.make(dir, temp.as_os_str(), record)?;
+        let Err(refused) = renameat2(
+            dir,
+            temp.as_os_str(),
+            dir,
+            name,
+            RenameFlags::RENAME_NOREPLACE,
+        ) else {
+            return Ok(Some(created));
+        };
+        drop(created);
+        let _ = path_artifact::remove_lock_dir(dir, self.location.dir_path(), &temp);
+        match refused {
+            Errno::EEXIST | Errno::ENOTEMPTY => Ok(None),
+            // No RENAME_NOREPLACE here: mkdir(2) at the lock path itself.
+            Errno::EINVAL | Errno::ENOSYS => match self.make(dir, name, record) {
+                Err(Error::Open {
+                    errno: Errno::EEXIST,
+                    ..
+                }) => Ok(None),
+                other => other.map(Some),
+            },
+            e => Err(Error::open(&self.lock, e)),
         }
-        published.map(Some)
     }
 
     fn open_existing(&self) -> Result<Option<OwnedFd>, Error> {
@@ -97,7 +146,7 @@ impl Artifact for MkdirLock {
             Ok(fd) => Ok(Some(fd)),
             Err(Errno::ENOENT) => Ok(None),
             Err(Errno::ELOOP) => Err(symlink_refused(&self.lock)),
-            Err(Errno::ENOTDIR) if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_symlink()) => {
+            Err(Errno::ENOTDIR) if std::fs::symlink_metadata(self.location.path()).is_ok_and(|m| m.is_symlink()) => {
                 Err(symlink_refused(&self.lock))
             }
             Err(Errno::ENOTDIR) => Err(Error::Artifact {
@@ -110,38 +159,33 @@ impl Artifact for MkdirLock {
 
     fn read_record(&self, dir: BorrowedFd<'_>) -> Option<HolderRecord> {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-        let fd = openat(dir, RECORD, flags, Perm::empty()).ok()?;
-        HolderRecord::parse(&path_artifact::read_fd_to_string(fd.as_fd())?)
-    }
-
-    fn rewrite_record(&self, current: FileId, record: &HolderRecord) -> Result<FileId, Error> {
-        let dir = self.open_self().map_err(|e| Error::open(&self.lock, e))?;
-        self.publish_record(dir.as_fd(), record)?;
-        Ok(current)
+        let fd = openat(dir, DIR_RECORD, flags, Perm::empty()).ok()?;
+        path_artifact::read_record_fd(fd.as_fd())
     }
 
     fn remove(&self, _id: FileId) -> Result<(), Error> {
-        let rmdir = || std::fs::remove_dir(&self.path).map_err(|e| path_artifact::io_errno(&e));
-        let _ = std::fs::remove_file(self.path.join(RECORD));
-        let mut removed = rmdir();
-        if matches!(removed, Err(Errno::ENOTEMPTY | Errno::EEXIST)) {
-            // Temp records a dead writer left behind are ours to remove too;
-            // looked for only when needed, to keep the release path short.
-            if let (Ok(dir), Ok(entries)) = (self.open_self(), std::fs::read_dir(&self.path)) {
-                for name in entries.flatten().map(|e| e.file_name()) {
-                    if is_our_temp(&name) {
-                        let _ = unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir);
-                    }
-                }
-            }
-            removed = rmdir();
-        }
-        match removed {
+        let dir = self.location.open_dir(&self.lock)?;
+        let Some(away) = path_artifact::rename_away(&self.lock, dir.as_fd(), &self.location)?
+        else {
+            return Ok(());
+        };
+        match path_artifact::remove_lock_dir(dir.as_fd(), self.location.dir_path(), &away) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(Errno::ENOTEMPTY | Errno::EEXIST) => Err(Error::Artifact {
-                lock: self.lock.clone(),
-                reason: "lock directory not removed: it holds files lockwrap did not create (remove them by hand)".into(),
-            }),
+            Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
+                // Someone else's files: put the directory back, as it was found.
+                let name = self.location.name();
+                let _ = renameat2(
+                    dir.as_fd(),
+                    away.as_os_str(),
+                    dir.as_fd(),
+                    name,
+                    RenameFlags::RENAME_NOREPLACE,
+                );
+                Err(Error::Artifact {
+                    lock: self.lock.clone(),
+                    reason: "lock directory not removed: it holds files lockwrap did not create (remove them by hand)".into(),
+                })
+            }
             Err(e) => Err(Error::os(&self.lock, "cannot remove the lock directory", e)),
         }
     }
@@ -152,9 +196,4 @@ fn symlink_refused(lock: &str) -> Error {
         lock: lock.to_owned(),
         reason: "is a symlink; lockwrap never follows a symlink at a lock path (remove it or choose another path)".into(),
     }
-}
-
-fn is_our_temp(name: &OsStr) -> bool {
-    let bytes = name.as_bytes();
-    bytes.starts_with(b".holder.lockwrap-") && bytes.ends_with(b".tmp")
 }

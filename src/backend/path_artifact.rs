@@ -1,36 +1,57 @@
 //! What the two path-artifact backends (mkdir and excl) share: publishing a
 //! holder record without a reader ever seeing half of it, waiting for the
-//! artifact to go away with inotify, and reclaiming a stale artifact so that
-//! exactly one of several racing reclaimers wins.
+//! artifact to go away with inotify, reclaiming a stale artifact so that
+//! exactly one of several racing reclaimers wins, and the temporary names
+//! that make every step safe to be killed at.
 //!
-//! The owner keeps a flock(2) on its artifact for as long as it holds the
-//! lock, through an fd the command inherits (unless -o) and that survives
-//! exec (-F). So a lock whose wrapper was SIGKILLed right after spawning,
-//! before its record could name the command, is still seen as held: the
-//! record may say "dead", the kernel's flock says "alive".
+//! The owner keeps a flock(2) on its artifact (the guard) for as long as it
+//! holds the lock, through an fd the command inherits (unless -o) and that
+//! survives exec (-F). So a lock whose wrapper was SIGKILLed right after
+//! spawning, before its record could name the command, is still seen as
+//! held: the record may say "dead", the kernel's flock says "alive". The
+//! guard is on the inode at the lock path for the whole hold: the record is
+//! never replaced by another inode, the command's lines are appended to it
+//! in place (see [`HolderRecord::encode`] for why a reader never sees half).
+//!
+//! Kill safety: the artifact appears at the lock path only complete, with
+//! its record and its guard (excl links a written, flock'd temp file; mkdir
+//! renames a prepared, flock'd directory with renameat2(RENAME_NOREPLACE)),
+//! and it leaves the path in one step (excl unlinks it; mkdir renames the
+//! directory away to a temp name before emptying it). So whatever instant
+//! lockwrap dies at, the path holds either nothing or a complete artifact
+//! whose holder is alive or provably dead. What a killed process can leave
+//! are its temp names beside the lock, which name their creator
+//! ([`TempName`]); every release removes those whose creator is provably
+//! dead.
 //!
 //! Reclaim protocol: a reclaimer opens the artifact (never following a
 //! symlink), reads the record through that fd and judges it; if the holder is
 //! provably dead it takes flock(LOCK_EX|LOCK_NB) on that same fd, checks that
 //! the path still names the same inode, and only then removes it. Creating
-//! stays lock-free (mkdir and link are atomic) and only a dead owner's
+//! stays lock-free (rename and link are atomic) and only a dead owner's
 //! artifact is ever removed by someone else, so a reclaimer that arrives late
 //! finds a different inode (its open fd keeps the old inode number from being
-//! reused) and leaves the new lock alone.
+//! reused) and leaves the new lock alone. `--stale-after` applies only to a
+//! holder that cannot be judged (another host, no readable record), and a
+//! held guard defeats it too.
 
+use std::ffi::{OsStr, OsString};
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, open, openat};
-use nix::sys::stat::{Mode as Perm, fstat};
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, open, openat, renameat, renameat2};
+use nix::sys::stat::{FileStat, Mode as Perm, SFlag, fstat, fstatat};
+use nix::unistd::{UnlinkatFlags, ftruncate, unlinkat};
 
 use super::{HolderInfo, LockStatus, Request};
 use crate::error::Error;
-use crate::holder::{HolderRecord, Liveness};
+use crate::holder::{self, HolderRecord, Liveness};
 use crate::wait::{NameWatch, Waiter, poll_readable};
 
 /// How often a waiter re-examines a held artifact when no event woke it:
@@ -39,14 +60,17 @@ const RECHECK_WITH_WATCH: Duration = Duration::from_millis(500);
 /// The same, when inotify is unavailable (too many instances, odd filesystem).
 const RECHECK_WITHOUT_WATCH: Duration = Duration::from_millis(50);
 
+/// The holder record's name inside a lock directory.
+pub const DIR_RECORD: &str = "lockwrap-holder";
+
 /// One kind of path artifact: how it is created, read and removed.
 pub trait Artifact {
     /// The lock as the user wrote it.
     fn lock(&self) -> &str;
     /// Where the artifact lives.
-    fn path(&self) -> &Path;
+    fn location(&self) -> &Location;
     /// Creates the artifact atomically, carrying `record` and flock'd by the
-    /// returned fd. Ok(None) when it already exists.
+    /// returned guard. Ok(None) when it already exists.
     fn try_create(&self, record: &HolderRecord) -> Result<Option<Created>, Error>;
     /// Opens an existing artifact for inspection without following symlinks.
     /// Ok(None) when it vanished meanwhile; an error when the path holds
@@ -54,9 +78,8 @@ pub trait Artifact {
     fn open_existing(&self) -> Result<Option<OwnedFd>, Error>;
     /// The record of an opened artifact (None: no complete record).
     fn read_record(&self, artifact: BorrowedFd<'_>) -> Option<HolderRecord>;
-    /// Replaces the record of a held artifact; returns its new identity.
-    fn rewrite_record(&self, current: FileId, record: &HolderRecord) -> Result<FileId, Error>;
-    /// Removes the artifact known by `id`; the caller has checked it is the one at the path.
+    /// Takes the artifact known by `id` away from the lock path in one step
+    /// and cleans it up; the caller has checked it is the one at the path.
     fn remove(&self, id: FileId) -> Result<(), Error>;
 }
 
@@ -67,6 +90,65 @@ pub struct Created {
     /// An fd on it holding flock(LOCK_EX): the owner is alive while any copy
     /// of this fd is open.
     pub guard: OwnedFd,
+    /// A writable fd on the record when it is not the guard's file.
+    pub record: Option<OwnedFd>,
+}
+
+/// Where an artifact lives: the directory and the name in it. Every call
+/// goes through the directory's fd and the bare name, so a trailing slash
+/// on the path changes nothing.
+#[derive(Debug, Clone)]
+pub struct Location {
+    path: PathBuf,
+    dir: PathBuf,
+    name: OsString,
+}
+
+impl Location {
+    /// The location of `path`; the name is empty for `/` or `..`.
+    pub fn new(path: &Path) -> Location {
+        let name = path.file_name().map(OsString::from).unwrap_or_default();
+        let dir = match path.parent() {
+            Some(dir) if !name.is_empty() => dir.to_path_buf(),
+            _ => PathBuf::new(),
+        };
+        // `x/` is `x`: lstat("x/") would follow a symlink and fail on a file.
+        let path = if name.is_empty() {
+            path.to_path_buf()
+        } else {
+            dir.join(&name)
+        };
+        Location { path, dir, name }
+    }
+
+    /// The path, without a trailing slash.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The artifact's name in its directory.
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+
+    /// The directory the artifact is in.
+    pub fn dir_path(&self) -> &Path {
+        if self.dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &self.dir
+        }
+    }
+
+    /// Opens the directory for *at() calls.
+    pub fn open_dir(&self, lock: &str) -> Result<OwnedFd, Error> {
+        open_dir(lock, self.dir_path())
+    }
+
+    /// A fresh temp name beside the artifact, owned by this process.
+    pub fn temp_name(&self) -> OsString {
+        TempName::for_this_process().name_for(&self.name)
+    }
 }
 
 /// Takes the owner's flock on a new artifact. Only a reclaimer examining it
@@ -136,7 +218,7 @@ pub fn acquire<A: Artifact>(
         };
         if !watch_tried {
             watch_tried = true;
-            watch = NameWatch::new(artifact.path()).ok();
+            watch = NameWatch::new(artifact.location().path()).ok();
             continue;
         }
         // Wake on a release (inotify) or on the death of the holder's
@@ -212,7 +294,7 @@ fn reclaim_if_stale<A: Artifact>(
         Err(e) => return Err(lock_failed(e)),
     }
     let record = artifact.read_record(fd.as_fd());
-    if FileId::of_path(artifact.path()) == Some(id)
+    if FileId::of_path(artifact.location().path()) == Some(id)
         && is_stale(record.as_ref(), fd.as_fd(), stale_after)
     {
         artifact.remove(id)?;
@@ -220,13 +302,19 @@ fn reclaim_if_stale<A: Artifact>(
     Ok(None)
 }
 
+/// Whether a recorded holder may be taken over: provably dead, or (with
+/// `--stale-after`) of unknown fate and older than the limit. A provably
+/// alive holder never is, however old; the caller's flock on the artifact
+/// also fails while the holder's guard is held.
 fn is_stale(
     record: Option<&HolderRecord>,
     fd: BorrowedFd<'_>,
     stale_after: Option<Duration>,
 ) -> bool {
-    if record.map(HolderRecord::liveness) == Some(Liveness::Dead) {
-        return true;
+    match record.map(HolderRecord::liveness) {
+        Some(Liveness::Dead) => return true,
+        Some(Liveness::Alive) => return false,
+        Some(Liveness::Unknown) | None => {}
     }
     let Some(limit) = stale_after else {
         return false;
@@ -255,34 +343,251 @@ fn try_flock(fd: BorrowedFd<'_>) -> nix::Result<()> {
 }
 
 /// Writes `record` to a new file `dir/name` (created exclusively, never
-/// through a symlink, mode 0644 less umask), ready to be linked or renamed
-/// into place. The caller removes or renames it; the fd is returned open.
-pub fn write_temp_record(
+/// through a symlink, mode 0644 less umask) and returns it open for writing.
+/// On failure nothing is left: a file it could not fill is unlinked.
+pub fn create_record(
     lock: &str,
     dir: BorrowedFd<'_>,
-    name: &Path,
+    name: &OsStr,
     record: &HolderRecord,
 ) -> Result<OwnedFd, Error> {
     let flags =
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(dir, name, flags, Perm::from_bits_truncate(0o644))
         .map_err(|e| Error::open(lock, e))?;
     let mut file = std::fs::File::from(fd);
-    file.write_all(record.encode().as_bytes())
-        .map_err(|e| Error::os(lock, "cannot write the holder record", io_errno(&e)))?;
+    if let Err(e) = file.write_all(record.encode().as_bytes()) {
+        let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+        return Err(Error::os(
+            lock,
+            "cannot write the holder record",
+            io_errno(&e),
+        ));
+    }
     Ok(OwnedFd::from(file))
 }
 
-/// A name for a temporary file that no other process picks.
-pub fn temp_name(prefix: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    PathBuf::from(format!(
-        "{prefix}.lockwrap-{}-{nanos}.tmp",
-        std::process::id()
-    ))
+/// Appends to the record in `fd` what `after` has beyond `before` (the
+/// command's lines, see [`HolderRecord::encode`]). On failure the record is
+/// cut back to `before`, so it stays complete.
+fn append_to_record(
+    lock: &str,
+    fd: BorrowedFd<'_>,
+    before: &str,
+    after: &str,
+) -> Result<(), Error> {
+    let mut offset = before.len();
+    let mut rest = &after.as_bytes()[offset..];
+    while !rest.is_empty() {
+        match nix::sys::uio::pwrite(fd, rest, offset as i64) {
+            Ok(0) => return Err(cut_back(lock, fd, before, Errno::ENOSPC)),
+            Ok(n) => {
+                offset += n;
+                rest = &rest[n..];
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(cut_back(lock, fd, before, e)),
+        }
+    }
+    Ok(())
+}
+
+fn cut_back(lock: &str, fd: BorrowedFd<'_>, before: &str, errno: Errno) -> Error {
+    let _ = ftruncate(fd, before.len() as i64);
+    Error::os(
+        lock,
+        "cannot record the command in the holder record",
+        errno,
+    )
+}
+
+/// Reads a holder record through an fd, from the start: up to
+/// [`holder::MAX_RECORD`] bytes, more is not a record lockwrap wrote.
+pub fn read_record_fd(fd: BorrowedFd<'_>) -> Option<HolderRecord> {
+    let mut text = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match nix::sys::uio::pread(fd, &mut chunk, text.len() as i64) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&chunk[..n]),
+            Err(Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+        if text.len() > holder::MAX_RECORD {
+            return None;
+        }
+    }
+    HolderRecord::parse(std::str::from_utf8(&text).ok()?)
+}
+
+/// The owner of a temp name: `.NAME.lockwrap-BOOT-PIDNS-PID-START-SEQ.tmp`
+/// (BOOT: the first 8 characters of the boot id). A leftover whose owner is
+/// provably gone (this boot and pid namespace, and no process with that pid
+/// and start time) may be removed by anyone; one from elsewhere is left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TempName {
+    boot: String,
+    pid_ns: u64,
+    pid: i32,
+    start: u64,
+    seq: u64,
+}
+
+/// How much of the lock's name a temp name carries: with the other fields
+/// (at most 87 bytes) it stays under NAME_MAX (255).
+const TEMP_NAME_PART: usize = 160;
+
+impl TempName {
+    fn for_this_process() -> TempName {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let pid = std::process::id() as i32;
+        // Unique across runs of a reused pid too (with the start time), and
+        // across names made in one run.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+        TempName {
+            boot: boot_prefix(),
+            pid_ns: holder::pid_namespace(),
+            pid,
+            start: holder::process_start_time(pid).unwrap_or(0),
+            seq: nanos.wrapping_mul(1000) + SEQ.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    fn prefix(name: &OsStr) -> Vec<u8> {
+        let name = name.as_bytes();
+        let mut prefix = b".".to_vec();
+        prefix.extend_from_slice(&name[..name.len().min(TEMP_NAME_PART)]);
+        prefix.extend_from_slice(b".lockwrap-");
+        prefix
+    }
+
+    fn name_for(&self, name: &OsStr) -> OsString {
+        let mut bytes = TempName::prefix(name);
+        bytes.extend_from_slice(
+            format!(
+                "{}-{}-{}-{}-{}.tmp",
+                self.boot, self.pid_ns, self.pid, self.start, self.seq
+            )
+            .as_bytes(),
+        );
+        OsString::from_vec(bytes)
+    }
+
+    /// The owner of `entry` if it is a temp name of the artifact `name`.
+    fn parse(name: &OsStr, entry: &OsStr) -> Option<TempName> {
+        let rest = entry.as_bytes().strip_prefix(&TempName::prefix(name)[..])?;
+        let rest = std::str::from_utf8(rest.strip_suffix(b".tmp")?).ok()?;
+        let mut fields = rest.split('-');
+        let owner = TempName {
+            boot: fields.next()?.to_owned(),
+            pid_ns: fields.next()?.parse().ok()?,
+            pid: fields.next()?.parse().ok()?,
+            start: fields.next()?.parse().ok()?,
+            seq: fields.next()?.parse().ok()?,
+        };
+        fields.next().is_none().then_some(owner)
+    }
+
+    fn owner_is_gone(&self) -> bool {
+        self.boot == boot_prefix()
+            && self.pid_ns == holder::pid_namespace()
+            && self.start != 0
+            && !holder::is_running(self.pid, self.start)
+    }
+}
+
+fn boot_prefix() -> String {
+    holder::boot_id().chars().take(8).collect()
+}
+
+/// Removes the temp names beside the artifact that killed processes left
+/// (see [`TempName`]). Best effort: what cannot be removed is left.
+fn sweep_leftovers(location: &Location, lock: &str) {
+    let Ok(dir) = location.open_dir(lock) else {
+        return;
+    };
+    let dir_path = location.dir_path();
+    let Ok(entries) = std::fs::read_dir(dir_path) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let entry = entry.file_name();
+        if TempName::parse(&location.name, &entry).is_some_and(|t| t.owner_is_gone()) {
+            let _ = remove_temp(dir.as_fd(), dir_path, &entry);
+        }
+    }
+}
+
+/// Removes the temp `name` in `dir` (at `dir_path`): a file, or a lock
+/// directory with its record.
+fn remove_temp(dir: BorrowedFd<'_>, dir_path: &Path, name: &OsStr) -> Result<(), Errno> {
+    let st: FileStat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
+        remove_lock_dir(dir, dir_path, name)
+    } else {
+        unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+    }
+}
+
+/// Removes the lock directory `name` in `dir` (at `dir_path`): its record,
+/// temp records an older lockwrap left in it, and the directory. ENOTEMPTY
+/// when it holds anything else.
+pub fn remove_lock_dir(dir: BorrowedFd<'_>, dir_path: &Path, name: &OsStr) -> Result<(), Errno> {
+    let inner = openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Perm::empty(),
+    )?;
+    match unlinkat(inner.as_fd(), DIR_RECORD, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    let rmdir = || unlinkat(dir, name, UnlinkatFlags::RemoveDir);
+    match rmdir() {
+        Err(Errno::ENOTEMPTY | Errno::EEXIST) => {}
+        other => return other,
+    }
+    // Looked for only when needed, to keep the release path short.
+    if let Ok(entries) = std::fs::read_dir(dir_path.join(name)) {
+        for entry in entries.flatten().map(|e| e.file_name()) {
+            let bytes = entry.as_bytes();
+            if bytes.starts_with(b".holder.lockwrap-") && bytes.ends_with(b".tmp") {
+                let _ = unlinkat(inner.as_fd(), entry.as_os_str(), UnlinkatFlags::NoRemoveDir);
+            }
+        }
+    }
+    rmdir()
+}
+
+/// Renames the artifact at `location` to a fresh temp name of this process
+/// and returns that name (None: nothing was there). Once renamed, the lock
+/// is free, whenever this process dies; the temp name tells who may clean up.
+pub fn rename_away(
+    lock: &str,
+    dir: BorrowedFd<'_>,
+    location: &Location,
+) -> Result<Option<OsString>, Error> {
+    let away = location.temp_name();
+    let renamed = match renameat2(
+        dir,
+        location.name(),
+        dir,
+        away.as_os_str(),
+        RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Err(Errno::EINVAL | Errno::ENOSYS) => renameat(dir, location.name(), dir, away.as_os_str()),
+        other => other,
+    };
+    match renamed {
+        Ok(()) => Ok(Some(away)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e @ (Errno::EACCES | Errno::EPERM)) => Err(Error::open(lock, e)),
+        Err(e) => Err(Error::os(lock, "cannot remove the lock", e)),
+    }
 }
 
 /// Opens a directory for *at() calls.
@@ -300,14 +605,6 @@ pub fn open_dir(lock: &str, dir: &Path) -> Result<OwnedFd, Error> {
     .map_err(|e| Error::open(lock, e))
 }
 
-/// Reads a small file through an fd, from the start.
-pub fn read_fd_to_string(fd: BorrowedFd<'_>) -> Option<String> {
-    let mut buf = vec![0u8; 16 * 1024];
-    let n = nix::sys::uio::pread(fd, &mut buf, 0).ok()?;
-    buf.truncate(n);
-    String::from_utf8(buf).ok()
-}
-
 /// The errno inside an io::Error, for messages.
 pub fn io_errno(e: &std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
@@ -320,6 +617,7 @@ pub struct ArtifactHeld<A: Artifact> {
     record: HolderRecord,
     id: FileId,
     guard: OwnedFd,
+    record_fd: Option<OwnedFd>,
     released: bool,
     /// Dropped after the artifact is removed (fields drop after `Drop::drop`).
     _watch: Option<NameWatch>,
@@ -333,6 +631,7 @@ impl<A: Artifact> ArtifactHeld<A> {
             record: taken.record,
             id: taken.created.id,
             guard: taken.created.guard,
+            record_fd: taken.created.record,
             released: false,
             _watch: taken.watch,
         }
@@ -342,7 +641,8 @@ impl<A: Artifact> ArtifactHeld<A> {
         if std::mem::replace(&mut self.released, true) {
             return Ok(());
         }
-        if FileId::of_path(self.artifact.path()) != Some(self.id) {
+        let location = self.artifact.location();
+        if FileId::of_path(location.path()) != Some(self.id) {
             return Err(Error::Artifact {
                 lock: self.artifact.lock().to_owned(),
                 reason:
@@ -350,7 +650,9 @@ impl<A: Artifact> ArtifactHeld<A> {
                         .into(),
             });
         }
-        self.artifact.remove(self.id)
+        let removed = self.artifact.remove(self.id);
+        sweep_leftovers(location, self.artifact.lock());
+        removed
     }
 }
 
@@ -361,9 +663,13 @@ impl<A: Artifact> super::Held for ArtifactHeld<A> {
 
     fn child_started(&mut self, child: nix::unistd::Pid) -> Result<(), Error> {
         let pid = child.as_raw();
-        let start = crate::holder::process_start_time(pid).unwrap_or(0);
-        self.record.child = Some((pid, start));
-        self.id = self.artifact.rewrite_record(self.id, &self.record)?;
+        let start = holder::process_start_time(pid).unwrap_or(0);
+        let before = self.record.encode();
+        let mut record = self.record.clone();
+        record.child = Some((pid, start));
+        let fd = self.record_fd.as_ref().unwrap_or(&self.guard);
+        append_to_record(self.artifact.lock(), fd.as_fd(), &before, &record.encode())?;
+        self.record = record;
         Ok(())
     }
 
@@ -375,5 +681,30 @@ impl<A: Artifact> super::Held for ArtifactHeld<A> {
 impl<A: Artifact> Drop for ArtifactHeld<A> {
     fn drop(&mut self) {
         let _ = self.remove_if_ours();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_name_their_owner_and_only_their_artifact() {
+        let location = Location::new(Path::new("/var/lock/deploy.lock"));
+        let temp = location.temp_name();
+        let owner = TempName::parse(location.name(), &temp).unwrap();
+        assert_eq!(owner.pid, std::process::id() as i32);
+        assert!(!owner.owner_is_gone());
+        assert!(TempName::parse(OsStr::new("deploy"), &temp).is_none());
+        assert!(TempName::parse(location.name(), OsStr::new("deploy.lock")).is_none());
+        let long = OsString::from("x".repeat(250));
+        assert!(Location::new(Path::new(&long)).temp_name().len() <= 255);
+    }
+
+    #[test]
+    fn a_trailing_slash_names_the_same_artifact_and_the_root_none() {
+        assert_eq!(Location::new(Path::new("/tmp/x/")).name(), "x");
+        assert_eq!(Location::new(Path::new("/")).name(), "");
+        assert_eq!(Location::new(Path::new("..")).name(), "");
     }
 }
