@@ -69,6 +69,10 @@ pub trait Artifact {
     fn lock(&self) -> &str;
     /// Where the artifact lives.
     fn location(&self) -> &Location;
+    /// The artifact's path, without a trailing slash.
+    fn path(&self) -> &Path {
+        self.location().path()
+    }
     /// Creates the artifact atomically, carrying `record` and flock'd by the
     /// returned guard. Ok(None) when it already exists.
     fn try_create(&self, record: &HolderRecord) -> Result<Option<Created>, Error>;
