@@ -471,8 +471,10 @@ impl Cli {
                         command: None,
                     })
                 } else {
+                    // Shown as a lock spec: a server URL's password is redacted.
+                    let lock = LockSpec::parse(text.as_ref().as_ref());
                     Err(usage(format!(
-                        "{text}: missing command (lockwrap LOCK COMMAND [ARGS...], or lockwrap LOCK -c 'COMMAND')"
+                        "{lock}: missing command (lockwrap LOCK COMMAND [ARGS...], or lockwrap LOCK -c 'COMMAND')"
                     )))
                 }
             }
@@ -480,11 +482,13 @@ impl Cli {
                 let lock_text = positional.remove(0);
                 let mut lock = LockSpec::parse(&lock_text);
                 if lock.is_empty() {
+                    // The spec, not the text: a server URL's password is
+                    // redacted in the spec's Display.
                     return Err(usage(format!(
-                        "'{}': the lock has an empty path or name",
-                        lock_text.to_string_lossy()
+                        "'{lock}': the lock has an empty path or name"
                     )));
                 }
+                lock = lock.normalised().map_err(usage)?;
                 if self.fcntl {
                     lock = lock.with_fcntl().map_err(|other| {
                         usage(format!(

@@ -128,6 +128,12 @@ impl HolderRecord {
         Some(record)
     }
 
+    /// Whether it was written on this host, boot and pid namespace, so that
+    /// its pids name processes here.
+    pub fn is_from_this_system(&self) -> bool {
+        self.host == hostname() && self.boot_id == boot_id() && self.pid_ns == pid_namespace()
+    }
+
     /// Whether the recorded processes still run. Pid reuse cannot fool it:
     /// a pid counts as the holder only with the recorded start time.
     pub fn liveness(&self) -> Liveness {
@@ -395,6 +401,19 @@ pub fn process_age(pid: i32) -> Option<Duration> {
         .unwrap_or(100) as f64;
     let age = uptime - start_ticks as f64 / ticks_per_second;
     Duration::try_from_secs_f64(age.max(0.0)).ok()
+}
+
+/// The real uid of a process (first field of "Uid:" in /proc/PID/status):
+/// who started it, which a setuid program does not change.
+pub fn process_real_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The real uid of process `pid`.

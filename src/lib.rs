@@ -52,6 +52,11 @@ const SLOT_RESCAN: Duration = Duration::from_millis(250);
 pub fn run(invocation: Invocation) -> Result<Ending, Error> {
     let signals = Signals::install()
         .map_err(|e| Error::os("lockwrap", "cannot set up signal handling", e))?;
+    let kind = match &invocation.task {
+        Task::Run { lock, .. } => lock.kind(),
+        Task::Fd { fcntl: true, .. } => "fcntl",
+        Task::Fd { fcntl: false, .. } => "flock",
+    };
     let (lock, lock_text, command, backends) = match &invocation.task {
         Task::Run {
             lock,
@@ -79,7 +84,7 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
             vec![backend::for_fd(*fd, *fcntl)],
         ),
     };
-    check_supported(&invocation, backends[0].as_ref(), &lock)?;
+    check_supported(&invocation, backends[0].as_ref(), &lock, kind)?;
     let command_text = command.map(describe_command).unwrap_or_default();
     let request = Request {
         lease: invocation.lease,
@@ -173,7 +178,7 @@ pub fn status(query: &StatusQuery) -> Result<u8, Error> {
         let mut any_slot_free = false;
         for slot in &slots {
             let state = backend::open(slot).status()?;
-            any_slot_free |= !state.held || (query.shared && state.shared);
+            any_slot_free |= !state.held || state.stale || (query.shared && state.shared);
             let lock = slot.to_string();
             let line = if query.json {
                 status::json_line(&lock, &state)
@@ -259,7 +264,18 @@ fn check_supported(
     invocation: &Invocation,
     backend: &dyn Backend,
     lock: &str,
+    kind: &str,
 ) -> Result<(), Error> {
+    if invocation.stale_after.is_some() && !backend.reclaims_unknown_owners() {
+        return Err(Error::Usage(format!(
+            "{lock}: --stale-after applies to mkdir: and excl: locks only; a {kind} lock is freed by the kernel or server when its holder dies (drop the option)"
+        )));
+    }
+    if invocation.lease.is_some() && !backend.has_lease() {
+        return Err(Error::Usage(format!(
+            "{lock}: --lease applies to Redis and PostgreSQL locks only; a {kind} lock has no lease (drop the option)"
+        )));
+    }
     if invocation.mode != Mode::Exclusive && !backend.supports_shared() {
         let option = if invocation.mode == Mode::Shared {
             "-s/--shared"

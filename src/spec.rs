@@ -154,6 +154,53 @@ impl LockSpec {
         }
     }
 
+    /// The mechanism's name, for messages: flock, fcntl, mkdir, excl,
+    /// abstract, redis or postgres.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LockSpec::Flock(_) => "flock",
+            LockSpec::Ofd(_) => "fcntl",
+            LockSpec::Mkdir(_) => "mkdir",
+            LockSpec::Excl(_) => "excl",
+            LockSpec::Abstract(_) => "abstract",
+            LockSpec::Redis(_) => "redis",
+            LockSpec::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A mkdir: or excl: path made usable, or why it cannot be: trailing
+    /// slashes of a mkdir: path are dropped (`mkdir:/x/` is `/x`); an excl:
+    /// path with one names a directory, which an excl: lock cannot be; and
+    /// the last component must be a name to create, not `/`, `.` or `..`.
+    pub fn normalised(self) -> Result<LockSpec, String> {
+        let (path, is_mkdir) = match &self {
+            LockSpec::Mkdir(p) => (p, true),
+            LockSpec::Excl(p) => (p, false),
+            _ => return Ok(self),
+        };
+        let bytes = path.as_os_str().as_bytes();
+        let trimmed_len = bytes.iter().rposition(|b| *b != b'/').map_or(0, |i| i + 1);
+        if !is_mkdir && trimmed_len < bytes.len() {
+            return Err(format!(
+                "{self}: an excl: lock is a file; drop the trailing '/' (or use mkdir: for a lock directory)"
+            ));
+        }
+        let trimmed = &bytes[..trimmed_len];
+        let last = trimmed.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        let names_something = !matches!(last, b"" | b"." | b"..");
+        let trimmed = PathBuf::from(OsStr::from_bytes(trimmed));
+        if !names_something {
+            return Err(format!(
+                "{self}: the path must end in a name to create (such as /run/lock/NAME), not '/', '.' or '..'"
+            ));
+        }
+        Ok(if is_mkdir {
+            LockSpec::Mkdir(trimmed)
+        } else {
+            LockSpec::Excl(trimmed)
+        })
+    }
+
     /// Slot `i` of a `--slots N` semaphore: the same kind of lock, with
     /// `.slotI` appended to the path or name.
     pub fn slot(&self, i: u32) -> LockSpec {
@@ -214,6 +261,23 @@ mod tests {
         assert_eq!(parse("./mkdir:x"), LockSpec::Flock("./mkdir:x".into()));
         assert_eq!(parse("foo:bar"), LockSpec::Flock("foo:bar".into()));
         assert_eq!(parse("MKDIR:x"), LockSpec::Flock("MKDIR:x".into()));
+    }
+
+    #[test]
+    fn artifact_paths_are_normalised_or_refused() {
+        assert_eq!(parse("mkdir:/a/b//").normalised(), Ok(parse("mkdir:/a/b")));
+        assert_eq!(parse("excl:a/b").normalised(), Ok(parse("excl:a/b")));
+        for bad in [
+            "mkdir:/",
+            "mkdir:..",
+            "mkdir:a/.",
+            "mkdir:../",
+            "excl:a/",
+            "excl:..",
+        ] {
+            assert!(parse(bad).normalised().is_err(), "{bad}");
+        }
+        assert_eq!(parse("/").normalised(), Ok(parse("/")));
     }
 
     #[test]

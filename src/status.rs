@@ -29,13 +29,13 @@ pub fn describe_holders(status: &LockStatus) -> String {
                 let _ = write!(text, " (child {child})");
             }
             if let Some(host) = h.host.as_deref().filter(|host| *host != here) {
-                let _ = write!(text, " on {host}");
+                let _ = write!(text, " on {}", escape_controls(host));
             }
             if let Some(uid) = h.uid.filter(|uid| *uid != me) {
                 let _ = write!(text, " of uid {uid}");
             }
             if let Some(command) = &h.command {
-                let _ = write!(text, " ({command})");
+                let _ = write!(text, " ({})", escape_controls(command));
             }
             text
         })
@@ -47,10 +47,32 @@ pub fn describe_holders(status: &LockStatus) -> String {
     text
 }
 
-/// One `--status` line: "LOCK: free" or "LOCK: exclusive, held by ...".
+/// `text` with control characters (escape sequences, bells, newlines)
+/// shown as `\u{1b}`: a holder's command is someone else's text, and a
+/// terminal must not interpret it.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One `--status` line: "LOCK: free", "LOCK: exclusive, held by ..." or
+/// "LOCK: stale, held by ... (gone; ...)".
 pub fn text_line(lock: &str, status: &LockStatus) -> String {
     if !status.held {
         return format!("{lock}: free");
+    }
+    if status.stale {
+        return format!(
+            "{lock}: stale, {} (gone; the next lockwrap reclaims it)",
+            describe_holders(status)
+        );
     }
     let mode = if status.shared { "shared" } else { "exclusive" };
     format!("{lock}: {mode}, {}", describe_holders(status))
@@ -65,9 +87,10 @@ pub fn json_line(lock: &str, status: &LockStatus) -> String {
     };
     let holders: Vec<String> = status.holders.iter().map(json_holder).collect();
     format!(
-        "{{\"lock\":{},\"held\":{},\"mode\":{mode},\"holders\":[{}]}}",
+        "{{\"lock\":{},\"held\":{},\"stale\":{},\"mode\":{mode},\"holders\":[{}]}}",
         json_string(lock),
         status.held,
+        status.stale,
         holders.join(",")
     )
 }
@@ -130,6 +153,7 @@ mod tests {
                 age: Some(Duration::from_secs(723)),
                 ..HolderInfo::default()
             }],
+            ..LockStatus::default()
         };
         assert_eq!(
             describe_holders(&known),
@@ -143,7 +167,7 @@ mod tests {
         let line = json_line("/x", &LockStatus::default());
         assert_eq!(
             line,
-            "{\"lock\":\"/x\",\"held\":false,\"mode\":null,\"holders\":[]}"
+            "{\"lock\":\"/x\",\"held\":false,\"stale\":false,\"mode\":null,\"holders\":[]}"
         );
     }
 }

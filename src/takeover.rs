@@ -1,18 +1,23 @@
 //! `--replace`: take a lock from a holder on this machine by stopping it
 //! (SIGTERM, then SIGKILL to it and every process below it after the grace
-//! period). Refuses whatever it
-//! cannot identify for certain.
+//! period).
+//!
+//! It signals only what it can prove holds the lock: a process the kernel's
+//! lock table names, or one a holder record names when the record was
+//! written here (same host, boot and pid namespace) by the uid that owns the
+//! lock artifact, the process still has the recorded start time, and its
+//! real uid is the recorded one. Anything short of that is refused; a holder
+//! provably dead is left to the ordinary reclaim. Every signal goes through a
+//! pidfd checked against the start time, so a reused pid is never hit.
 
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-use crate::backend::LockStatus;
+use crate::backend::{HolderInfo, HolderSource, LockStatus};
 use crate::error::Error;
-use crate::holder::{hostname, is_running, process_start_time};
-use crate::tree::Tree;
+use crate::holder::{hostname, is_running, process_real_uid, process_stat};
+use crate::tree::{Tree, signal_process};
 
 /// How often the end of an evicted holder is checked: it is another
 /// process's child, so there is no event to wait for.
@@ -38,10 +43,32 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, 
         if let Some(host) = holder.host.as_deref().filter(|h| *h != here) {
             return Err(refuse(format!("it is held on another host ({host})")));
         }
+        match holder.source {
+            HolderSource::Kernel => {}
+            HolderSource::Server => {
+                return Err(refuse(
+                    "the holder is named only by the lock server, which cannot prove it".into(),
+                ));
+            }
+            HolderSource::Record { same_system: false } => {
+                return Err(refuse(
+                    "the holder record was written on another boot or pid namespace, so its pids cannot be checked here".into(),
+                ));
+            }
+            HolderSource::Record { same_system: true } => {
+                if status.owner_uid.is_none() || status.owner_uid != holder.uid {
+                    return Err(refuse(format!(
+                        "the holder record names uid {} but the lock belongs to uid {}: not believed (remove the lock by hand if it is stale)",
+                        show(holder.uid),
+                        show(status.owner_uid)
+                    )));
+                }
+            }
+        }
         // A lockwrap wrapper forwards SIGTERM to its child; signalling both
         // would deliver it twice. Its child is a target for SIGKILL only.
-        let wrapper = holder.pid.and_then(Running::find);
-        let child = holder.child_pid.and_then(Running::find);
+        let wrapper = Running::find(holder, holder.pid, holder.start_time, lock)?;
+        let child = Running::find(holder, holder.child_pid, holder.child_start_time, lock)?;
         match (wrapper, child) {
             (Some(w), Some(c)) => targets.extend([w.terminate_first(), c]),
             (Some(p), None) | (None, Some(p)) => targets.push(p.terminate_first()),
@@ -50,7 +77,7 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, 
     }
     let mut signalled = 0;
     for target in targets.iter().filter(|t| t.terminate) {
-        signalled += target.signal(lock, Signal::SIGTERM)?;
+        signalled += target.signal(Signal::SIGTERM);
     }
     if wait_gone(&targets, grace) {
         return Ok(signalled);
@@ -60,10 +87,10 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, 
         // longer below it and could not be found. The wrapper is stopped
         // meanwhile, so that the death of its command cannot start a release
         // that the SIGKILL would cut in half.
-        if target.signal(lock, Signal::SIGSTOP)? > 0 {
+        if target.signal(Signal::SIGSTOP) > 0 {
             signalled += Tree::below(target.pid).signal_all(Signal::SIGKILL);
         }
-        signalled += target.signal(lock, Signal::SIGKILL)?;
+        signalled += target.signal(Signal::SIGKILL);
     }
     if wait_gone(&targets, AFTER_KILL) {
         Ok(signalled)
@@ -72,8 +99,12 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, 
     }
 }
 
-/// A live process, identified by pid and start time so pid reuse cannot
-/// make us signal a stranger.
+fn show(uid: Option<u32>) -> String {
+    uid.map_or("unknown".to_owned(), |u| u.to_string())
+}
+
+/// A live process proven to be a holder: pid and start time, so pid reuse
+/// cannot make us signal a stranger.
 #[derive(Debug, Clone, Copy)]
 struct Running {
     pid: i32,
@@ -82,13 +113,39 @@ struct Running {
 }
 
 impl Running {
-    fn find(pid: i32) -> Option<Running> {
-        let start_time = process_start_time(pid)?;
-        Some(Running {
+    /// The holder's process `pid`, if it still runs as recorded. A pid that
+    /// now belongs to another process (another start time) means the holder
+    /// is gone: None. A live process of another real uid than the holder's
+    /// is refused.
+    fn find(
+        holder: &HolderInfo,
+        pid: Option<i32>,
+        start_time: Option<u64>,
+        lock: &str,
+    ) -> Result<Option<Running>, Error> {
+        let (Some(pid), Some(start_time)) = (pid, start_time) else {
+            return Ok(None);
+        };
+        let Some(stat) = process_stat(pid) else {
+            return Ok(None);
+        };
+        if stat.start_time != start_time || !stat.is_alive() {
+            return Ok(None);
+        }
+        if holder.source != HolderSource::Kernel && process_real_uid(pid) != holder.uid {
+            return Err(Error::Replace {
+                lock: lock.to_owned(),
+                reason: format!(
+                    "pid {pid} does not run as the recorded uid {}: not signalled",
+                    show(holder.uid)
+                ),
+            });
+        }
+        Ok(Some(Running {
             pid,
             start_time,
             terminate: false,
-        })
+        }))
     }
 
     fn terminate_first(self) -> Running {
@@ -102,23 +159,9 @@ impl Running {
         is_running(self.pid, self.start_time)
     }
 
-    /// Sends `signal` if the process still runs; returns 1 if it was sent.
-    fn signal(&self, lock: &str, signal: Signal) -> Result<usize, Error> {
-        if !self.is_running() {
-            return Ok(0);
-        }
-        match kill(Pid::from_raw(self.pid), signal) {
-            Ok(()) => Ok(1),
-            Err(Errno::ESRCH) => Ok(0),
-            Err(e) => Err(Error::Replace {
-                lock: lock.to_owned(),
-                reason: format!(
-                    "cannot signal pid {}: {}",
-                    self.pid,
-                    e.desc().to_lowercase()
-                ),
-            }),
-        }
+    /// Sends `signal` if the process is still the one found; 1 if sent.
+    fn signal(&self, signal: Signal) -> usize {
+        usize::from(signal_process(self.pid, self.start_time, signal))
     }
 }
 

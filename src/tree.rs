@@ -122,6 +122,12 @@ impl Tree {
     }
 }
 
+/// Signals process `pid` only if it is still the one that started at
+/// `start_time` (and is not a zombie). True if the signal was sent.
+pub fn signal_process(pid: i32, start_time: u64, signal: Signal) -> bool {
+    send(ProcessId { pid, start_time }, signal)
+}
+
 /// Signals `id` if it is still the process that was found (same start time,
 /// not a zombie). True if the signal was sent.
 fn send(id: ProcessId, signal: Signal) -> bool {
@@ -138,7 +144,10 @@ fn send(id: ProcessId, signal: Signal) -> bool {
         return false;
     }
     let sent = pidfd_send_signal(&pidfd, signal).is_ok();
-    if sent && stat.is_stopped() && !matches!(signal, Signal::SIGKILL | Signal::SIGCONT) {
+    if sent
+        && stat.is_stopped()
+        && !matches!(signal, Signal::SIGKILL | Signal::SIGCONT | Signal::SIGSTOP)
+    {
         let _ = pidfd_send_signal(&pidfd, Signal::SIGCONT);
     }
     sent

@@ -151,6 +151,7 @@ impl Backend for AbstractLock {
             held: true,
             shared: false,
             holders,
+            ..LockStatus::default()
         })
     }
 }

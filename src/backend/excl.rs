@@ -52,6 +52,10 @@ impl Backend for ExclLock {
     fn status(&self) -> Result<LockStatus, Error> {
         path_artifact::status(self)
     }
+
+    fn reclaims_unknown_owners(&self) -> bool {
+        true
+    }
 }
 
 impl Artifact for ExclLock {

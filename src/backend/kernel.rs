@@ -127,7 +127,19 @@ impl Backend for KernelLock {
         };
         let stat = match stat {
             Ok(stat) => stat,
-            Err(Errno::ENOENT) => return Ok(LockStatus::default()),
+            // Free, if it could be created: -n in a missing directory exits 66.
+            Err(Errno::ENOENT) => {
+                return match &self.target {
+                    FileTarget::Path(path)
+                        if path
+                            .parent()
+                            .is_some_and(|p| !p.as_os_str().is_empty() && !p.is_dir()) =>
+                    {
+                        Err(Error::open(&self.lock, Errno::ENOENT))
+                    }
+                    _ => Ok(LockStatus::default()),
+                };
+            }
             Err(e) => return Err(Error::open(&self.lock, e)),
         };
         let Some((shared, pids)) =
@@ -139,6 +151,7 @@ impl Backend for KernelLock {
             held: true,
             shared,
             holders: pids.into_iter().map(HolderInfo::of_process).collect(),
+            ..LockStatus::default()
         })
     }
 }

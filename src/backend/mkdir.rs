@@ -96,6 +96,10 @@ impl Backend for MkdirLock {
     fn status(&self) -> Result<LockStatus, Error> {
         path_artifact::status(self)
     }
+
+    fn reclaims_unknown_owners(&self) -> bool {
+        true
+    }
 }
 
 impl Artifact for MkdirLock {

@@ -55,6 +55,19 @@ pub trait Backend {
         true
     }
 
+    /// Whether `--stale-after` means anything: the lock can be left behind
+    /// by a holder of unknown identity (a plain `mkdir` in a script) that
+    /// nothing else would ever release.
+    fn reclaims_unknown_owners(&self) -> bool {
+        false
+    }
+
+    /// Whether `--lease` means anything: the lock is a lease that a server
+    /// drops when its holder stops renewing it.
+    fn has_lease(&self) -> bool {
+        !self.survives_exec()
+    }
+
     /// Who holds the lock now, for `--status` and `--verbose`. Takes no lock.
     fn status(&self) -> Result<LockStatus, Error>;
 }
@@ -69,6 +82,29 @@ pub struct LockStatus {
     /// The holders that could be identified; empty with `held` means
     /// "held, owner unknown".
     pub holders: Vec<HolderInfo>,
+    /// Held by a holder that is provably gone (its processes dead, its
+    /// guard free): the next wrapper reclaims it at once, as `-n` would.
+    pub stale: bool,
+    /// For a lock artifact: the uid that owns it. A holder record that names
+    /// another uid was not written by its holder and is not believed.
+    pub owner_uid: Option<u32>,
+}
+
+/// How a holder is known, and so how far `--replace` may trust it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HolderSource {
+    /// The kernel's lock table says this process holds the lock.
+    Kernel,
+    /// A holder record in a lock artifact; `same_system` when it was written
+    /// on this host, boot and pid namespace, so its pids mean ours.
+    Record {
+        /// Same host, boot and pid namespace as this process.
+        same_system: bool,
+    },
+    /// A lock server's word, which anyone who can write to the server can
+    /// forge: never grounds for signalling a local process.
+    #[default]
+    Server,
 }
 
 /// One holder of a lock, as far as it can be known.
@@ -86,6 +122,13 @@ pub struct HolderInfo {
     pub command: Option<String>,
     /// How long it has held the lock (or has run, when that is all we know).
     pub age: Option<Duration>,
+    /// The holding process's start time (clock ticks since boot), so that a
+    /// reused pid is never taken for it.
+    pub start_time: Option<u64>,
+    /// The child's start time.
+    pub child_start_time: Option<u64>,
+    /// Where this information comes from.
+    pub source: HolderSource,
 }
 
 /// A held lock. Dropping it releases it; [`Held::release`] does the same and
@@ -140,6 +183,8 @@ impl HolderInfo {
             uid: holder::process_uid(pid),
             command: holder::process_command(pid),
             age: holder::process_age(pid),
+            start_time: holder::process_start_time(pid),
+            source: HolderSource::Kernel,
             ..HolderInfo::default()
         }
     }
@@ -153,6 +198,11 @@ impl HolderInfo {
             host: Some(record.host.clone()),
             command: Some(record.command.clone()),
             age: Some(record.age()),
+            start_time: Some(record.start_time),
+            child_start_time: record.child.map(|(_, start)| start),
+            source: HolderSource::Record {
+                same_system: record.is_from_this_system(),
+            },
         }
     }
 }

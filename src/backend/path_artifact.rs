@@ -261,16 +261,26 @@ pub struct Taken {
 /// Who holds a path-artifact lock, from its record.
 pub fn status<A: Artifact>(artifact: &A) -> Result<LockStatus, Error> {
     let Some(fd) = artifact.open_existing()? else {
+        // Free, if it could be created: -n in a missing directory exits 66.
+        let parent = artifact
+            .path()
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty());
+        if parent.is_some_and(|p| !p.is_dir()) {
+            return Err(Error::open(artifact.lock(), Errno::ENOENT));
+        }
         return Ok(LockStatus::default());
     };
+    let record = artifact.read_record(fd.as_fd());
+    // As a reclaimer judges it; the probe's flock goes with the fd.
+    let stale = record.as_ref().map(HolderRecord::liveness) == Some(Liveness::Dead)
+        && try_flock(fd.as_fd()).is_ok();
     Ok(LockStatus {
         held: true,
         shared: false,
-        holders: artifact
-            .read_record(fd.as_fd())
-            .iter()
-            .map(HolderInfo::of_record)
-            .collect(),
+        holders: record.iter().map(HolderInfo::of_record).collect(),
+        stale,
+        owner_uid: fstat(fd.as_fd()).ok().map(|st| st.st_uid),
     })
 }
 

@@ -452,6 +452,7 @@ fn holder_info(
             .filter(|t| *t > 0)
             .map(|t| Duration::from_secs(now.saturating_sub(t)))
             .or(session_age),
+        ..HolderInfo::default()
     }
 }
 

@@ -294,12 +294,14 @@ impl Backend for RedisLock {
                 command: record.get("command").cloned(),
                 age: number("acquired_ms")
                     .map(|t| Duration::from_millis(now_ms.saturating_sub(t).max(0) as u64)),
+                ..HolderInfo::default()
             }]
         };
         Ok(LockStatus {
             held: true,
             shared: false,
             holders,
+            ..LockStatus::default()
         })
     }
 }
