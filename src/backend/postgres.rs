@@ -18,12 +18,15 @@
 //! Holders are identified by `application_name` (`lockwrap pid=N host=H`) and
 //! by a comment in the query that checks the lock, which pg_stat_activity
 //! shows: `/* lockwrap acquired=T child=C command=... */`.
+//!
+//! The password never appears in a message: none is built from the
+//! connection settings, and the server's messages do not contain it.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ::postgres::config::Host;
+use ::postgres::config::{Host, SslMode, SslNegotiation};
 use ::postgres::error::SqlState;
 use ::postgres::{Client, Config, NoTls};
 
@@ -74,10 +77,17 @@ impl PgLock {
         Error::Usage(format!("{}: {why}", self.lock))
     }
 
-    fn temp_fail(&self, config: &Config, what: &str, e: &dyn std::fmt::Display) -> Error {
+    fn temp_fail(&self, what: &str, e: &dyn std::fmt::Display) -> Error {
         Error::TempFail {
             lock: self.lock.clone(),
-            reason: scrub(config, format!("{what}: {e}")),
+            reason: format!("{what}: {e}"),
+        }
+    }
+
+    fn config_error(&self, why: &str) -> Error {
+        Error::Config {
+            lock: self.lock.clone(),
+            reason: why.to_owned(),
         }
     }
 
@@ -87,8 +97,18 @@ impl PgLock {
         if self.remote.name.is_empty() {
             return Err(self.usage("missing lock name: end the URL with #NAME"));
         }
-        let mut config = Config::from_str(&self.remote.url)
-            .map_err(|_| self.usage("not a valid postgres:// URL"))?;
+        let mut config = Config::from_str(&self.remote.url).map_err(|_| {
+            self.config_error(
+                "not a valid postgres:// URL (postgres://[USER[:PASS]@]HOST[:PORT]/DATABASE#NAME)",
+            )
+        })?;
+        if config.get_ssl_mode() == SslMode::Require
+            || config.get_ssl_negotiation() == SslNegotiation::Direct
+        {
+            return Err(self.config_error(
+                "the URL requires TLS (sslmode=require or sslnegotiation=direct), which this lockwrap does not support; use a TLS tunnel or a trusted network without it",
+            ));
+        }
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if config.get_hosts().is_empty() {
             match env("PGHOST") {
@@ -162,13 +182,12 @@ impl PgLock {
         });
         match outcome {
             Ok(Ok(done)) => Ok(done),
-            Ok(Err((what, e))) => Err(self.temp_fail(config, what, &e)),
+            Ok(Err((what, e))) => Err(failure(&self.lock, what, &e)),
             Err(CallError::TimedOut) => Err(self.temp_fail(
-                config,
                 "cannot connect to the PostgreSQL server",
                 &format!("no answer within {}s", SETUP_TIMEOUT.as_secs()),
             )),
-            Err(CallError::Pg(e)) => Err(self.temp_fail(config, "cannot connect", &e)),
+            Err(CallError::Pg(e)) => Err(failure(&self.lock, "cannot connect", &e)),
             Err(CallError::Os(e)) => Err(Error::os(&self.lock, "cannot start a thread", e)),
         }
     }
@@ -234,11 +253,10 @@ impl Backend for PgLock {
                 // -n: pause reports the conflict.
                 waiter.pause(&[], None)?;
             }
-            self.wait_blocking(&config, &client, &name, suffix, waiter)?;
+            self.wait_blocking(&client, &name, suffix, waiter)?;
         }
         let mut held = PgHeld {
             lock: self.lock.clone(),
-            config,
             client,
             name,
             shared,
@@ -302,7 +320,6 @@ impl PgLock {
     /// the waiter gives up (then the wait is cancelled on the server).
     fn wait_blocking(
         &self,
-        config: &Config,
         client: &Arc<Mutex<Client>>,
         name: &str,
         suffix: &str,
@@ -334,7 +351,7 @@ impl PgLock {
                     if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
                         || e.code() == Some(&SqlState::QUERY_CANCELED) => {}
                 Err(e) => {
-                    return Err(self.temp_fail(config, "lost the connection while waiting", &e));
+                    return Err(failure(&self.lock, "lost the connection while waiting", &e));
                 }
             }
         }
@@ -496,7 +513,6 @@ fn bounded<T: Send + 'static>(
 /// A PostgreSQL advisory lock our session holds.
 struct PgHeld {
     lock: String,
-    config: Config,
     client: Arc<Mutex<Client>>,
     name: String,
     shared: bool,
@@ -511,10 +527,7 @@ impl PgHeld {
         self.done = true;
         Error::TempFail {
             lock: self.lock.clone(),
-            reason: scrub(
-                &self.config,
-                format!("lock lost, stopping the command: {why}"),
-            ),
+            reason: format!("lock lost, stopping the command: {why}"),
         }
     }
 
@@ -547,7 +560,9 @@ impl PgHeld {
                 "the server did not answer within {:?}",
                 self.lease / 3
             ))),
-            Err(CallError::Pg(e)) => Err(self.lost(&format!("the session ended: {e}"))),
+            Err(CallError::Pg(e)) => {
+                Err(self.lost(&format!("the session ended: {}", describe(&e))))
+            }
             Err(CallError::Os(e)) => Err(self.lost(&format!("cannot check the lock: {e}"))),
         }
     }
@@ -608,14 +623,87 @@ impl Drop for PgHeld {
     }
 }
 
-/// The password, wherever it came from, never appears in a message.
-fn scrub(config: &Config, text: String) -> String {
-    match config
-        .get_password()
-        .and_then(|p| std::str::from_utf8(p).ok())
+/// What the server or the driver said, in words: the server's message for
+/// a server error (the driver's own text is just "db error"), else the
+/// driver's text followed by its causes.
+fn describe(e: &::postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_owned();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `what` failed on lock `lock` because of `e`, with the exit code that
+/// tells retry (75) from fix: a refused login or right is 77, a setting that
+/// cannot work (no such database, TLS) is 78.
+///
+/// The driver keeps the kind of its own errors private; the texts matched
+/// here are those of tokio-postgres 0.7.
+fn failure(lock: &str, what: &str, e: &::postgres::Error) -> Error {
+    let lock = lock.to_owned();
+    let text = describe(e);
+    let permission = |why: &str| Error::Permission {
+        lock: lock.clone(),
+        reason: format!("{what}: {text} ({why})"),
+    };
+    let config = |why: &str| Error::Config {
+        lock: lock.clone(),
+        reason: format!("{what}: {text} ({why})"),
+    };
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::INVALID_PASSWORD {
+            return permission("check the password: in the URL, PGPASSWORD or the password file");
+        }
+        if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            if text.contains("no encryption") {
+                return config(
+                    "the server lets this user in over TLS only, which this lockwrap does not support",
+                );
+            }
+            return permission("the server's pg_hba.conf or the role does not let this user in");
+        }
+        if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            return match db.detail() {
+                Some(detail) => permission(detail),
+                None => Error::Permission {
+                    lock,
+                    reason: format!("{what}: {text}"),
+                },
+            };
+        }
+        if *code == SqlState::INVALID_CATALOG_NAME {
+            return config("fix the database in the URL or PGDATABASE");
+        }
+    } else if text.starts_with("invalid configuration") && text.contains("password missing") {
+        return Error::Permission {
+            lock,
+            reason: format!(
+                "{what}: the server needs a password (postgres://USER:PASS@..., PGPASSWORD or ~/.pgpass)"
+            ),
+        };
+    } else if text.starts_with("error performing TLS handshake") {
+        return config("this lockwrap does not support TLS");
+    } else if text.starts_with("unexpected message from server")
+        || text.starts_with("error parsing response from server")
     {
-        Some(password) if !password.is_empty() => text.replace(password, "***"),
-        _ => text,
+        return Error::TempFail {
+            lock,
+            reason: format!(
+                "{what}: the server does not answer like a PostgreSQL server (is this the right host and port?)"
+            ),
+        };
+    }
+    Error::TempFail {
+        lock,
+        reason: format!("{what}: {text}"),
     }
 }
 
