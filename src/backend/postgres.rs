@@ -17,7 +17,9 @@
 //!
 //! Holders are identified by `application_name` (`lockwrap pid=N host=H`) and
 //! by a comment in the query that checks the lock, which pg_stat_activity
-//! shows: `/* lockwrap acquired=T child=C command=... */`.
+//! shows: `/* lockwrap acquired=T child=C command=... */`. Any session can
+//! claim that name, so it is for `--status` only: `--replace` ends the
+//! holding sessions with `pg_terminate_backend` and signals no process.
 //!
 //! The password never appears in a message: none is built from the
 //! connection settings, and the server's messages do not contain it.
@@ -45,6 +47,9 @@ const MIN_LEASE: Duration = Duration::from_millis(100);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting, logging in and the first attempt may take in all.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `--replace` waits for a terminated holder's session to end.
+const TERMINATE_WAIT: Duration = Duration::from_secs(3);
 
 /// The advisory-lock key of a lock name, as SQL over parameter `$1`.
 const KEY: &str = "hashtextextended($1, 0)";
@@ -312,6 +317,69 @@ impl Backend for PgLock {
             ));
         }
         Ok(status)
+    }
+
+    /// Ends every other session that holds the lock in a mode that conflicts
+    /// with `request` (`pg_terminate_backend`, waiting up to
+    /// [`TERMINATE_WAIT`] for each to end on servers that can wait). Needs the
+    /// privileges of the holder's role or of `pg_signal_backend`.
+    fn revoke(&self, request: &Request<'_>) -> Result<Option<usize>, Error> {
+        let mode = match request.mode {
+            Mode::Exclusive => "",
+            // Shared holders do not stand in a shared taker's way.
+            Mode::Shared => "AND l.mode = 'ExclusiveLock'",
+            Mode::Unlock => {
+                return Err(self.usage("-u/--unlock means nothing for a PostgreSQL lock"));
+            }
+        };
+        let config = self.config("lockwrap replace")?;
+        let find = format!(
+            "SELECT l.pid FROM pg_locks l \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+               AND l.pid <> pg_backend_pid() {mode} \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND l.classid = (({KEY} >> 32) & 4294967295)::oid \
+               AND l.objid = ({KEY} & 4294967295)::oid"
+        );
+        let name = self.remote.name.clone();
+        let terminated = self.with_new_session(&config, move |client| {
+            let version: i32 = client
+                .query_one("SELECT current_setting('server_version_num')::int", &[])
+                .map(|row| row.get(0))
+                .map_err(|e| ("cannot ask the server for its version", e))?;
+            // PostgreSQL 14 can wait for the session to end, so that the
+            // lock is free when we ask for it.
+            let terminate = if version >= 140000 {
+                format!(
+                    "SELECT pg_terminate_backend($1, {})",
+                    TERMINATE_WAIT.as_millis()
+                )
+            } else {
+                "SELECT pg_terminate_backend($1)".to_owned()
+            };
+            let holders: Vec<i32> = client
+                .query(&find, &[&name])
+                .map_err(|e| ("cannot find the holder's session", e))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            for pid in &holders {
+                client
+                    .execute(&terminate, &[pid])
+                    .map_err(|e| ("cannot end the holder's session", e))?;
+            }
+            Ok(holders.len())
+        });
+        match terminated {
+            Ok((_, ended)) => Ok(Some(ended)),
+            Err(Error::Permission { lock, reason }) => Err(Error::Permission {
+                lock,
+                reason: format!(
+                    "{reason} (--replace needs the holder's role or pg_signal_backend, and a superuser for a superuser's session)"
+                ),
+            }),
+            Err(e) => Err(e),
+        }
     }
 }
 

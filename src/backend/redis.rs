@@ -14,6 +14,10 @@
 //! about two thirds into the lease at the latest, before the server can have
 //! given the lock to anyone else. The caller then stops the command.
 //!
+//! `--replace` revokes the holder's lease on the server ([`REVOKE`]) and never
+//! signals a pid the holder hash names: anyone who can write to the server can
+//! write that hash.
+//!
 //! The password (from the URL, or REDISCLI_AUTH as for redis-cli) is never
 //! printed: messages name the lock by its redacted spec, and no message is
 //! built from the connection settings.
@@ -85,6 +89,19 @@ const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('PUBLISH', ARGV[2], 'released')
+return 1
+";
+
+/// Revokes whoever holds the lock (`--replace`): deletes the key and the
+/// holder hash, and advances the fence so that every token handed out
+/// before is smaller than the next one. The holder finds its token gone at
+/// its next renewal and stops its command. Nothing is published: the
+/// replacer, which takes the lock next, should not race the waiters for it.
+/// Returns 1 if the lock was held. KEYS: lock, holder, fence.
+const REVOKE: &str = r"
+if not redis.call('GET', KEYS[1]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('INCR', KEYS[3])
 return 1
 ";
 
@@ -341,6 +358,22 @@ impl Backend for RedisLock {
             shared: false,
             holders,
         })
+    }
+
+    fn revoke(&self, request: &Request<'_>) -> Result<Option<usize>, Error> {
+        if request.mode != Mode::Exclusive {
+            return Err(self.usage("a Redis lock has no shared holders"));
+        }
+        let info = self.connection_info()?;
+        let mut con = self.connect(&info, CONNECT_TIMEOUT)?;
+        let keys = Keys::new(&self.remote.name);
+        let revoked: i64 = Script::new(REVOKE)
+            .key(&keys.lock)
+            .key(&keys.holder)
+            .key(&keys.fence)
+            .invoke(&mut con)
+            .map_err(|e| self.failure("cannot revoke the holder's lease", &e))?;
+        Ok(Some(usize::from(revoked == 1)))
     }
 }
 
