@@ -4,6 +4,8 @@
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
+use crate::spec::redact_urls_in;
+
 /// Exit code for a usage error (sysexits EX_USAGE), as flock(1).
 pub const EXIT_USAGE: u8 = 64;
 /// Exit code when the lock call fails for a reason other than a conflict (EX_DATAERR).
@@ -18,6 +20,10 @@ pub const EXIT_OS_ERROR: u8 = 71;
 pub const EXIT_CANNOT_CREATE: u8 = 73;
 /// Exit code when a lock server cannot be reached or the lock was lost (EX_TEMPFAIL).
 pub const EXIT_TEMPFAIL: u8 = 75;
+/// Exit code when a lock server refuses the credentials or a right (EX_NOPERM).
+pub const EXIT_NOPERM: u8 = 77;
+/// Exit code when a setting cannot work: a missing database, a bad URL, TLS (EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
 /// Exit code when `--max-runtime` stopped the child, as timeout(1).
 pub const EXIT_MAX_RUNTIME: u8 = 124;
 
@@ -26,8 +32,9 @@ pub const EXIT_MAX_RUNTIME: u8 = 124;
 /// `Display` gives one line, without the `lockwrap: ` prefix, that names the lock and the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The command line cannot be used as given.
-    #[error("{0}")]
+    /// The command line cannot be used as given. Any server URL the text
+    /// echoes is shown without its password ([`redact_urls_in`]).
+    #[error("{}", redact_urls_in(.0))]
     Usage(String),
 
     /// The lock is held and `-n` (or `-w 0`) forbids waiting.
@@ -108,12 +115,33 @@ pub enum Error {
         errno: Errno,
     },
 
-    /// A lock server could not be reached, or the lock may no longer be ours.
-    #[error("{lock}: {reason}")]
+    /// A lock server could not be reached, or the lock may no longer be ours:
+    /// worth retrying later.
+    #[error("{lock}: {}", one_line(.reason))]
     TempFail {
         /// The lock as the user wrote it (never with a password).
         lock: String,
         /// What happened.
+        reason: String,
+    },
+
+    /// A lock server refused the login (wrong or missing password, no
+    /// access) or a right lockwrap needs: retrying will not help.
+    #[error("{lock}: {}", one_line(.reason))]
+    Permission {
+        /// The lock as the user wrote it (never with a password).
+        lock: String,
+        /// What the server refused, and what to do.
+        reason: String,
+    },
+
+    /// A setting cannot work as given: a database that does not exist, a URL
+    /// that cannot be parsed, TLS that this build or the URL cannot provide.
+    #[error("{lock}: {}", one_line(.reason))]
+    Config {
+        /// The lock as the user wrote it (never with a password).
+        lock: String,
+        /// The setting at fault, and what to do.
         reason: String,
     },
 
@@ -146,6 +174,17 @@ fn holder_suffix(holder: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// Text from a server or a driver on one line: line breaks and other control
+/// characters become single spaces, so that a multi-line reply (an HTTP
+/// error page on a Redis port) cannot spill over several lines.
+fn one_line(text: &str) -> String {
+    text.split(|c: char| c.is_control())
+        .filter(|part| !part.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn hint_suffix(hint: &str) -> String {
     if hint.is_empty() {
         String::new()
@@ -170,6 +209,8 @@ impl Error {
             Error::Interrupted { signal, .. } => 128u8.wrapping_add(*signal as u8),
             Error::Os { errno, .. } => errno_exit_code(*errno).unwrap_or(EXIT_OS_ERROR),
             Error::TempFail { .. } => EXIT_TEMPFAIL,
+            Error::Permission { .. } => EXIT_NOPERM,
+            Error::Config { .. } => EXIT_CONFIG,
             Error::Replace { .. } => EXIT_LOCK_FAILED,
         }
     }

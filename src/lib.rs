@@ -93,18 +93,28 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
         stale_after: invocation.stale_after,
     };
     if invocation.replace {
-        let holders = backends[0].status()?;
-        if holders.held {
-            let signalled = takeover::evict(&lock, &holders, invocation.kill_grace)?;
-            if invocation.verbose {
-                say!(
-                    "{lock}: --replace: stopped the holder ({signalled} {} signalled)",
-                    if signalled == 1 {
-                        "process"
-                    } else {
-                        "processes"
+        // A lock server takes the lock away itself; no pid it names is signalled.
+        match backends[0].revoke(&request)? {
+            Some(revoked) => {
+                if invocation.verbose && revoked > 0 {
+                    say!("{lock}: --replace: revoked the holder's lock on the server");
+                }
+            }
+            None => {
+                let holders = backends[0].status()?;
+                if holders.held {
+                    let signalled = takeover::evict(&lock, &holders, invocation.kill_grace)?;
+                    if invocation.verbose {
+                        say!(
+                            "{lock}: --replace: stopped the holder ({signalled} {} signalled)",
+                            if signalled == 1 {
+                                "process"
+                            } else {
+                                "processes"
+                            }
+                        );
                     }
-                );
+                }
             }
         }
     }

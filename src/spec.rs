@@ -103,6 +103,57 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
+/// The URL schemes of server locks, whose URLs may carry a password.
+const SERVER_SCHEMES: [&str; 4] = ["redis://", "rediss://", "postgres://", "postgresql://"];
+
+/// `text` with every server URL in it shown by [`redact_url`]: for messages
+/// that echo what the user typed (a usage error quoting the LOCK argument).
+/// A URL starts at a server scheme at the start of a word and runs to the
+/// next whitespace or quote; its `#NAME` is kept as is. The password is
+/// found by the URL's structure, never by looking for its text, so a
+/// password that also occurs elsewhere in the message hides nothing else.
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = next_server_url(rest) {
+        out.push_str(&rest[..start]);
+        let url_and_after = &rest[start..];
+        let end = url_and_after
+            .find(|c: char| c.is_whitespace() || c == '\'' || c == '"')
+            .unwrap_or(url_and_after.len());
+        let (token, after) = url_and_after.split_at(end);
+        match token.split_once('#') {
+            Some((url, name)) => {
+                out.push_str(&redact_url(url));
+                out.push('#');
+                out.push_str(name);
+            }
+            None => out.push_str(&redact_url(token)),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the first server URL in `text` starts: a server scheme at the start
+/// of `text` or after whitespace or a quote.
+fn next_server_url(text: &str) -> Option<usize> {
+    text.char_indices()
+        .filter(|&(i, _)| {
+            text[..i]
+                .chars()
+                .next_back()
+                .is_none_or(|c| c.is_whitespace() || c == '\'' || c == '"' || c == '(')
+        })
+        .map(|(i, _)| i)
+        .find(|&i| {
+            SERVER_SCHEMES
+                .iter()
+                .any(|scheme| text[i..].starts_with(scheme))
+        })
+}
+
 impl LockSpec {
     /// Parses a LOCK argument. Only the known scheme words are schemes; anything
     /// else (`./mkdir:x`, `foo:bar`) is a plain path for flock(2).
@@ -332,6 +383,35 @@ mod tests {
             let spec = parse(given);
             assert_eq!(spec.to_string(), shown);
             assert!(!format!("{spec:?}").contains("s3cret"), "{spec:?}");
+        }
+    }
+
+    #[test]
+    fn urls_in_messages_are_redacted_by_structure() {
+        for (given, shown) in [
+            (
+                "redis://:s3cret@h:1#x: missing command",
+                "redis://:***@h:1#x: missing command",
+            ),
+            (
+                "'postgres://u:s3cret@h:1/db': the lock has an empty path or name",
+                "'postgres://u:***@h:1/db': the lock has an empty path or name",
+            ),
+            // A one-letter password hides only the password field.
+            (
+                "redis://:e@h#e: cannot connect to the server",
+                "redis://:***@h#e: cannot connect to the server",
+            ),
+            ("a and b: redis://h#n, @name", "a and b: redis://h#n, @name"),
+            ("./redis://:p@h", "./redis://:p@h"),
+            ("no url here: e@x", "no url here: e@x"),
+        ] {
+            assert_eq!(redact_urls_in(given), shown);
+            assert_eq!(
+                redact_urls_in(shown),
+                shown,
+                "redacting twice changes nothing"
+            );
         }
     }
 }

@@ -70,6 +70,16 @@ pub trait Backend {
 
     /// Who holds the lock now, for `--status` and `--verbose`. Takes no lock.
     fn status(&self) -> Result<LockStatus, Error>;
+
+    /// `--replace` for a lock whose holder is known only by a server's word:
+    /// takes the lock away from its holders on the server itself (ends their
+    /// lease or session) without signalling any process, and returns how
+    /// many holders lost it. Each holder's lockwrap notices at its next
+    /// renewal and stops its command. `None`: this lock has no such
+    /// authority; the caller stops a holder it can prove is local.
+    fn revoke(&self, _request: &Request<'_>) -> Result<Option<usize>, Error> {
+        Ok(None)
+    }
 }
 
 /// What `--status` reports about one lock.

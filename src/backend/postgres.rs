@@ -17,13 +17,18 @@
 //!
 //! Holders are identified by `application_name` (`lockwrap pid=N host=H`) and
 //! by a comment in the query that checks the lock, which pg_stat_activity
-//! shows: `/* lockwrap acquired=T child=C command=... */`.
+//! shows: `/* lockwrap acquired=T child=C command=... */`. Any session can
+//! claim that name, so it is for `--status` only: `--replace` ends the
+//! holding sessions with `pg_terminate_backend` and signals no process.
+//!
+//! The password never appears in a message: none is built from the
+//! connection settings, and the server's messages do not contain it.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ::postgres::config::Host;
+use ::postgres::config::{Host, SslMode, SslNegotiation};
 use ::postgres::error::SqlState;
 use ::postgres::{Client, Config, NoTls};
 
@@ -42,6 +47,9 @@ const MIN_LEASE: Duration = Duration::from_millis(100);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting, logging in and the first attempt may take in all.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `--replace` waits for a terminated holder's session to end.
+const TERMINATE_WAIT: Duration = Duration::from_secs(3);
 
 /// The advisory-lock key of a lock name, as SQL over parameter `$1`.
 const KEY: &str = "hashtextextended($1, 0)";
@@ -74,10 +82,17 @@ impl PgLock {
         Error::Usage(format!("{}: {why}", self.lock))
     }
 
-    fn temp_fail(&self, config: &Config, what: &str, e: &dyn std::fmt::Display) -> Error {
+    fn temp_fail(&self, what: &str, e: &dyn std::fmt::Display) -> Error {
         Error::TempFail {
             lock: self.lock.clone(),
-            reason: scrub(config, format!("{what}: {e}")),
+            reason: format!("{what}: {e}"),
+        }
+    }
+
+    fn config_error(&self, why: &str) -> Error {
+        Error::Config {
+            lock: self.lock.clone(),
+            reason: why.to_owned(),
         }
     }
 
@@ -87,8 +102,18 @@ impl PgLock {
         if self.remote.name.is_empty() {
             return Err(self.usage("missing lock name: end the URL with #NAME"));
         }
-        let mut config = Config::from_str(&self.remote.url)
-            .map_err(|_| self.usage("not a valid postgres:// URL"))?;
+        let mut config = Config::from_str(&self.remote.url).map_err(|_| {
+            self.config_error(
+                "not a valid postgres:// URL (postgres://[USER[:PASS]@]HOST[:PORT]/DATABASE#NAME)",
+            )
+        })?;
+        if config.get_ssl_mode() == SslMode::Require
+            || config.get_ssl_negotiation() == SslNegotiation::Direct
+        {
+            return Err(self.config_error(
+                "the URL requires TLS (sslmode=require or sslnegotiation=direct), which this lockwrap does not support; use a TLS tunnel or a trusted network without it",
+            ));
+        }
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if config.get_hosts().is_empty() {
             match env("PGHOST") {
@@ -162,13 +187,12 @@ impl PgLock {
         });
         match outcome {
             Ok(Ok(done)) => Ok(done),
-            Ok(Err((what, e))) => Err(self.temp_fail(config, what, &e)),
+            Ok(Err((what, e))) => Err(failure(&self.lock, what, &e)),
             Err(CallError::TimedOut) => Err(self.temp_fail(
-                config,
                 "cannot connect to the PostgreSQL server",
                 &format!("no answer within {}s", SETUP_TIMEOUT.as_secs()),
             )),
-            Err(CallError::Pg(e)) => Err(self.temp_fail(config, "cannot connect", &e)),
+            Err(CallError::Pg(e)) => Err(failure(&self.lock, "cannot connect", &e)),
             Err(CallError::Os(e)) => Err(Error::os(&self.lock, "cannot start a thread", e)),
         }
     }
@@ -234,11 +258,10 @@ impl Backend for PgLock {
                 // -n: pause reports the conflict.
                 waiter.pause(&[], None)?;
             }
-            self.wait_blocking(&config, &client, &name, suffix, waiter)?;
+            self.wait_blocking(&client, &name, suffix, waiter)?;
         }
         let mut held = PgHeld {
             lock: self.lock.clone(),
-            config,
             client,
             name,
             shared,
@@ -295,6 +318,69 @@ impl Backend for PgLock {
         }
         Ok(status)
     }
+
+    /// Ends every other session that holds the lock in a mode that conflicts
+    /// with `request` (`pg_terminate_backend`, waiting up to
+    /// [`TERMINATE_WAIT`] for each to end on servers that can wait). Needs the
+    /// privileges of the holder's role or of `pg_signal_backend`.
+    fn revoke(&self, request: &Request<'_>) -> Result<Option<usize>, Error> {
+        let mode = match request.mode {
+            Mode::Exclusive => "",
+            // Shared holders do not stand in a shared taker's way.
+            Mode::Shared => "AND l.mode = 'ExclusiveLock'",
+            Mode::Unlock => {
+                return Err(self.usage("-u/--unlock means nothing for a PostgreSQL lock"));
+            }
+        };
+        let config = self.config("lockwrap replace")?;
+        let find = format!(
+            "SELECT l.pid FROM pg_locks l \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+               AND l.pid <> pg_backend_pid() {mode} \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND l.classid = (({KEY} >> 32) & 4294967295)::oid \
+               AND l.objid = ({KEY} & 4294967295)::oid"
+        );
+        let name = self.remote.name.clone();
+        let terminated = self.with_new_session(&config, move |client| {
+            let version: i32 = client
+                .query_one("SELECT current_setting('server_version_num')::int", &[])
+                .map(|row| row.get(0))
+                .map_err(|e| ("cannot ask the server for its version", e))?;
+            // PostgreSQL 14 can wait for the session to end, so that the
+            // lock is free when we ask for it.
+            let terminate = if version >= 140000 {
+                format!(
+                    "SELECT pg_terminate_backend($1, {})",
+                    TERMINATE_WAIT.as_millis()
+                )
+            } else {
+                "SELECT pg_terminate_backend($1)".to_owned()
+            };
+            let holders: Vec<i32> = client
+                .query(&find, &[&name])
+                .map_err(|e| ("cannot find the holder's session", e))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            for pid in &holders {
+                client
+                    .execute(&terminate, &[pid])
+                    .map_err(|e| ("cannot end the holder's session", e))?;
+            }
+            Ok(holders.len())
+        });
+        match terminated {
+            Ok((_, ended)) => Ok(Some(ended)),
+            Err(Error::Permission { lock, reason }) => Err(Error::Permission {
+                lock,
+                reason: format!(
+                    "{reason} (--replace needs the holder's role or pg_signal_backend, and a superuser for a superuser's session)"
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl PgLock {
@@ -302,7 +388,6 @@ impl PgLock {
     /// the waiter gives up (then the wait is cancelled on the server).
     fn wait_blocking(
         &self,
-        config: &Config,
         client: &Arc<Mutex<Client>>,
         name: &str,
         suffix: &str,
@@ -334,7 +419,7 @@ impl PgLock {
                     if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
                         || e.code() == Some(&SqlState::QUERY_CANCELED) => {}
                 Err(e) => {
-                    return Err(self.temp_fail(config, "lost the connection while waiting", &e));
+                    return Err(failure(&self.lock, "lost the connection while waiting", &e));
                 }
             }
         }
@@ -497,7 +582,6 @@ fn bounded<T: Send + 'static>(
 /// A PostgreSQL advisory lock our session holds.
 struct PgHeld {
     lock: String,
-    config: Config,
     client: Arc<Mutex<Client>>,
     name: String,
     shared: bool,
@@ -512,10 +596,7 @@ impl PgHeld {
         self.done = true;
         Error::TempFail {
             lock: self.lock.clone(),
-            reason: scrub(
-                &self.config,
-                format!("lock lost, stopping the command: {why}"),
-            ),
+            reason: format!("lock lost, stopping the command: {why}"),
         }
     }
 
@@ -548,7 +629,9 @@ impl PgHeld {
                 "the server did not answer within {:?}",
                 self.lease / 3
             ))),
-            Err(CallError::Pg(e)) => Err(self.lost(&format!("the session ended: {e}"))),
+            Err(CallError::Pg(e)) => {
+                Err(self.lost(&format!("the session ended: {}", describe(&e))))
+            }
             Err(CallError::Os(e)) => Err(self.lost(&format!("cannot check the lock: {e}"))),
         }
     }
@@ -609,14 +692,87 @@ impl Drop for PgHeld {
     }
 }
 
-/// The password, wherever it came from, never appears in a message.
-fn scrub(config: &Config, text: String) -> String {
-    match config
-        .get_password()
-        .and_then(|p| std::str::from_utf8(p).ok())
+/// What the server or the driver said, in words: the server's message for
+/// a server error (the driver's own text is just "db error"), else the
+/// driver's text followed by its causes.
+fn describe(e: &::postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_owned();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `what` failed on lock `lock` because of `e`, with the exit code that
+/// tells retry (75) from fix: a refused login or right is 77, a setting that
+/// cannot work (no such database, TLS) is 78.
+///
+/// The driver keeps the kind of its own errors private; the texts matched
+/// here are those of tokio-postgres 0.7.
+fn failure(lock: &str, what: &str, e: &::postgres::Error) -> Error {
+    let lock = lock.to_owned();
+    let text = describe(e);
+    let permission = |why: &str| Error::Permission {
+        lock: lock.clone(),
+        reason: format!("{what}: {text} ({why})"),
+    };
+    let config = |why: &str| Error::Config {
+        lock: lock.clone(),
+        reason: format!("{what}: {text} ({why})"),
+    };
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::INVALID_PASSWORD {
+            return permission("check the password: in the URL, PGPASSWORD or the password file");
+        }
+        if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            if text.contains("no encryption") {
+                return config(
+                    "the server lets this user in over TLS only, which this lockwrap does not support",
+                );
+            }
+            return permission("the server's pg_hba.conf or the role does not let this user in");
+        }
+        if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            return match db.detail() {
+                Some(detail) => permission(detail),
+                None => Error::Permission {
+                    lock,
+                    reason: format!("{what}: {text}"),
+                },
+            };
+        }
+        if *code == SqlState::INVALID_CATALOG_NAME {
+            return config("fix the database in the URL or PGDATABASE");
+        }
+    } else if text.starts_with("invalid configuration") && text.contains("password missing") {
+        return Error::Permission {
+            lock,
+            reason: format!(
+                "{what}: the server needs a password (postgres://USER:PASS@..., PGPASSWORD or ~/.pgpass)"
+            ),
+        };
+    } else if text.starts_with("error performing TLS handshake") {
+        return config("this lockwrap does not support TLS");
+    } else if text.starts_with("unexpected message from server")
+        || text.starts_with("error parsing response from server")
     {
-        Some(password) if !password.is_empty() => text.replace(password, "***"),
-        _ => text,
+        return Error::TempFail {
+            lock,
+            reason: format!(
+                "{what}: the server does not answer like a PostgreSQL server (is this the right host and port?)"
+            ),
+        };
+    }
+    Error::TempFail {
+        lock,
+        reason: format!("{what}: {text}"),
     }
 }
 

@@ -14,8 +14,13 @@
 //! about two thirds into the lease at the latest, before the server can have
 //! given the lock to anyone else. The caller then stops the command.
 //!
+//! `--replace` revokes the holder's lease on the server ([`REVOKE`]) and never
+//! signals a pid the holder hash names: anyone who can write to the server can
+//! write that hash.
+//!
 //! The password (from the URL, or REDISCLI_AUTH as for redis-cli) is never
-//! printed: messages name the lock by its redacted spec.
+//! printed: messages name the lock by its redacted spec, and no message is
+//! built from the connection settings.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -26,7 +31,8 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::redis::{
-    Client, Connection, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Script,
+    Client, Connection, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError,
+    Script, ServerErrorKind,
 };
 
 use super::{Backend, Held, HolderInfo, LockStatus, Request};
@@ -86,6 +92,19 @@ redis.call('PUBLISH', ARGV[2], 'released')
 return 1
 ";
 
+/// Revokes whoever holds the lock (`--replace`): deletes the key and the
+/// holder hash, and advances the fence so that every token handed out
+/// before is smaller than the next one. The holder finds its token gone at
+/// its next renewal and stops its command. Nothing is published: the
+/// replacer, which takes the lock next, should not race the waiters for it.
+/// Returns 1 if the lock was held. KEYS: lock, holder, fence.
+const REVOKE: &str = r"
+if not redis.call('GET', KEYS[1]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('INCR', KEYS[3])
+return 1
+";
+
 /// The key names of one lock.
 #[derive(Debug, Clone)]
 struct Keys {
@@ -124,12 +143,16 @@ impl RedisLock {
         Error::Usage(format!("{}: {why}", self.lock))
     }
 
-    /// A failure to talk to the server, without the password.
-    fn unreachable(&self, info: &ConnectionInfo, what: &str, e: &RedisError) -> Error {
-        Error::TempFail {
+    fn config_error(&self, why: &str) -> Error {
+        Error::Config {
             lock: self.lock.clone(),
-            reason: format!("{what}: {}", describe(info, e)),
+            reason: why.to_owned(),
         }
+    }
+
+    /// A failed call, with the exit code that tells retry from fix.
+    fn failure(&self, what: &str, e: &RedisError) -> Error {
+        failure(&self.lock, what, e)
     }
 
     fn connection_info(&self) -> Result<ConnectionInfo, Error> {
@@ -137,7 +160,7 @@ impl RedisLock {
             return Err(self.usage("missing lock name: end the URL with #NAME"));
         }
         if self.remote.url.starts_with("rediss://") {
-            return Err(self.usage(
+            return Err(self.config_error(
                 "TLS (rediss://) is not supported by this lockwrap; use redis:// over a trusted network or a TLS tunnel",
             ));
         }
@@ -146,7 +169,11 @@ impl RedisLock {
             .url
             .as_str()
             .into_connection_info()
-            .map_err(|_| self.usage("not a valid redis:// URL"))?;
+            .map_err(|_| {
+                self.config_error(
+                    "not a valid redis:// URL (redis://[[USER]:PASS@]HOST[:PORT][/DB]#NAME)",
+                )
+            })?;
         let settings = info.redis_settings().clone();
         match std::env::var("REDISCLI_AUTH") {
             Ok(password) if settings.password().is_none() && !password.is_empty() => {
@@ -157,15 +184,46 @@ impl RedisLock {
     }
 
     /// A connection whose every call gives up after `timeout`.
+    ///
+    /// The driver only logs in (AUTH, when there is a password); the first
+    /// command is a PING, which tells a server that wants a password
+    /// (NOAUTH) or is not Redis at all from one that answers, before any
+    /// longer command could make the server drop an unauthenticated client.
+    /// The database is selected after it, so that each failure has its own
+    /// message.
     fn connect(&self, info: &ConnectionInfo, timeout: Duration) -> Result<Connection, Error> {
-        let client = Client::open(info.clone())
-            .map_err(|e| self.unreachable(info, "cannot use the Redis server", &e))?;
-        let con = client
+        const CONNECT: &str = "cannot connect to the Redis server";
+        let db = info.redis_settings().db();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_db(0)
+            .set_skip_set_lib_name();
+        let client = Client::open(info.clone().set_redis_settings(settings))
+            .map_err(|e| self.failure("cannot use the Redis server", &e))?;
+        let mut con = client
             .get_connection_with_timeout(CONNECT_TIMEOUT.min(timeout.max(MIN_LEASE)))
-            .map_err(|e| self.unreachable(info, "cannot connect to the Redis server", &e))?;
+            .map_err(|e| self.failure(CONNECT, &e))?;
         con.set_read_timeout(Some(timeout))
             .and_then(|()| con.set_write_timeout(Some(timeout)))
-            .map_err(|e| self.unreachable(info, "cannot set up the connection", &e))?;
+            .map_err(|e| self.failure("cannot set up the connection", &e))?;
+        ::redis::cmd("PING")
+            .query::<String>(&mut con)
+            .map_err(|e| self.failure(CONNECT, &e))?;
+        if db != 0 {
+            ::redis::cmd("SELECT")
+                .arg(db)
+                .query::<()>(&mut con)
+                .map_err(|e| match e.kind() {
+                    ErrorKind::Server(ServerErrorKind::ResponseError) => {
+                        self.config_error(&format!(
+                            "the server has no database {db} ({}); fix the /DB part of the URL",
+                            e.detail().unwrap_or("DB index is out of range")
+                        ))
+                    }
+                    _ => self.failure(CONNECT, &e),
+                })?;
+        }
         Ok(con)
     }
 
@@ -209,12 +267,11 @@ impl Backend for RedisLock {
                 .arg(request.command)
                 .arg(now_ms as u64)
                 .invoke(&mut con)
-                .map_err(|e| self.unreachable(&info, "cannot take the lock", &e))?;
+                .map_err(|e| self.failure("cannot take the lock", &e))?;
             match reply.as_slice() {
                 [1, fence] => {
                     return Ok(Box::new(RedisHeld {
                         lock: self.lock.clone(),
-                        info,
                         con,
                         keys,
                         token,
@@ -274,7 +331,7 @@ impl Backend for RedisLock {
             .exists(&keys.lock)
             .hgetall(&keys.holder)
             .query(&mut con)
-            .map_err(|e| self.unreachable(&info, "cannot read the lock", &e))?;
+            .map_err(|e| self.failure("cannot read the lock", &e))?;
         if !exists {
             return Ok(LockStatus::default());
         }
@@ -304,12 +361,27 @@ impl Backend for RedisLock {
             ..LockStatus::default()
         })
     }
+
+    fn revoke(&self, request: &Request<'_>) -> Result<Option<usize>, Error> {
+        if request.mode != Mode::Exclusive {
+            return Err(self.usage("a Redis lock has no shared holders"));
+        }
+        let info = self.connection_info()?;
+        let mut con = self.connect(&info, CONNECT_TIMEOUT)?;
+        let keys = Keys::new(&self.remote.name);
+        let revoked: i64 = Script::new(REVOKE)
+            .key(&keys.lock)
+            .key(&keys.holder)
+            .key(&keys.fence)
+            .invoke(&mut con)
+            .map_err(|e| self.failure("cannot revoke the holder's lease", &e))?;
+        Ok(Some(usize::from(revoked == 1)))
+    }
 }
 
 /// A Redis lock we hold.
 struct RedisHeld {
     lock: String,
-    info: ConnectionInfo,
     con: Connection,
     keys: Keys,
     token: String,
@@ -333,10 +405,6 @@ impl RedisHeld {
         }
     }
 
-    fn scrub(&self, e: &RedisError) -> String {
-        describe(&self.info, e)
-    }
-
     fn release_now(&mut self) -> Result<(), Error> {
         if self.done || self.broken {
             // Lost, or unusable: the lease runs out on the server by itself.
@@ -356,7 +424,7 @@ impl RedisHeld {
                 lock: self.lock.clone(),
                 reason: format!(
                     "cannot release the lock ({}); it expires by itself within the lease",
-                    self.scrub(&e)
+                    describe(&e)
                 ),
             })
     }
@@ -376,7 +444,7 @@ impl Held for RedisHeld {
             self.broken = true;
             Error::TempFail {
                 lock: self.lock.clone(),
-                reason: format!("cannot record the command's pid: {}", self.scrub(&e)),
+                reason: format!("cannot record the command's pid: {}", describe(&e)),
             }
         })
     }
@@ -411,7 +479,7 @@ impl Held for RedisHeld {
             .set_read_timeout(Some(budget))
             .and_then(|()| self.con.set_write_timeout(Some(budget)))
         {
-            let why = format!("cannot renew the lease: {}", self.scrub(&e));
+            let why = format!("cannot renew the lease: {}", describe(&e));
             return Err(self.lost(why));
         }
         // Plain EVAL, not EVALSHA: exactly one round trip, even after a
@@ -431,7 +499,7 @@ impl Held for RedisHeld {
             }
             Ok(_) => Err(self.lost("the lease expired and the lock is gone or taken".into())),
             Err(e) => {
-                let why = format!("cannot renew the lease: {}", self.scrub(&e));
+                let why = format!("cannot renew the lease: {}", describe(&e));
                 Err(self.lost(why))
             }
         }
@@ -448,16 +516,45 @@ impl Drop for RedisHeld {
     }
 }
 
-/// What went wrong, in words, without the password.
-fn describe(info: &ConnectionInfo, e: &RedisError) -> String {
-    let text = if e.is_timeout() {
+/// What went wrong, in words. The driver's errors never contain the
+/// connection settings, so there is no password to hide.
+fn describe(e: &RedisError) -> String {
+    if e.is_timeout() {
         "the server did not answer in time".to_owned()
     } else {
         e.to_string()
+    }
+}
+
+/// `what` failed on lock `lock` because of `e`: a refused login or command
+/// is for the user to fix (77), anything else may pass (75).
+fn failure(lock: &str, what: &str, e: &RedisError) -> Error {
+    let permission = |reason: String| Error::Permission {
+        lock: lock.to_owned(),
+        reason: format!("{what}: {reason}"),
     };
-    match info.redis_settings().password().filter(|p| !p.is_empty()) {
-        Some(password) => text.replace(password, "***"),
-        None => text,
+    let detail = e.detail().unwrap_or_default();
+    match (e.kind(), e.code()) {
+        (_, Some("NOAUTH")) => permission(
+            "NOAUTH: the server needs a password (REDISCLI_AUTH or redis://:PASS@...)".into(),
+        ),
+        (ErrorKind::AuthenticationFailed, _) | (_, Some("WRONGPASS")) => permission(
+            "the server refused the user name or password (check the redis://[USER]:PASS@ part of the URL or REDISCLI_AUTH)"
+                .into(),
+        ),
+        (ErrorKind::Server(ServerErrorKind::NoPerm), _) | (_, Some("NOPERM")) => permission(format!(
+            "NOPERM {detail} (the server's ACL must allow this user EVAL, EVALSHA, PING, EXISTS, HGETALL and SUBSCRIBE on the keys and channels lockwrap:*)"
+        )),
+        (ErrorKind::Parse | ErrorKind::UnexpectedReturnType, _) => Error::TempFail {
+            lock: lock.to_owned(),
+            reason: format!(
+                "{what}: the server does not answer like a Redis server (is this the right host and port?)"
+            ),
+        },
+        _ => Error::TempFail {
+            lock: lock.to_owned(),
+            reason: format!("{what}: {}", describe(e)),
+        },
     }
 }
 
