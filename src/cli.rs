@@ -352,6 +352,13 @@ impl Cli {
             .iter()
             .map(|text| {
                 let lock = LockSpec::parse(text);
+                if lock.is_empty() {
+                    return Err(usage(format!(
+                        "'{lock}': the lock has an empty path or name"
+                    )));
+                }
+                // As -n would refuse them.
+                let lock = lock.normalised().map_err(usage)?;
                 if self.fcntl {
                     lock.with_fcntl().map_err(|other| {
                         usage(format!("{other}: --fcntl applies to file locks only"))

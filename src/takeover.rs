@@ -38,6 +38,7 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, 
         ));
     }
     let here = hostname();
+    let ours = this_process_and_ancestors();
     let mut targets = Vec::new();
     for holder in &status.holders {
         if let Some(host) = holder.host.as_deref().filter(|h| *h != here) {
@@ -56,7 +57,12 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, 
                 ));
             }
             HolderSource::Record { same_system: true } => {
-                if status.owner_uid.is_none() || status.owner_uid != holder.uid {
+                if status.owner_uid.is_none() {
+                    return Err(refuse(
+                        "the lock can be written by other users (group or world writable), so its holder record is not believed (remove the lock by hand if it is stale)".into(),
+                    ));
+                }
+                if status.owner_uid != holder.uid {
                     return Err(refuse(format!(
                         "the holder record names uid {} but the lock belongs to uid {}: not believed (remove the lock by hand if it is stale)",
                         show(holder.uid),
@@ -69,6 +75,16 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, 
         // would deliver it twice. Its child is a target for SIGKILL only.
         let wrapper = Running::find(holder, holder.pid, holder.start_time, lock)?;
         let child = Running::find(holder, holder.child_pid, holder.child_start_time, lock)?;
+        if let Some(own) = [wrapper, child]
+            .iter()
+            .flatten()
+            .find(|p| ours.contains(&p.pid))
+        {
+            return Err(refuse(format!(
+                "pid {} is this lockwrap or the process that started it (it holds the lock lockwrap would replace): not signalled",
+                own.pid
+            )));
+        }
         match (wrapper, child) {
             (Some(w), Some(c)) => targets.extend([w.terminate_first(), c]),
             (Some(p), None) | (None, Some(p)) => targets.push(p.terminate_first()),
@@ -97,6 +113,18 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, 
     } else {
         Err(refuse("the holder did not exit after SIGKILL".into()))
     }
+}
+
+/// This process's pid and those of its ancestors, up to pid 1.
+fn this_process_and_ancestors() -> Vec<i32> {
+    let mut pids = vec![std::process::id() as i32];
+    while let Some(stat) = pids.last().and_then(|pid| process_stat(*pid)) {
+        if stat.ppid <= 1 || pids.contains(&stat.ppid) {
+            break;
+        }
+        pids.push(stat.ppid);
+    }
+    pids
 }
 
 fn show(uid: Option<u32>) -> String {

@@ -526,3 +526,21 @@ fn odd_lock_paths_are_refused_or_work_and_never_spin() {
         }
     }
 }
+
+/// A file the command leaves inside its mkdir lock keeps the directory from
+/// being removed; the lock then keeps its record (it is stale, with a named
+/// holder), instead of turning into "held, owner unknown" for good.
+#[test]
+fn a_file_left_in_a_mkdir_lock_keeps_its_record() {
+    let sb = Sandbox::new("left-file");
+    let dir = sb.locks.join("lk");
+    let lock = format!("mkdir:{}", dir.display());
+    let script = format!("echo x > '{}'", dir.join("extra").display());
+    let out = sb.run(sb.lockwrap([&lock, "sh", "-c", &script]));
+    assert!(out.stderr.contains("did not create"), "{out:?}");
+    let status = sb.run(sb.lockwrap(["--status", &lock]));
+    assert!(
+        !status.stdout.contains("owner unknown") && status.stdout.contains("pid"),
+        "{status:?}"
+    );
+}

@@ -351,3 +351,48 @@ fn durations_accept_suffixes_and_reject_garbage() {
         }
     }
 }
+
+/// A record in a lock directory that anyone may write to (made with umask
+/// 000) is not believed, even when it names a live process of the directory
+/// owner's uid with its true start time: anyone could have written it.
+#[test]
+fn replace_does_not_believe_a_record_in_a_world_writable_lock_directory() {
+    let sb = Sandbox::new("world-writable");
+    let victim = live_process(&sb);
+    let pid = victim.pid();
+    let dir = sb.locks.join("open");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::write(
+        dir.join("lockwrap-holder"),
+        record(pid, start_time(pid), &hostname(), now_ms()),
+    )
+    .unwrap();
+    let lock = format!("mkdir:{}", dir.display());
+    let marker = sb.work_path("took");
+    let out = sb.run(sb.lockwrap([
+        "--replace",
+        "--kill-grace",
+        "100ms",
+        &lock,
+        "touch",
+        marker.to_str().unwrap(),
+    ]));
+    out.assert_error(65);
+    assert!(process_is_running(pid), "{out:?}");
+    assert!(!marker.exists());
+}
+
+/// A lockwrap run by the holder itself (it inherited the lock fd) never
+/// signals its caller, nor itself: it refuses at once.
+#[test]
+fn replace_never_signals_its_own_caller() {
+    let sb = Sandbox::new("own-caller");
+    let lock = sb.locks.join("held-by-caller");
+    let lock = lock.to_str().unwrap();
+    let inner = format!("\"$0\" --replace --kill-grace 100ms '{lock}' echo took; echo inner=$?",);
+    let out = sb.run(sb.lockwrap([lock, "sh", "-c", &inner, common::bin().to_str().unwrap()]));
+    out.assert_code(0);
+    assert_eq!(out.stdout, "inner=65\n", "{out:?}");
+    assert!(out.stderr.contains("cannot replace the holder"), "{out:?}");
+}

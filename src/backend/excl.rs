@@ -141,8 +141,15 @@ impl Artifact for ExclLock {
         path_artifact::read_record_fd(file)
     }
 
-    fn remove(&self, _id: FileId) -> Result<(), Error> {
+    fn remove(&self, id: FileId) -> Result<(), Error> {
         let dir = self.location.open_dir(&self.lock)?;
+        // Judged through the same directory fd that unlinks: a directory
+        // swapped in since the caller looked cannot lose its lock file.
+        match FileId::at(dir.as_fd(), self.location.name()) {
+            None => return Ok(()),
+            Some(found) if found != id => return Err(path_artifact::replaced(&self.lock)),
+            Some(_) => {}
+        }
         match unlinkat(
             dir.as_fd(),
             self.location.name(),

@@ -75,7 +75,7 @@ impl MkdirLock {
                 })
             });
         if made.is_err() {
-            let _ = path_artifact::remove_lock_dir(dir, self.location.dir_path(), name);
+            let _ = path_artifact::remove_lock_dir(dir, name);
         }
         made
     }
@@ -130,7 +130,7 @@ impl Artifact for MkdirLock {
             return Ok(Some(created));
         };
         drop(created);
-        let _ = path_artifact::remove_lock_dir(dir, self.location.dir_path(), &temp);
+        let _ = path_artifact::remove_lock_dir(dir, &temp);
         match refused {
             Errno::EEXIST | Errno::ENOTEMPTY => Ok(None),
             // No RENAME_NOREPLACE here: mkdir(2) at the lock path itself.
@@ -167,13 +167,13 @@ impl Artifact for MkdirLock {
         path_artifact::read_record_fd(fd.as_fd())
     }
 
-    fn remove(&self, _id: FileId) -> Result<(), Error> {
+    fn remove(&self, id: FileId) -> Result<(), Error> {
         let dir = self.location.open_dir(&self.lock)?;
-        let Some(away) = path_artifact::rename_away(&self.lock, dir.as_fd(), &self.location)?
+        let Some(away) = path_artifact::rename_away(&self.lock, dir.as_fd(), &self.location, id)?
         else {
             return Ok(());
         };
-        match path_artifact::remove_lock_dir(dir.as_fd(), self.location.dir_path(), &away) {
+        match path_artifact::remove_lock_dir(dir.as_fd(), &away) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
                 // Someone else's files: put the directory back, as it was found.

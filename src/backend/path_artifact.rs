@@ -184,6 +184,17 @@ impl FileId {
         })
     }
 
+    /// The identity of whatever `name` in the open directory `dir` names now
+    /// (not following a symlink). Unlike a path, the directory cannot be
+    /// swapped for another under us.
+    pub fn at(dir: BorrowedFd<'_>, name: &OsStr) -> Option<FileId> {
+        let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+        Some(FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+
     /// The identity of whatever `path` names now (not following a symlink).
     pub fn of_path(path: &Path) -> Option<FileId> {
         let m = std::fs::symlink_metadata(path).ok()?;
@@ -280,7 +291,13 @@ pub fn status<A: Artifact>(artifact: &A) -> Result<LockStatus, Error> {
         shared: false,
         holders: record.iter().map(HolderInfo::of_record).collect(),
         stale,
-        owner_uid: fstat(fd.as_fd()).ok().map(|st| st.st_uid),
+        // An artifact others may write to (a lock directory made with
+        // umask 000) may hold a record anyone wrote: its owner vouches for
+        // nothing.
+        owner_uid: fstat(fd.as_fd())
+            .ok()
+            .filter(|st| st.st_mode & 0o022 == 0)
+            .map(|st| st.st_uid),
     })
 }
 
@@ -523,68 +540,89 @@ fn sweep_leftovers(location: &Location, lock: &str) {
     let Ok(dir) = location.open_dir(lock) else {
         return;
     };
-    let dir_path = location.dir_path();
-    let Ok(entries) = std::fs::read_dir(dir_path) else {
+    // Listed through the fd (not the path, which could be swapped).
+    let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
         return;
     };
     for entry in entries.flatten() {
         let entry = entry.file_name();
         if TempName::parse(&location.name, &entry).is_some_and(|t| t.owner_is_gone()) {
-            let _ = remove_temp(dir.as_fd(), dir_path, &entry);
+            let _ = remove_temp(dir.as_fd(), &entry);
         }
     }
 }
 
-/// Removes the temp `name` in `dir` (at `dir_path`): a file, or a lock
+/// Removes the temp `name` in `dir`: a file, or a lock
 /// directory with its record.
-fn remove_temp(dir: BorrowedFd<'_>, dir_path: &Path, name: &OsStr) -> Result<(), Errno> {
+fn remove_temp(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
     let st: FileStat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
     if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
-        remove_lock_dir(dir, dir_path, name)
+        remove_lock_dir(dir, name)
     } else {
         unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
     }
 }
 
-/// Removes the lock directory `name` in `dir` (at `dir_path`): its record,
+/// Removes the lock directory `name` in `dir`: its record,
 /// temp records an older lockwrap left in it, and the directory. ENOTEMPTY
 /// when it holds anything else.
-pub fn remove_lock_dir(dir: BorrowedFd<'_>, dir_path: &Path, name: &OsStr) -> Result<(), Errno> {
+pub fn remove_lock_dir(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
     let inner = openat(
         dir,
         name,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Perm::empty(),
     )?;
-    match unlinkat(inner.as_fd(), DIR_RECORD, UnlinkatFlags::NoRemoveDir) {
-        Ok(()) | Err(Errno::ENOENT) => {}
-        Err(e) => return Err(e),
+    // Remove anything only if every entry is lockwrap's own: the record and
+    // temp records an older lockwrap left. Anything else means the directory
+    // is not ours to empty, and the record stays, so that the lock keeps its
+    // owner instead of becoming "owner unknown".
+    // Listed through the fd (not the path, which could be swapped).
+    let listing = std::fs::read_dir(format!("/proc/self/fd/{}", inner.as_raw_fd()))
+        .map_err(|e| io_errno(&e))?;
+    let mut ours = Vec::new();
+    for entry in listing.flatten().map(|e| e.file_name()) {
+        let bytes = entry.as_bytes();
+        let temp_record = bytes.starts_with(b".holder.lockwrap-") && bytes.ends_with(b".tmp");
+        if !temp_record && bytes != DIR_RECORD.as_bytes() {
+            return Err(Errno::ENOTEMPTY);
+        }
+        ours.push(entry);
     }
-    let rmdir = || unlinkat(dir, name, UnlinkatFlags::RemoveDir);
-    match rmdir() {
-        Err(Errno::ENOTEMPTY | Errno::EEXIST) => {}
-        other => return other,
-    }
-    // Looked for only when needed, to keep the release path short.
-    if let Ok(entries) = std::fs::read_dir(dir_path.join(name)) {
-        for entry in entries.flatten().map(|e| e.file_name()) {
-            let bytes = entry.as_bytes();
-            if bytes.starts_with(b".holder.lockwrap-") && bytes.ends_with(b".tmp") {
-                let _ = unlinkat(inner.as_fd(), entry.as_os_str(), UnlinkatFlags::NoRemoveDir);
-            }
+    for entry in ours {
+        match unlinkat(inner.as_fd(), entry.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
         }
     }
-    rmdir()
+    unlinkat(dir, name, UnlinkatFlags::RemoveDir)
 }
 
-/// Renames the artifact at `location` to a fresh temp name of this process
-/// and returns that name (None: nothing was there). Once renamed, the lock
-/// is free, whenever this process dies; the temp name tells who may clean up.
+/// The error for an artifact that is no longer the one that was judged: the
+/// lock's directory or entry was swapped meanwhile. Nothing is removed.
+pub fn replaced(lock: &str) -> Error {
+    Error::Artifact {
+        lock: lock.to_owned(),
+        reason: "the lock was replaced by someone else while being removed; left as it is".into(),
+    }
+}
+
+/// Renames the artifact `id` at `location` to a fresh temp name of this
+/// process and returns that name (None: nothing was there). Once renamed,
+/// the lock is free, whenever this process dies; the temp name tells who may
+/// clean up. If what was renamed is not `id` (swapped in between), it is put
+/// back and nothing else happens.
 pub fn rename_away(
     lock: &str,
     dir: BorrowedFd<'_>,
     location: &Location,
+    id: FileId,
 ) -> Result<Option<OsString>, Error> {
+    match FileId::at(dir, location.name()) {
+        None => return Ok(None),
+        Some(found) if found != id => return Err(replaced(lock)),
+        Some(_) => {}
+    }
     let away = location.temp_name();
     let renamed = match renameat2(
         dir,
@@ -597,6 +635,16 @@ pub fn rename_away(
         other => other,
     };
     match renamed {
+        Ok(()) if FileId::at(dir, away.as_os_str()) != Some(id) => {
+            let _ = renameat2(
+                dir,
+                away.as_os_str(),
+                dir,
+                location.name(),
+                RenameFlags::RENAME_NOREPLACE,
+            );
+            Err(replaced(lock))
+        }
         Ok(()) => Ok(Some(away)),
         Err(Errno::ENOENT) => Ok(None),
         Err(e @ (Errno::EACCES | Errno::EPERM)) => Err(Error::open(lock, e)),
