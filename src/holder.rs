@@ -5,7 +5,10 @@
 use std::fmt::Write as _;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
 
 /// A holder as recorded in a lock artifact: enough to prove it dead.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -54,19 +57,30 @@ pub const MAX_RECORD: usize = MAX_COMMAND + 4096;
 
 impl HolderRecord {
     /// A record for this process about to run `command`.
-    pub fn for_this_process(command: &str) -> HolderRecord {
+    ///
+    /// Fails (typically EMFILE under a low `ulimit -n`) when /proc does not
+    /// tell who this process is: a record or temp name without a start time
+    /// or boot id could never be judged, so nothing must be created with one.
+    /// What it read is kept for the rest of the run (see [`own_start_time`]).
+    pub fn for_this_process(command: &str) -> Result<HolderRecord, Errno> {
         let pid = std::process::id() as i32;
-        HolderRecord {
+        let unknown = |found: bool| if found { Ok(()) } else { Err(Errno::EMFILE) };
+        let start_time = own_start_time().ok_or(Errno::EMFILE)?;
+        let boot_id = boot_id();
+        unknown(!boot_id.is_empty())?;
+        let pid_ns = pid_namespace();
+        unknown(pid_ns != 0)?;
+        Ok(HolderRecord {
             pid,
-            start_time: process_start_time(pid).unwrap_or(0),
-            boot_id: boot_id(),
+            start_time,
+            boot_id,
             host: hostname(),
-            pid_ns: pid_namespace(),
+            pid_ns,
             uid: nix::unistd::getuid().as_raw(),
             acquired_ms: unix_millis(),
             command: command.replace(['\n', '\r'], " "),
             child: None,
-        }
+        })
     }
 
     /// The record as text, one `key=value` per line. The child's lines come
@@ -278,10 +292,32 @@ pub fn process_stat(pid: i32) -> Option<ProcessStat> {
 }
 
 /// This boot's id, or "" if /proc does not tell.
+/// Read once successfully, then remembered.
 pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+    static BOOT_ID: OnceLock<String> = OnceLock::new();
+    remembered(&BOOT_ID, || {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_owned())
+    })
+    .unwrap_or_default()
+}
+
+/// `cell`'s value, or `read`'s if it succeeds (then kept in `cell`): what
+/// this process learns about itself does not change during a run, and must
+/// not be lost when fds run out later.
+fn remembered<T: Clone>(cell: &OnceLock<T>, read: impl FnOnce() -> Option<T>) -> Option<T> {
+    if let Some(value) = cell.get() {
+        return Some(value.clone());
+    }
+    let value = read()?;
+    Some(cell.get_or_init(|| value).clone())
+}
+
+/// This process's start time (see [`process_start_time`]), remembered.
+pub fn own_start_time() -> Option<u64> {
+    static START: OnceLock<u64> = OnceLock::new();
+    remembered(&START, || process_start_time(std::process::id() as i32))
 }
 
 /// This machine's host name.
@@ -293,9 +329,11 @@ pub fn hostname() -> String {
 
 /// The inode of this process's pid namespace.
 pub fn pid_namespace() -> u64 {
-    std::fs::metadata("/proc/self/ns/pid")
-        .map(|m| m.ino())
-        .unwrap_or(0)
+    static PID_NS: OnceLock<u64> = OnceLock::new();
+    remembered(&PID_NS, || {
+        std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+    })
+    .unwrap_or(0)
 }
 
 /// The command line of a process, words joined by spaces.
@@ -315,14 +353,14 @@ mod tests {
 
     #[test]
     fn record_round_trips() {
-        let mut r = HolderRecord::for_this_process("backup.sh --full");
+        let mut r = HolderRecord::for_this_process("backup.sh --full").unwrap();
         r.child = Some((42, 7));
         assert_eq!(HolderRecord::parse(&r.encode()), Some(r));
     }
 
     #[test]
     fn a_long_command_is_truncated_to_the_bound_and_still_parses() {
-        let r = HolderRecord::for_this_process(&"é".repeat(MAX_COMMAND));
+        let r = HolderRecord::for_this_process(&"é".repeat(MAX_COMMAND)).unwrap();
         let text = r.encode();
         assert!(text.len() <= MAX_RECORD);
         let parsed = HolderRecord::parse(&text).unwrap();
@@ -332,7 +370,7 @@ mod tests {
 
     #[test]
     fn a_reader_of_the_appended_child_lines_sees_the_record_with_or_without_the_child() {
-        let mut r = HolderRecord::for_this_process("x");
+        let mut r = HolderRecord::for_this_process("x").unwrap();
         let before = r.encode();
         r.child = Some((4242, 99));
         let after = r.encode();
@@ -349,7 +387,7 @@ mod tests {
 
     #[test]
     fn partial_or_foreign_records_do_not_parse() {
-        let text = HolderRecord::for_this_process("x").encode();
+        let text = HolderRecord::for_this_process("x").unwrap().encode();
         assert!(HolderRecord::parse(&text[..text.len() - 3]).is_none());
         assert!(HolderRecord::parse("").is_none());
         assert!(HolderRecord::parse("12345\n").is_none());
@@ -357,7 +395,7 @@ mod tests {
 
     #[test]
     fn this_process_is_alive_and_a_wrong_start_time_is_dead() {
-        let mut r = HolderRecord::for_this_process("x");
+        let mut r = HolderRecord::for_this_process("x").unwrap();
         assert_eq!(r.liveness(), Liveness::Alive);
         r.start_time += 1;
         assert_eq!(r.liveness(), Liveness::Dead);

@@ -218,3 +218,30 @@ fn a_sigkill_at_any_system_call_leaves_a_lock_the_next_wrapper_takes() {
         assert!(kills > 50, "{backend:?}: only {kills} injections fired");
     }
 }
+
+/// Out of fds (`ulimit -n`) at any point of an acquire or release: lockwrap
+/// fails with 71 or warns, and whatever it leaves carries an identity the
+/// next wrapper can judge, so a normal run afterwards cleans it all up.
+#[test]
+fn running_out_of_fds_leaves_nothing_the_next_wrapper_cannot_clean() {
+    let sb = Sandbox::new("emfile");
+    for backend in [Backend::Mkdir, Backend::Excl] {
+        let lock = backend.spec(&sb, "lk");
+        for limit in 4..12 {
+            let script = format!("ulimit -n {limit}; exec \"$0\" '{lock}' true");
+            let mut command = Command::new("sh");
+            command.args(["-c", &script, common::bin().to_str().unwrap()]);
+            let out = sb.run(command);
+            assert!(
+                matches!(out.status.code(), Some(0 | 71)),
+                "{lock} under ulimit -n {limit}: {out:?}"
+            );
+        }
+        sb.run(sb.lockwrap(["-n", &lock, "true"])).assert_code(0);
+        assert_eq!(
+            sb.lock_dir_entries(),
+            Vec::<String>::new(),
+            "{lock}: left behind after a normal run"
+        );
+    }
+}

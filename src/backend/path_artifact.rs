@@ -213,7 +213,13 @@ pub fn acquire<A: Artifact>(
     request: &Request<'_>,
     waiter: &Waiter<'_>,
 ) -> Result<Taken, Error> {
-    let record = HolderRecord::for_this_process(request.command);
+    let record = HolderRecord::for_this_process(request.command).map_err(|e| {
+        Error::os(
+            artifact.lock(),
+            "cannot read this process's identity in /proc",
+            e,
+        )
+    })?;
     // The watch is set up only once a wait is needed: closing an inotify
     // instance that had a watch costs milliseconds (the kernel waits for an
     // SRCU grace period), which an uncontended run should not pay. An
@@ -482,7 +488,7 @@ impl TempName {
             boot: boot_prefix(),
             pid_ns: holder::pid_namespace(),
             pid,
-            start: holder::process_start_time(pid).unwrap_or(0),
+            start: holder::own_start_time().unwrap_or(0),
             seq: nanos.wrapping_mul(1000) + SEQ.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -534,6 +540,9 @@ fn boot_prefix() -> String {
     holder::boot_id().chars().take(8).collect()
 }
 
+/// How many temp names one sweep judges at most.
+const MAX_JUDGED_PER_SWEEP: usize = 32;
+
 /// Removes the temp names beside the artifact that killed processes left
 /// (see [`TempName`]). Best effort: what cannot be removed is left.
 fn sweep_leftovers(location: &Location, lock: &str) {
@@ -544,9 +553,15 @@ fn sweep_leftovers(location: &Location, lock: &str) {
     let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
         return;
     };
-    for entry in entries.flatten() {
-        let entry = entry.file_name();
-        if TempName::parse(&location.name, &entry).is_some_and(|t| t.owner_is_gone()) {
+    // Judging a candidate reads /proc; names planted to look like ours must
+    // not make every release slow, so only so many are judged per release.
+    let candidates = entries
+        .flatten()
+        .map(|entry| entry.file_name())
+        .filter_map(|entry| Some((TempName::parse(&location.name, &entry)?, entry)))
+        .take(MAX_JUDGED_PER_SWEEP);
+    for (owner, entry) in candidates {
+        if owner.owner_is_gone() {
             let _ = remove_temp(dir.as_fd(), &entry);
         }
     }
