@@ -50,8 +50,13 @@ const SLOT_RESCAN: Duration = Duration::from_millis(250);
 /// Takes the lock, runs the command (if any) and releases. Returns how to
 /// end: the command's status (or 0 in fd mode), or the signal to die of.
 pub fn run(invocation: Invocation) -> Result<Ending, Error> {
-    let signals = Signals::install()
-        .map_err(|e| Error::os("lockwrap", "cannot set up signal handling", e))?;
+    let signals = Signals::install().map_err(|e| {
+        let lock = match &invocation.task {
+            Task::Run { lock, .. } => lock.to_string(),
+            Task::Fd { fd, .. } => format!("fd {fd}"),
+        };
+        Error::os(&lock, "cannot set up signal handling", e)
+    })?;
     let kind = match &invocation.task {
         Task::Run { lock, .. } => lock.kind(),
         Task::Fd { fcntl: true, .. } => "fcntl",
