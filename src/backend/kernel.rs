@@ -258,7 +258,12 @@ fn open_lock_file(lock: &str, path: &std::path::Path, writable: bool) -> Result<
     } else {
         OFlag::O_RDONLY
     };
-    let base = OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    // O_NONBLOCK: a FIFO at the path must not hang the open (flock(1) waits
+    // there for a writer, deaf to -w); a FIFO opened for reading is then
+    // locked like any file, and one opened for writing without a reader
+    // fails at once (ENXIO, 66). It changes nothing for a regular file or a
+    // directory, and lockwrap never reads or writes the fd.
+    let base = OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
     match open(
         path,
         access | OFlag::O_CREAT | base,
