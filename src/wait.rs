@@ -457,3 +457,114 @@ impl<T: Send + 'static> Background<T> {
         self.result.try_recv().ok()
     }
 }
+
+/// The signal that interrupts a blocked [`Interruptible`] call. Its handler
+/// does nothing and is installed without SA_RESTART, so the call returns
+/// EINTR. SIGURG, because nothing else in lockwrap uses it and its default
+/// action (ignore) is harmless should one arrive from elsewhere.
+const INTERRUPT: Signal = Signal::SIGURG;
+
+extern "C" fn on_interrupt(_: libc::c_int) {}
+
+/// How often a cancelled call is signalled again: the first signal may land
+/// just before the thread enters the blocking call and be lost.
+const INTERRUPT_AGAIN: Duration = Duration::from_millis(2);
+
+/// How long a cancel keeps interrupting a call that does not return.
+const CANCEL_AT_MOST: Duration = Duration::from_secs(2);
+
+/// A blocking call (flock, an OFD lock) on a helper thread, so that the
+/// caller can keep watching the deadline and signals, and that can be
+/// cancelled and joined: a wait given up leaves no thread, no fd and no lock
+/// behind, however long the wait lasted.
+pub struct Interruptible<T> {
+    result: mpsc::Receiver<T>,
+    done: OwnedFd,
+    thread: Option<std::thread::JoinHandle<()>>,
+    cancelled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T: Send + 'static> Interruptible<T> {
+    /// Starts `call` on a new thread. `call` is given a flag that is set when
+    /// the caller cancels, and must return (with anything) when it sees it
+    /// set after its blocking call returned EINTR.
+    pub fn start(
+        call: impl FnOnce(&std::sync::atomic::AtomicBool) -> T + Send + 'static,
+    ) -> nix::Result<Interruptible<T>> {
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        let mut installed = Ok(());
+        HANDLER.call_once(|| {
+            let action = SigAction::new(
+                SigHandler::Handler(on_interrupt),
+                SaFlags::empty(),
+                SigSet::empty(),
+            );
+            // SAFETY: the handler does nothing at all.
+            installed = unsafe { sigaction(INTERRUPT, &action) }.map(drop);
+        });
+        installed?;
+        let (done, notify) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (sender, result) = mpsc::channel();
+        let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&cancelled);
+        let thread = std::thread::Builder::new()
+            .name("lock-wait".into())
+            .spawn(move || {
+                let _ = sender.send(call(&flag));
+                let _ = nix::unistd::write(&notify, b"x");
+            })
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
+        Ok(Interruptible {
+            result,
+            done,
+            thread: Some(thread),
+            cancelled,
+        })
+    }
+
+    /// Becomes readable when the call has returned.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.done.as_fd()
+    }
+
+    /// The result, once the call has returned; the thread is joined.
+    pub fn try_result(&mut self) -> Option<T> {
+        let result = self.result.try_recv().ok()?;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        Some(result)
+    }
+
+    /// Cancels the call and waits for its thread to end. Returns what the
+    /// call returned: a call that succeeded just before it could be
+    /// interrupted is reported, so that the caller can undo it.
+    pub fn cancel(mut self) -> Option<T> {
+        self.cancelled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = &self.thread {
+            use std::os::unix::thread::JoinHandleExt as _;
+            let pthread = thread.as_pthread_t();
+            let give_up = Instant::now() + CANCEL_AT_MOST;
+            loop {
+                if poll_readable(&[self.done.as_fd()], Some(Duration::ZERO))
+                    .is_ok_and(|ready| ready[0])
+                {
+                    break;
+                }
+                if Instant::now() >= give_up {
+                    // A call the signal cannot interrupt (uninterruptible
+                    // sleep on a hung NFS server): leave the thread.
+                    return None;
+                }
+                let _ = nix::sys::pthread::pthread_kill(pthread, INTERRUPT);
+                let _ = poll_readable(&[self.done.as_fd()], Some(INTERRUPT_AGAIN));
+            }
+        }
+        let result = self.result.recv().ok();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        result
+    }
+}

@@ -6,6 +6,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
 
@@ -13,7 +14,7 @@ use super::{Backend, Held, HolderInfo, LockStatus, Request};
 use crate::cli::Mode;
 use crate::error::Error;
 use crate::holder;
-use crate::wait::{Background, Waiter};
+use crate::wait::{Interruptible, Waiter};
 
 /// What distinguishes one kernel lock mechanism from another.
 pub struct KernelOps {
@@ -176,18 +177,26 @@ impl KernelLock {
             LockFd::Borrowed(_) => None,
         };
         let raw = fd.raw();
-        let blocked = Background::start(move || {
+        let mut blocked = Interruptible::start(move |cancelled| {
             let _keep_open = keep_open;
             loop {
                 match call(raw, mode, true) {
-                    Err(Errno::EINTR) => continue,
+                    Err(Errno::EINTR) if !cancelled.load(Ordering::SeqCst) => continue,
                     other => return other,
                 }
             }
         })
         .map_err(|e| Error::os(&self.lock, "cannot start the waiting thread", e))?;
         loop {
-            waiter.pause(&[blocked.as_fd()], None)?;
+            if let Err(gave_up) = waiter.pause(&[blocked.as_fd()], None) {
+                // A lock granted just as the wait was given up is handed
+                // back: neither lockwrap's fd nor the caller's (fd mode) may
+                // keep a lock nobody asked for any more.
+                if let Some(Ok(())) = blocked.cancel() {
+                    let _ = call(raw, Mode::Unlock, false);
+                }
+                return Err(gave_up);
+            }
             if let Some(result) = blocked.try_result() {
                 return result.map_err(|e| self.lock_failed(e));
             }
