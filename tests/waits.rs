@@ -6,14 +6,16 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Backend, Holder, Proc, Sandbox, WAIT, assert_no_overlap, catches, critical_section_script,
-    wait_until,
+    Backend, Holder, Output, Proc, Sandbox, WAIT, assert_no_overlap, catches,
+    critical_section_script, wait_until,
 };
+use nix::sys::signal::Signal;
 
 /// Timed tests take this exclusively, load tests shared: a latency is not
 /// measured while hundreds of waiters compete for the CPU.
@@ -61,6 +63,24 @@ fn all_threads_sleep(pid: i32) -> bool {
                     == Some("S")
             })
         })
+}
+
+/// The system call numbers the threads of `pid` are blocked in
+/// (/proc/PID/task/TID/syscall; a running thread has none).
+fn blocked_syscalls(pid: i32) -> Vec<libc::c_long> {
+    tasks(pid)
+        .iter()
+        .filter_map(|task| {
+            let text = fs::read_to_string(task.join("syscall")).ok()?;
+            text.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The system call the main thread of `pid` is blocked in, if any.
+fn main_thread_syscall(pid: i32) -> Option<libc::c_long> {
+    let text = fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Waits (bounded) until `waiter` catches SIGTERM (its handlers are in
@@ -224,5 +244,160 @@ fn sixty_waiters_pass_one_at_a_time(backend: Backend) {
     assert_no_overlap(&log, WAITERS);
     if backend.is_artifact() {
         assert_eq!(sb.lock_dir_entries(), Vec::<String>::new(), "{lock}");
+    }
+}
+
+/// A FIFO at a flock (or fcntl) lock path, where open() blocks until a
+/// writer comes: `-w 0.5` returns within 2 s (a timeout, or a refusal
+/// with one line and 66), and a plain wait ends on SIGTERM with 143.
+#[test]
+fn a_fifo_at_the_lock_path_honours_w_and_sigterm() {
+    let sb = Sandbox::new("fifo");
+    let fifo = sb.locks.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let path = fifo.display().to_string();
+    for lock in [path.clone(), format!("fcntl:{path}")] {
+        let mut bounded = sb.spawn(sb.lockwrap(["-w", "0.5", &lock, "true"]), "bounded");
+        let status = bounded.wait_timeout(Duration::from_secs(2));
+        assert_timed_out_or_refused(&lock, &bounded.output(status));
+
+        let mut plain = sb.spawn(sb.lockwrap([&lock, "true"]), "plain");
+        wait_until("the waiter to catch SIGTERM (or end)", WAIT, || {
+            catches(plain.pid(), libc::SIGTERM) || !plain.is_running()
+        });
+        if plain.is_running() {
+            plain.signal(Signal::SIGTERM);
+        }
+        let status = plain.wait_timeout(Duration::from_secs(2));
+        let out = plain.output(status);
+        if out.status.code() != Some(143) {
+            // Refused at once, before the signal came.
+            out.assert_error(66);
+        }
+    }
+}
+
+/// -w gave up (1, silent or with --verbose one line) or the path was
+/// refused (66, one line).
+#[track_caller]
+fn assert_timed_out_or_refused(lock: &str, out: &Output) {
+    match out.status.code() {
+        Some(66) => {
+            out.assert_error(66);
+        }
+        Some(1) => assert!(
+            out.stderr.is_empty()
+                || (out.stderr.starts_with("lockwrap: ") && out.stderr.lines().count() == 1),
+            "{lock}: {out:?}"
+        ),
+        _ => panic!("{lock}: neither a timeout (1) nor a refusal (66): {out:?}"),
+    }
+}
+
+/// A pipe whose buffer is full: a process writing to it blocks until the
+/// test drains it. Opened read-write, so opening it for writing never blocks.
+struct FullPipe {
+    path: std::path::PathBuf,
+    file: fs::File,
+}
+
+impl FullPipe {
+    fn new(sb: &Sandbox, name: &str) -> FullPipe {
+        let path = sb.fifo(name);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .expect("open the FIFO read-write");
+        let chunk = [b'.'; 4096];
+        loop {
+            match std::io::Write::write(&mut file, &chunk) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("fill the FIFO: {e}"),
+            }
+        }
+        // The last partial write may have left room for a short line.
+        let mut byte = [b'.'];
+        while std::io::Write::write(&mut file, &byte).is_ok() {
+            byte = [b'.'];
+        }
+        FullPipe { path, file }
+    }
+
+    /// Reads what is there now.
+    fn drain(&mut self) {
+        let mut buf = [0u8; 65536];
+        while let Ok(1..) = std::io::Read::read(&mut self.file, &mut buf) {}
+    }
+}
+
+/// fd mode: `lockwrap -w 0.3 9`, fd 9 open on a file another open file
+/// description holds, times out with 1 and leaves fd 9 unlocked, also when
+/// the holder lets go right after: a third process then gets the lock.
+///
+/// To give a blocked lock call that outlives the wait every chance to take
+/// the lock, lockwrap is held after it gave up: with --verbose it says so on
+/// stderr, which is a full pipe. The holder lets go meanwhile, and the pipe
+/// is drained only once no thread of lockwrap is blocked in the lock call.
+#[test]
+fn fd_mode_leaves_the_callers_fd_unlocked_after_a_timeout() {
+    for (backend, options, call) in [
+        (Backend::Flock, "--verbose", libc::SYS_flock),
+        (Backend::Fcntl, "--verbose --fcntl", libc::SYS_fcntl),
+    ] {
+        let sb = Sandbox::new(&format!("fd-timeout-{backend:?}"));
+        let spec = backend.spec(&sb, "lk");
+        let file = sb.locks.join("lk");
+        let mut holder = sb.hold(&[], &spec);
+        let mut stderr = FullPipe::new(&sb, "stderr");
+        let pid_file = sb.work_path("pid");
+        let rc_file = sb.work_path("rc");
+        let gate = sb.fifo("gate");
+        let script = format!(
+            r#"exec 9>>'{f}'
+"$LW" {options} -w 0.3 9 2>'{e}' &
+echo $! > '{p}'
+wait $!; echo $? > '{r}'
+read line < '{g}'"#,
+            f = file.display(),
+            e = stderr.path.display(),
+            p = pid_file.display(),
+            r = rc_file.display(),
+            g = gate.display(),
+        );
+        let mut command = std::process::Command::new("/bin/sh");
+        command
+            .args(["-c", &script])
+            .env("LW", common::bin())
+            .current_dir(&sb.work);
+        let mut caller = sb.spawn(command, "caller");
+        let pid = common::wait_for_pid_file(&pid_file);
+        let gave_up = || rc_file.exists();
+        // Gave up, and either reports it on the full pipe or is done.
+        wait_until("lockwrap to give up", WAIT, || {
+            gave_up() || main_thread_syscall(pid) == Some(libc::SYS_write)
+        });
+        holder.release_and_finish().assert_code(0);
+        wait_until("no thread of lockwrap to wait for the lock", WAIT, || {
+            gave_up() || !blocked_syscalls(pid).contains(&call)
+        });
+        wait_until("lockwrap to exit", WAIT, || {
+            stderr.drain();
+            gave_up()
+        });
+        let rc = fs::read_to_string(&rc_file).unwrap();
+        assert_eq!(rc.trim(), "1", "{spec}: the wait did not time out");
+        // The caller still has fd 9 open.
+        assert!(caller.is_running());
+        let out = sb.run(sb.lockwrap(["-n", &spec, "true"]));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{spec}: the caller's fd 9 was locked after lockwrap gave up: {out:?}"
+        );
+        common::open_gate(&gate);
+        caller.finish().assert_code(0);
     }
 }
