@@ -51,6 +51,8 @@ servers::shared_scenarios!(Postgres:
     a_long_stop_keeps_the_lease,
     replace_revokes_the_holders_lease,
     a_server_of_another_kind_is_one_line_and_75,
+    connecting_honours_w,
+    sigterm_while_connecting_exits_143,
 );
 
 #[test]

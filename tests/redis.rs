@@ -8,7 +8,9 @@ mod common;
 mod servers;
 
 use common::records::{hostname, live_process, now_ms};
-use common::{Sandbox, assert_replace_did_not_signal};
+use std::time::{Duration, Instant};
+
+use common::{Sandbox, WAIT, assert_replace_did_not_signal, catches, wait_until};
 use servers::scenarios::{self, run};
 use servers::{Engine, RedisServer, with};
 
@@ -50,6 +52,8 @@ servers::shared_scenarios!(RedisServer:
     a_long_stop_keeps_the_lease,
     replace_revokes_the_holders_lease,
     a_server_of_another_kind_is_one_line_and_75,
+    connecting_honours_w,
+    sigterm_while_connecting_exits_143,
 );
 
 #[test]
@@ -207,4 +211,64 @@ fn a_wrong_or_missing_password_exits_77() {
         out.stderr.contains("REDISCLI_AUTH"),
         "a missing password says where one goes: {out:?}"
     );
+}
+
+/// The number of connections the server has accepted so far (INFO stats).
+fn connections_received(server: &RedisServer) -> u64 {
+    let info = server.command(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_connections_received in {info:?}"))
+}
+
+/// Issue 11 (2): a `--slots 2` waiter keeps its connections for the whole
+/// wait: over 3 s it opens at most 4 (say, one per slot and one to be
+/// woken), not a new one per look at the slots.
+#[test]
+fn a_slots_waiter_keeps_its_connections() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("slots-conns");
+        let lock = server.lock("pool");
+        let (mut first, _) = sb.hold_slot(&["--slots", "2"], &lock);
+        let (mut second, _) = sb.hold_slot(&["--slots", "2"], &lock);
+        let before = connections_received(server);
+        let command = sb.lockwrap(["--slots", "2", "-w", "20", &lock, "true"]);
+        let mut waiter = sb.spawn(command, "waiter");
+        wait_until("the waiter to catch SIGTERM", WAIT, || {
+            catches(waiter.pid(), libc::SIGTERM)
+        });
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
+        assert!(waiter.is_running(), "the waiter ended");
+        // Less the connection that asks.
+        let opened = connections_received(server) - before - 1;
+        assert!(
+            opened <= 4,
+            "a --slots 2 waiter opened {opened} connections in 3 s"
+        );
+        first.release_and_finish().assert_code(0);
+        waiter.finish().assert_code(0);
+        second.release_and_finish().assert_code(0);
+    });
+}
+
+/// Issue 11 (4): a wait that timed out leaves no key behind on the server:
+/// once the holder has released the lock, nobody holds it.
+#[test]
+fn a_timed_out_acquire_leaves_no_key_behind() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("phantom");
+        let lock = server.lock("phantom");
+        for round in 0..10 {
+            let mut holder = sb.hold(&[], &lock);
+            run(&sb, &["-w", "0.3", &lock, "true"]).assert_code(1);
+            holder.release_and_finish().assert_code(0);
+            assert_eq!(
+                server.command(&["EXISTS", "lockwrap:phantom"]),
+                ":0\r\n",
+                "round {round}: the key outlived its holder"
+            );
+        }
+    });
 }

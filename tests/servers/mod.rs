@@ -17,7 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Once, Weak};
+use std::sync::{Arc, Mutex, Once, Weak, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -291,6 +291,23 @@ pub fn http_server() -> u16 {
         }
     });
     port
+}
+
+/// A TCP server on a loopback port that accepts every connection and never
+/// answers or closes it: a hung server. Returns the port and a channel that
+/// gets a message per accepted connection. Runs until the test process exits.
+pub fn silent_server() -> (u16, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = listener.local_addr().expect("local addr").port();
+    let (accepted, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for stream in listener.incoming() {
+            kept.extend(stream.ok());
+            let _ = accepted.send(());
+        }
+    });
+    (port, receiver)
 }
 
 /// A PostgreSQL cluster of our own, shared by the tests of one test binary

@@ -15,8 +15,8 @@ use nix::unistd::Pid;
 use super::{Engine, free_port, hostname};
 use crate::common::tree::{self, Detach, KillOnDrop, Stop, TreeScript};
 use crate::common::{
-    Holder, Output, Sandbox, WAIT, assert_no_overlap, become_subreaper, critical_section_script,
-    process_is_running, reap_adopted, wait_for_pid_file, wait_until,
+    Holder, Output, Sandbox, WAIT, assert_no_overlap, become_subreaper, catches,
+    critical_section_script, process_is_running, reap_adopted, wait_for_pid_file, wait_until,
 };
 
 /// The lease of holders whose lock a test takes away or abandons: short,
@@ -423,4 +423,44 @@ pub fn a_server_of_another_kind_is_one_line_and_75<E: Engine>(_server: &E) {
     let lock = format!("{}#x", E::url(super::http_server(), None));
     run(&sb, &[&lock, "true"]).assert_error(75);
     run(&sb, &["--status", &lock]).assert_error(75);
+}
+
+/// Issue 11 (3): against a server that accepts the connection and never
+/// answers, `-w 1` gives up within 2.5 s (a timeout, 1, or a failure to
+/// connect, 75).
+pub fn connecting_honours_w<E: Engine>(_server: &E) {
+    let sb = Sandbox::new("silent");
+    let (port, _) = super::silent_server();
+    let lock = format!("{}#x", E::url(port, None));
+    let mut bounded = sb.spawn(sb.lockwrap(["-w", "1", &lock, "true"]), "bounded");
+    let status = bounded.wait_timeout(Duration::from_millis(2500));
+    let out = bounded.output(status);
+    match out.status.code() {
+        Some(75) => {
+            out.assert_error(75);
+        }
+        Some(1) => assert!(out.stderr.lines().count() <= 1, "{lock}: {out:?}"),
+        _ => panic!("{lock}: -w 1 ended neither with 1 nor 75: {out:?}"),
+    }
+}
+
+/// Issue 11 (3): a SIGTERM 0.5 s into connecting to a server that never
+/// answers ends lockwrap with 143 within 1 s.
+pub fn sigterm_while_connecting_exits_143<E: Engine>(_server: &E) {
+    let sb = Sandbox::new("silent-term");
+    let (port, accepted) = super::silent_server();
+    let lock = format!("{}#x", E::url(port, None));
+    let started = Instant::now();
+    let mut plain = sb.spawn(sb.lockwrap([&lock, "true"]), "plain");
+    accepted
+        .recv_timeout(WAIT)
+        .expect("lockwrap to connect to the silent server");
+    wait_until("the wrapper to catch SIGTERM", WAIT, || {
+        catches(plain.pid(), libc::SIGTERM)
+    });
+    std::thread::sleep(Duration::from_millis(500).saturating_sub(started.elapsed()));
+    assert!(plain.is_running(), "{lock}: it ended before the signal");
+    plain.signal(Signal::SIGTERM);
+    let status = plain.wait_timeout(Duration::from_secs(1));
+    plain.output(status).assert_code(143);
 }
