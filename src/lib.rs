@@ -43,9 +43,11 @@ use crate::wait::{Signals, Waiter};
 
 /// How long a child stopped by lockwrap gets between SIGTERM and SIGKILL.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
-/// With `--slots`, how long a waiter blocks on one slot before it looks at
-/// the others again.
+/// With more than [`MAX_SLOT_THREADS`] slots, how long a waiter blocks on
+/// one slot before it looks at the others again.
 const SLOT_RESCAN: Duration = Duration::from_millis(250);
+/// Up to how many slots a waiter waits for all at once, a thread each.
+const MAX_SLOT_THREADS: usize = 64;
 
 /// Takes the lock, runs the command (if any) and releases. Returns how to
 /// end: the command's status (or 0 in fd mode), or the signal to die of.
@@ -213,9 +215,13 @@ pub fn status(query: &StatusQuery) -> Result<u8, Error> {
     })
 }
 
-/// Takes one free slot (or the only lock): every slot is tried at once, and
-/// then a waiter blocks on one of them, looking at the others again every
-/// [`SLOT_RESCAN`].
+/// Takes one free slot (or the only lock). A waiter waits for all slots
+/// together, one thread per slot, each trying its slot at once (and each
+/// with its own blocked attempt, watch or server connection for the whole
+/// wait), and takes whichever is freed first. The other waits are cancelled
+/// and joined; a slot won at the same moment is released again. Above
+/// [`MAX_SLOT_THREADS`] slots a waiter blocks on one slot at a time instead,
+/// looking at the others again every [`SLOT_RESCAN`].
 fn acquire_any_slot(
     backends: &[Box<dyn Backend>],
     request: &Request<'_>,
@@ -224,9 +230,7 @@ fn acquire_any_slot(
     if backends.len() == 1 {
         return backends[0].acquire(request, waiter).map(|held| (0, held));
     }
-    // Waiters start on different slots so they do not all queue on slot 0.
-    let mut next = std::process::id() as usize;
-    loop {
+    if waiter.is_nonblocking() || backends.len() > MAX_SLOT_THREADS {
         for (slot, backend) in backends.iter().enumerate() {
             match backend.acquire(request, &waiter.nonblocking()) {
                 Ok(held) => return Ok((slot, held)),
@@ -234,9 +238,73 @@ fn acquire_any_slot(
                 Err(e) => return Err(e),
             }
         }
-        if waiter.is_nonblocking() {
-            return Err(waiter.conflict());
+    }
+    if waiter.is_nonblocking() {
+        return Err(waiter.conflict());
+    }
+    if backends.len() > MAX_SLOT_THREADS {
+        return rescan_slots(backends, request, waiter);
+    }
+    let (cancel, cancel_all) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::os(waiter.lock(), "cannot wait for the slots", e))?;
+    let stop_others = || {
+        let _ = nix::unistd::write(&cancel_all, b"x");
+    };
+    std::thread::scope(|scope| {
+        let (results, arrivals) = std::sync::mpsc::channel();
+        for (slot, backend) in backends.iter().enumerate() {
+            let results = results.clone();
+            let terms = waiter.terms();
+            let cancel = std::os::fd::AsRawFd::as_raw_fd(&cancel);
+            let started = std::thread::Builder::new()
+                .name(format!("slot-{slot}"))
+                .spawn_scoped(scope, move || {
+                    let _ = results.send((slot, backend.acquire(request, &terms.waiter(cancel))));
+                });
+            if let Err(e) = started {
+                stop_others();
+                let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN));
+                return Err(Error::os(waiter.lock(), "cannot wait for the slots", errno));
+            }
         }
+        drop(results);
+        let mut won: Option<(usize, Box<dyn Held>)> = None;
+        let mut failed: Option<Error> = None;
+        for (slot, result) in arrivals {
+            match result {
+                Ok(held) if won.is_none() && failed.is_none() => {
+                    won = Some((slot, held));
+                    stop_others();
+                }
+                // Freed at the same moment as the slot already taken.
+                Ok(held) => drop(held),
+                Err(e) => {
+                    if won.is_none() && failed.is_none() {
+                        failed = Some(e);
+                        stop_others();
+                    }
+                }
+            }
+        }
+        match (won, failed) {
+            (Some(won), _) => Ok(won),
+            (None, Some(Error::Timeout { .. })) => Err(waiter.timeout()),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(waiter.timeout()),
+        }
+    })
+}
+
+/// More slots than a waiter starts threads for: blocks on one slot at a
+/// time, looking at all of them again every [`SLOT_RESCAN`].
+fn rescan_slots(
+    backends: &[Box<dyn Backend>],
+    request: &Request<'_>,
+    waiter: &Waiter<'_>,
+) -> Result<(usize, Box<dyn Held>), Error> {
+    // Waiters start on different slots so they do not all queue on slot 0.
+    let mut next = std::process::id() as usize;
+    loop {
         let slot = next % backends.len();
         next = next.wrapping_add(1);
         match backends[slot].acquire(request, &waiter.within(SLOT_RESCAN)) {
@@ -244,6 +312,13 @@ fn acquire_any_slot(
             Err(Error::Timeout { .. }) if !waiter.expired() => {}
             Err(Error::Timeout { .. }) => return Err(waiter.timeout()),
             Err(e) => return Err(e),
+        }
+        for (slot, backend) in backends.iter().enumerate() {
+            match backend.acquire(request, &waiter.nonblocking()) {
+                Ok(held) => return Ok((slot, held)),
+                Err(Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 }

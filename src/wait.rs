@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 use std::io::{IsTerminal, Write as _};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
@@ -212,6 +212,35 @@ pub struct Waiter<'a> {
     signals: &'a Signals,
     started: Instant,
     progress: Option<Progress<'a>>,
+    /// Readable when another slot was taken: this wait is over.
+    cancel: Option<RawFd>,
+}
+
+/// The terms of a wait, to be taken to another thread (a [`Waiter`] itself
+/// stays on its thread): see [`Waiter::terms`].
+#[derive(Clone)]
+pub struct WaitTerms<'a> {
+    lock: String,
+    policy: WaitPolicy,
+    deadline: Option<Instant>,
+    signals: &'a Signals,
+    started: Instant,
+}
+
+impl<'a> WaitTerms<'a> {
+    /// A waiter on these terms that also ends (with a timeout error) when
+    /// `cancel` becomes readable. `cancel` must outlive the waiter.
+    pub fn waiter(self, cancel: RawFd) -> Waiter<'a> {
+        Waiter {
+            lock: self.lock,
+            policy: self.policy,
+            deadline: self.deadline,
+            signals: self.signals,
+            started: self.started,
+            progress: None,
+            cancel: Some(cancel),
+        }
+    }
 }
 
 /// How often the waiting line on a terminal is redrawn.
@@ -239,6 +268,18 @@ impl<'a> Waiter<'a> {
             signals,
             started,
             progress: None,
+            cancel: None,
+        }
+    }
+
+    /// The terms of this wait, for a waiter on another thread.
+    pub fn terms(&self) -> WaitTerms<'a> {
+        WaitTerms {
+            lock: self.lock.clone(),
+            policy: self.policy,
+            deadline: self.deadline,
+            signals: self.signals,
+            started: self.started,
         }
     }
 
@@ -267,6 +308,7 @@ impl<'a> Waiter<'a> {
             signals: self.signals,
             started: self.started,
             progress: None,
+            cancel: self.cancel,
         }
     }
 
@@ -315,10 +357,16 @@ impl<'a> Waiter<'a> {
             .as_ref()
             .map(|p| p.next_draw.get().saturating_duration_since(Instant::now()));
         let timeout = [remaining, nap, next_draw].into_iter().flatten().min();
+        // SAFETY: the cancel fd outlives this waiter (see WaitTerms::waiter).
+        let cancel = self.cancel.map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
         let mut fds = vec![self.signals.as_fd()];
+        fds.extend(cancel);
         fds.extend_from_slice(wake);
         let ready = poll_readable(&fds, timeout)
             .map_err(|e| Error::os(&self.lock, "waiting for the lock", e))?;
+        if cancel.is_some() && ready[1] {
+            return Err(self.timeout());
+        }
         if let Some(progress) = &self.progress {
             progress.draw_if_due(&self.lock, self.started);
         }

@@ -39,8 +39,9 @@ pub struct Request<'a> {
     pub lease: Option<Duration>,
 }
 
-/// A lock mechanism.
-pub trait Backend {
+/// A lock mechanism. `Sync` so that the slots of a semaphore can be waited
+/// for at once, one thread each.
+pub trait Backend: Sync {
     /// Takes the lock, waiting as `waiter` allows between attempts.
     fn acquire(&self, request: &Request<'_>, waiter: &Waiter<'_>) -> Result<Box<dyn Held>, Error>;
 
@@ -142,8 +143,9 @@ pub struct HolderInfo {
 }
 
 /// A held lock. Dropping it releases it; [`Held::release`] does the same and
-/// reports failures.
-pub trait Held {
+/// reports failures. `Send`: a slot taken on a waiting thread is handed to
+/// the main thread.
+pub trait Held: Send {
     /// The fds that carry the lock into the child (and across `-F`): the
     /// child keeps the lock while any copy of them is open. Empty when the
     /// lock is not an fd.

@@ -733,7 +733,7 @@ impl<A: Artifact> ArtifactHeld<A> {
     }
 }
 
-impl<A: Artifact> super::Held for ArtifactHeld<A> {
+impl<A: Artifact + Send> super::Held for ArtifactHeld<A> {
     fn lock_fds(&self) -> Vec<BorrowedFd<'_>> {
         vec![self.guard.as_fd()]
     }
