@@ -345,6 +345,13 @@ impl<'a> Waiter<'a> {
         if self.is_nonblocking() {
             return Err(self.conflict());
         }
+        self.watch(wake, nap)
+    }
+
+    /// Like [`Waiter::pause`] but also under `-n`: for a step that must
+    /// finish before the lock can even be tried (connecting to a server),
+    /// which the deadline and signals still bound.
+    pub fn watch(&self, wake: &[BorrowedFd<'_>], nap: Option<Duration>) -> Result<(), Error> {
         let remaining = match self.deadline {
             Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => Some(left),
@@ -379,6 +386,25 @@ impl<'a> Waiter<'a> {
             });
         }
         Ok(())
+    }
+
+    /// How long until the deadline (None: no deadline).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// The error that ends the wait after a blocking call failed: a
+    /// forwarded signal that interrupted it, or the deadline; None when
+    /// neither explains the failure.
+    pub fn ended(&self) -> Option<Error> {
+        if let Some(signal) = self.signals.take_forwarded() {
+            return Some(Error::Interrupted {
+                lock: self.lock.clone(),
+                signal,
+            });
+        }
+        self.expired().then(|| self.timeout())
     }
 
     /// The error for a held lock under `-n`.

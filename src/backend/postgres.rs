@@ -172,19 +172,28 @@ impl PgLock {
     /// Runs `call` with a fresh connection on a helper thread, all of it
     /// bounded by [`SETUP_TIMEOUT`]: the driver's connect timeout covers only
     /// the TCP connect, and a stalled server would hang the handshake.
+    ///
+    /// With a `waiter`, it also ends at the waiter's deadline (a timeout) and
+    /// on a forwarded signal (128+N); the helper thread is then left to the
+    /// process's exit.
     fn with_new_session<T: Send + 'static>(
         &self,
         config: &Config,
+        waiter: Option<&Waiter<'_>>,
         call: impl FnOnce(&mut Client) -> Result<T, (&'static str, ::postgres::Error)> + Send + 'static,
     ) -> Result<(Client, T), Error> {
         let config2 = config.clone();
-        let outcome = in_background(SETUP_TIMEOUT, move || {
+        let setup = move || {
             let mut client = config2
                 .connect(NoTls)
                 .map_err(|e| ("cannot connect to the PostgreSQL server", e))?;
             let value = call(&mut client)?;
             Ok((client, value))
-        });
+        };
+        let outcome = match waiter {
+            Some(waiter) => watched_background(SETUP_TIMEOUT, waiter, setup)?,
+            None => in_background(SETUP_TIMEOUT, setup),
+        };
         match outcome {
             Ok(Ok(done)) => Ok(done),
             Ok(Err((what, e))) => Err(failure(&self.lock, what, &e)),
@@ -245,7 +254,7 @@ impl Backend for PgLock {
         let name = self.remote.name.clone();
         let try_sql = format!("SELECT pg_try_advisory_lock{suffix}({KEY})");
         let try_name = name.clone();
-        let (client, taken) = self.with_new_session(&config, move |client| {
+        let (client, taken) = self.with_new_session(&config, Some(waiter), move |client| {
             prepare_session(client, lease).map_err(|e| ("cannot set up the session", e))?;
             client
                 .query_one(&try_sql, &[&try_name])
@@ -295,7 +304,7 @@ impl Backend for PgLock {
              ORDER BY a.backend_start"
         );
         let name = self.remote.name.clone();
-        let (_, rows) = self.with_new_session(&config, move |client| {
+        let (_, rows) = self.with_new_session(&config, None, move |client| {
             client
                 .query(&sql, &[&name])
                 .map_err(|e| ("cannot read the lock", e))
@@ -342,7 +351,7 @@ impl Backend for PgLock {
                AND l.objid = ({KEY} & 4294967295)::oid"
         );
         let name = self.remote.name.clone();
-        let terminated = self.with_new_session(&config, move |client| {
+        let terminated = self.with_new_session(&config, None, move |client| {
             let version: i32 = client
                 .query_one("SELECT current_setting('server_version_num')::int", &[])
                 .map(|row| row.get(0))
@@ -565,6 +574,29 @@ fn in_background<T: Send + 'static>(
         // EINTR (a SIGCHLD, a forwarded signal) just goes round again; the
         // signal stays in the self-pipe for whoever waits next.
         let _ = poll_readable(&[background.as_fd()], Some(left));
+    }
+}
+
+/// [`in_background`], also ended by `waiter`'s deadline and signals.
+fn watched_background<T: Send + 'static>(
+    timeout: Duration,
+    waiter: &Waiter<'_>,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<Result<T, CallError>, Error> {
+    let background = match Background::start(call) {
+        Ok(background) => background,
+        Err(e) => return Ok(Err(CallError::Os(e))),
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(result) = background.try_result() {
+            return Ok(Ok(result));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Err(CallError::TimedOut));
+        }
+        waiter.watch(&[background.as_fd()], Some(left))?;
     }
 }
 

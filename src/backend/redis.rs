@@ -191,8 +191,21 @@ impl RedisLock {
     /// longer command could make the server drop an unauthenticated client.
     /// The database is selected after it, so that each failure has its own
     /// message.
-    fn connect(&self, info: &ConnectionInfo, timeout: Duration) -> Result<Connection, Error> {
+    ///
+    /// With a `waiter`, connecting also ends at its deadline (a timeout) and
+    /// on a forwarded signal (128+N), not only after `timeout`.
+    fn connect(
+        &self,
+        info: &ConnectionInfo,
+        timeout: Duration,
+        waiter: Option<&Waiter<'_>>,
+    ) -> Result<Connection, Error> {
         const CONNECT: &str = "cannot connect to the Redis server";
+        let handshake = waiter
+            .and_then(Waiter::remaining)
+            .map_or(timeout, |left| left.min(timeout))
+            .max(Duration::from_millis(1));
+        let ended = |e: Error| waiter.and_then(Waiter::ended).unwrap_or(e);
         let db = info.redis_settings().db();
         let settings = info
             .redis_settings()
@@ -202,14 +215,17 @@ impl RedisLock {
         let client = Client::open(info.clone().set_redis_settings(settings))
             .map_err(|e| self.failure("cannot use the Redis server", &e))?;
         let mut con = client
-            .get_connection_with_timeout(CONNECT_TIMEOUT.min(timeout.max(MIN_LEASE)))
-            .map_err(|e| self.failure(CONNECT, &e))?;
-        con.set_read_timeout(Some(timeout))
-            .and_then(|()| con.set_write_timeout(Some(timeout)))
-            .map_err(|e| self.failure("cannot set up the connection", &e))?;
+            .get_connection_with_timeout(CONNECT_TIMEOUT.min(handshake.max(MIN_LEASE)))
+            .map_err(|e| ended(self.failure(CONNECT, &e)))?;
+        let set_timeouts = |con: &mut Connection, limit: Duration| {
+            con.set_read_timeout(Some(limit))
+                .and_then(|()| con.set_write_timeout(Some(limit)))
+                .map_err(|e| self.failure("cannot set up the connection", &e))
+        };
+        set_timeouts(&mut con, handshake)?;
         ::redis::cmd("PING")
             .query::<String>(&mut con)
-            .map_err(|e| self.failure(CONNECT, &e))?;
+            .map_err(|e| ended(self.failure(CONNECT, &e)))?;
         if db != 0 {
             ::redis::cmd("SELECT")
                 .arg(db)
@@ -221,9 +237,10 @@ impl RedisLock {
                             e.detail().unwrap_or("DB index is out of range")
                         ))
                     }
-                    _ => self.failure(CONNECT, &e),
+                    _ => ended(self.failure(CONNECT, &e)),
                 })?;
         }
+        set_timeouts(&mut con, timeout)?;
         Ok(con)
     }
 
@@ -244,7 +261,7 @@ impl Backend for RedisLock {
         let lease = self.lease(request)?;
         let info = self.connection_info()?;
         let call_timeout = lease / 3;
-        let mut con = self.connect(&info, call_timeout)?;
+        let mut con = self.connect(&info, call_timeout, Some(waiter))?;
         let keys = Keys::new(&self.remote.name);
         let token = random_token();
         let acquire = Script::new(ACQUIRE);
@@ -267,7 +284,13 @@ impl Backend for RedisLock {
                 .arg(request.command)
                 .arg(now_ms as u64)
                 .invoke(&mut con)
-                .map_err(|e| self.failure("cannot take the lock", &e))?;
+                .map_err(|e| {
+                    // A forwarded signal interrupts the round trip (EINTR):
+                    // 128+N, not "server unreachable".
+                    waiter
+                        .ended()
+                        .unwrap_or_else(|| self.failure("cannot take the lock", &e))
+                })?;
             match reply.as_slice() {
                 [1, fence] => {
                     return Ok(Box::new(RedisHeld {
@@ -325,7 +348,7 @@ impl Backend for RedisLock {
 
     fn status(&self) -> Result<LockStatus, Error> {
         let info = self.connection_info()?;
-        let mut con = self.connect(&info, CONNECT_TIMEOUT)?;
+        let mut con = self.connect(&info, CONNECT_TIMEOUT, None)?;
         let keys = Keys::new(&self.remote.name);
         let (exists, record): (bool, HashMap<String, String>) = ::redis::pipe()
             .exists(&keys.lock)
@@ -367,7 +390,7 @@ impl Backend for RedisLock {
             return Err(self.usage("a Redis lock has no shared holders"));
         }
         let info = self.connection_info()?;
-        let mut con = self.connect(&info, CONNECT_TIMEOUT)?;
+        let mut con = self.connect(&info, CONNECT_TIMEOUT, None)?;
         let keys = Keys::new(&self.remote.name);
         let revoked: i64 = Script::new(REVOKE)
             .key(&keys.lock)
