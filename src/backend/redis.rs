@@ -48,6 +48,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 const MIN_LEASE: Duration = Duration::from_millis(100);
 /// How long to wait for the server to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long taking back an acquire of unknown outcome may take.
+const TAKE_BACK_TIMEOUT: Duration = Duration::from_millis(500);
 /// The longest a waiter sleeps between attempts when no release is announced
 /// (a holder that vanished lets its lease run out silently).
 const MAX_NAP: Duration = Duration::from_secs(1);
@@ -244,6 +246,20 @@ impl RedisLock {
         Ok(con)
     }
 
+    /// After an acquire whose outcome is unknown: deletes the lock if it
+    /// holds our token (the owner-checked release), on a fresh connection,
+    /// briefly and best effort, so that no phantom lock stays for a lease.
+    fn take_back(&self, info: &ConnectionInfo, keys: &Keys, token: &str) {
+        if let Ok(mut con) = self.connect(info, TAKE_BACK_TIMEOUT, None) {
+            let _ = Script::new(RELEASE)
+                .key(&keys.lock)
+                .key(&keys.holder)
+                .arg(token)
+                .arg(&keys.channel)
+                .invoke::<i64>(&mut con);
+        }
+    }
+
     fn lease(&self, request: &Request<'_>) -> Result<Duration, Error> {
         let lease = request.lease.unwrap_or(DEFAULT_LEASE);
         if lease < MIN_LEASE {
@@ -285,6 +301,9 @@ impl Backend for RedisLock {
                 .arg(now_ms as u64)
                 .invoke(&mut con)
                 .map_err(|e| {
+                    // The script may have run although its reply was lost
+                    // (a timeout, a signal): take back what it may have set.
+                    self.take_back(&info, &keys, &token);
                     // A forwarded signal interrupts the round trip (EINTR):
                     // 128+N, not "server unreachable".
                     waiter
