@@ -13,7 +13,8 @@
 //!
 //! Sample counts can be changed with LOCKWRAP_BENCH_N (overhead runs per
 //! command), LOCKWRAP_BENCH_HANDOFF (hand-off samples per backend) and
-//! LOCKWRAP_BENCH_SECS (seconds per throughput run).
+//! LOCKWRAP_BENCH_SECS (seconds per throughput run) and LOCKWRAP_BENCH_WAITERS
+//! (waiters queued on one lock in the scaling table, default 200).
 //!
 //! The same executable doubles as the helper command the locks guard
 //! (`--helper hold|stamp`), so every tool is timed with the same child.
@@ -371,6 +372,73 @@ fn throughput(dir: &Path, procs: usize, secs: u64) {
     }
 }
 
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0;
+    };
+    // Fields 14 and 15 are the 12th and 13th after the state (field 3).
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let at = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    at(11) + at(12)
+}
+
+/// `waiters` processes queue on one held lock: the CPU they use while
+/// blocked, the hand-off to the first of them, and how long until all have
+/// passed one at a time; beside the single-waiter hand-off of `single`.
+fn scaling(dir: &Path, waiters: usize, single: &[(String, f64)]) {
+    let tools = lock_tools(dir, "scaling-peer");
+    const BLOCKED: Duration = Duration::from_secs(2);
+    println!("\n### {waiters} waiters on one lock: CPU while blocked, hand-off, all served\n");
+    println!(
+        "| lock | waiters' CPU s in {} s blocked | first hand-off µs | vs 1 waiter | all served ms |",
+        BLOCKED.as_secs()
+    );
+    println!("|---|---:|---:|---:|---:|");
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    for (label, tool) in &tools {
+        let holder = start_holder(tool);
+        let mut queue = Vec::with_capacity(waiters);
+        for _ in 0..waiters {
+            let mut c = tool.command(&self_exe(), &["--helper", "stamp"]);
+            c.stdout(Stdio::piped());
+            queue.push(c.spawn().expect("spawn waiter"));
+        }
+        // Let every waiter start and block; not part of any measurement.
+        thread::sleep(Duration::from_millis(500 + 5 * waiters as u64));
+        let cpu = |queue: &[Child]| queue.iter().map(|c| cpu_ticks(c.id())).sum::<u64>();
+        let before = cpu(&queue);
+        thread::sleep(BLOCKED);
+        let blocked_cpu = cpu(&queue).saturating_sub(before) as f64 / ticks;
+        let released = release_holder(holder);
+        let mut stamps: Vec<u64> = queue
+            .into_iter()
+            .filter_map(|c| {
+                let out = c.wait_with_output().ok()?;
+                String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+            })
+            .collect();
+        stamps.sort_unstable();
+        let first = stamps.first().map_or(0, |t| t.saturating_sub(released)) as f64 / 1e3;
+        let all = stamps.last().map_or(0, |t| t.saturating_sub(released)) as f64 / 1e6;
+        let ratio =
+            find(single, label).map_or("-".to_owned(), |one| format!("{:.2}x", first / one));
+        println!(
+            "| {label} | {blocked_cpu:.2} | {first:.0} | {ratio} | {all:.0} ({} ran) |",
+            stamps.len()
+        );
+    }
+}
+
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -692,6 +760,7 @@ fn main() {
     let over = overhead(&dir, n, &mut notes);
     let hand = handoff(&dir, handoff_n);
     throughput(&dir, 4, secs);
+    scaling(&dir, env_num("LOCKWRAP_BENCH_WAITERS", 200) as usize, &hand);
     let rss = peak_rss(&dir);
     server_locks(&dir.join("servers"), n.min(200), &mut notes);
     targets(&over, &hand, &rss);
