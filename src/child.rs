@@ -325,7 +325,15 @@ impl Supervisor<'_, '_> {
             if self.shares_group {
                 kill(self.command, signal)
             } else {
-                killpg(self.command, signal)
+                // The command may have left its group (setpgid): it is then
+                // signalled itself too.
+                let in_group = nix::unistd::getpgid(Some(self.command)) == Ok(self.command);
+                let group = killpg(self.command, signal);
+                if in_group {
+                    group
+                } else {
+                    kill(self.command, signal)
+                }
             }
         };
         let _ = send(signal);
