@@ -360,6 +360,11 @@ impl Supervisor<'_, '_> {
             && is_terminating(signal)
             && self.asked_for(signal)
         {
+            if signal == Signal::SIGTERM && !self.shares_group {
+                // The SIGTERM the command died of was forwarded to its
+                // whole group: the rest of the group must not get it twice.
+                self.tree.sent_to_group(self.command.as_raw(), signal);
+            }
             self.begin_stop(StopCause::Signal(signal), self.plan.kill_grace);
         } else if self.wait_for_tree {
             self.state = State::Lingering;

@@ -257,6 +257,8 @@ pub struct ProcessStat {
     pub state: char,
     /// Field 4: the parent's pid.
     pub ppid: i32,
+    /// Field 5: the process group.
+    pub pgrp: i32,
     /// Field 22: start time in clock ticks since boot.
     pub start_time: u64,
 }
@@ -282,11 +284,13 @@ pub fn process_stat(pid: i32) -> Option<ProcessStat> {
     let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
-    // Field 22 is the 18th after the ppid (field 4).
-    let start_time = rest.nth(17)?.parse().ok()?;
+    let pgrp = rest.next()?.parse().ok()?;
+    // Field 22 is the 17th after the process group (field 5).
+    let start_time = rest.nth(16)?.parse().ok()?;
     Some(ProcessStat {
         state,
         ppid,
+        pgrp,
         start_time,
     })
 }

@@ -39,10 +39,18 @@ struct ProcessId {
 
 /// The live (not zombie) descendants of `root`, found by one scan of /proc.
 fn descendants(root: i32) -> Vec<ProcessId> {
+    descendants_with_groups(root)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// [`descendants`], each with its process group.
+fn descendants_with_groups(root: i32) -> Vec<(ProcessId, i32)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let mut children: HashMap<i32, Vec<(ProcessId, bool)>> = HashMap::new();
+    let mut children: HashMap<i32, Vec<(ProcessId, bool, i32)>> = HashMap::new();
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
             continue;
@@ -55,16 +63,16 @@ fn descendants(root: i32) -> Vec<ProcessId> {
             children
                 .entry(stat.ppid)
                 .or_default()
-                .push((id, stat.is_alive()));
+                .push((id, stat.is_alive(), stat.pgrp));
         }
     }
     let mut found = Vec::new();
     let mut queue = vec![root];
     while let Some(parent) = queue.pop() {
-        for (id, alive) in children.remove(&parent).unwrap_or_default() {
+        for (id, alive, pgrp) in children.remove(&parent).unwrap_or_default() {
             queue.push(id.pid);
             if alive {
-                found.push(id);
+                found.push((id, pgrp));
             }
         }
     }
@@ -114,6 +122,17 @@ impl Tree {
             }
         }
         count
+    }
+
+    /// Counts `signal` as sent to the descendants now in process group
+    /// `group` (a signal was just sent to the whole group), so that a stop
+    /// does not send it to them a second time.
+    pub fn sent_to_group(&mut self, group: i32, signal: Signal) {
+        for (id, pgrp) in descendants_with_groups(self.root) {
+            if pgrp == group {
+                self.signalled.insert((id, signal as i32));
+            }
+        }
     }
 
     /// Whether any descendant is still alive.

@@ -533,3 +533,45 @@ fn ctrl_c_on_a_terminal_stops_the_calling_script() {
         "the script went on after Ctrl-C"
     );
 }
+
+/// A script's foreground worker gets a forwarded SIGTERM once: the shell
+/// dies of it, and the stop that follows does not send the worker, which
+/// already had it from the group, a second one.
+#[test]
+fn a_foreground_worker_gets_a_forwarded_sigterm_once() {
+    let sb = Sandbox::new("worker-once");
+    let lock = format!("mkdir:{}", sb.locks.join("lk").display());
+    let got = sb.work_path("got");
+    let ready = sb.work_path("ready");
+    // perl: every signal runs the handler, none is merged by a shell trap.
+    let worker = format!(
+        "$SIG{{TERM}} = sub {{ open my $f, '>>', '{got}'; print $f \"TERM\\n\"; close $f }}; \
+         open my $r, '>', '{ready}'; print $r \"$$\\n\"; close $r; sleep 1 while 1",
+        got = got.display(),
+        ready = ready.display()
+    );
+    let script = "perl -e \"$1\"; echo after";
+    let mut wrapper = sb.spawn(
+        sb.lockwrap([
+            "--kill-grace",
+            "1s",
+            &lock,
+            "bash",
+            "-c",
+            script,
+            "bash",
+            &worker,
+        ]),
+        "wrapper",
+    );
+    let pid = wait_for_pid_file(&ready);
+    let _guard = KillOnDrop(vec![pid]);
+    wrapper.signal(Signal::SIGTERM);
+    let out = wrapper.finish();
+    assert_eq!(out.status.code(), Some(143), "{out:?}");
+    assert_eq!(
+        fs::read_to_string(&got).unwrap_or_default(),
+        "TERM\n",
+        "the worker's SIGTERMs: {out:?}"
+    );
+}
