@@ -257,7 +257,7 @@ pub enum Parsed {
     Info(String),
 }
 
-/// Parses argv (including argv[0]) the way flock(1) does.
+/// Parses argv (including argv\[0\]) the way flock(1) does.
 pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error> {
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,

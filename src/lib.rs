@@ -2,7 +2,7 @@
 //! flock(1) with more lock mechanisms, chosen by a lock spec.
 //!
 //! The binary parses the command line with [`cli::parse`] and hands the
-//! result to [`run`] or [`status`], which return the exit code or an
+//! result to [`run`] or [`status()`], which return the exit code or an
 //! [`Error`] that knows its own.
 
 /// Writes one message line to stderr, prefixed with `lockwrap: `. Unlike
