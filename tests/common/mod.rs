@@ -396,9 +396,31 @@ impl Proc {
     }
 }
 
+/// SIGKILLs every process of session `sid`: a wrapper started by
+/// [`Sandbox::spawn`] and all it started, including its command, which
+/// runs in a process group of its own.
+fn kill_session(sid: i32) {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return;
+    };
+    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Field 6 (session) is the 4th after the state (field 3).
+        let session = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(3)?.parse::<i32>().ok());
+        if session == Some(sid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = kill(Pid::from_raw(-self.pid), Signal::SIGKILL);
+        kill_session(self.pid);
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
