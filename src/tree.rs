@@ -134,11 +134,6 @@ impl Tree {
             }
         }
     }
-
-    /// Whether any descendant is still alive.
-    pub fn is_empty(&self) -> bool {
-        descendants(self.root).is_empty()
-    }
 }
 
 /// Signals process `pid` only if it is still the one that started at

@@ -156,19 +156,7 @@ fn replace_never_signals_a_pid_named_by_a_forged_holder_hash() {
             "{status:?}"
         );
         let marker = sb.work_path("ran");
-        let out = run(
-            &sb,
-            &[
-                "--replace",
-                "--kill-grace",
-                "200ms",
-                "-w",
-                "5",
-                &lock,
-                "touch",
-                marker.to_str().unwrap(),
-            ],
-        );
+        let out = common::replace_and_touch(&sb, &lock, &marker);
         assert_replace_did_not_signal(&out, &lock, victim.pid(), &marker);
         victim.kill_and_reap();
     });

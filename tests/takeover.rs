@@ -192,16 +192,7 @@ fn replace_never_signals_a_live_pid_whose_start_time_differs() {
         let text = record(pid, start_time(pid) + 1, &hostname(), now_ms());
         let lock = plant(&sb, backend, &name, &text);
         let marker = sb.work_path(&format!("{name}.ran"));
-        let out = sb.run(sb.lockwrap([
-            "--replace",
-            "--kill-grace",
-            "200ms",
-            "-w",
-            "5",
-            &lock,
-            "touch",
-            marker.to_str().unwrap(),
-        ]));
+        let out = common::replace_and_touch(&sb, &lock, &marker);
         assert_replace_did_not_signal(&out, &lock, pid, &marker);
         stranger.kill_and_reap();
     }
@@ -256,16 +247,7 @@ fn replace_does_not_believe_a_record_planted_by_another_user() {
             _ => format!("excl:{}", path.display()),
         };
         let marker = sb.work_path(&format!("{backend:?}.ran"));
-        let out = sb.run(sb.lockwrap([
-            "--replace",
-            "--kill-grace",
-            "200ms",
-            "-w",
-            "5",
-            &lock,
-            "touch",
-            marker.to_str().unwrap(),
-        ]));
+        let out = common::replace_and_touch(&sb, &lock, &marker);
         assert!(
             process_is_running(pid),
             "{lock}: --replace signalled root's pid {pid} on the word of a record nobody wrote: {out:?}"

@@ -504,6 +504,21 @@ pub fn process_is_running(pid: i32) -> bool {
     }
 }
 
+/// `lockwrap --replace --kill-grace 200ms -w 5 LOCK touch MARKER`, run to
+/// the end: a takeover whose command leaves `marker` if it ran.
+pub fn replace_and_touch(sb: &Sandbox, lock: &str, marker: &Path) -> Output {
+    sb.run(sb.lockwrap([
+        "--replace",
+        "--kill-grace",
+        "200ms",
+        "-w",
+        "5",
+        lock,
+        "touch",
+        marker.to_str().unwrap(),
+    ]))
+}
+
 /// The outcome of `--replace` against a holder it cannot prove to hold the
 /// lock (a forged or mismatching record, a server's word): `victim`, the
 /// process the holder's record names, still runs; and lockwrap either
