@@ -190,6 +190,12 @@ impl HolderRecord {
             .collect()
     }
 
+    /// Makes the acquisition time now (a record written before a wait is
+    /// published when the wait ends).
+    pub fn stamp_now(&mut self) {
+        self.acquired_ms = unix_millis();
+    }
+
     /// How long ago the lock was taken.
     pub fn age(&self) -> Duration {
         Duration::from_millis(unix_millis().saturating_sub(self.acquired_ms))

@@ -410,3 +410,138 @@ read line < '{g}'"#,
         caller.finish().assert_code(0);
     }
 }
+
+/// Whether `pid` has an inotify instance open.
+fn has_inotify(pid: i32) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten().any(|fd| {
+            fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == "anon_inode:inotify")
+        })
+    })
+}
+
+/// Starts `lockwrap LOCK sh -c 'echo NAME >> LOG'` and returns once it waits.
+fn queued_waiter(sb: &Sandbox, lock: &str, log: &Path, name: &str) -> Proc {
+    let script = format!("echo {name} >> '{}'", log.display());
+    let waiter = sb.spawn(sb.lockwrap([lock, "sh", "-c", &script]), name);
+    wait_until_waiting(&waiter);
+    waiter
+}
+
+/// Waiters on one mkdir or excl lock do not all watch it: a release would
+/// wake every one of them (a thundering herd that made a hand-off with 200
+/// waiters several times slower), and each user has only 128 inotify
+/// instances. One watches; the others queue in the kernel.
+fn waiters_share_one_watch(backend: Backend) {
+    const WAITERS: usize = 12;
+    let sb = Sandbox::new(&format!("one-watch-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let log = sb.work_path("log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut waiters: Vec<Proc> = (0..WAITERS)
+        .map(|i| queued_waiter(&sb, &lock, &log, &format!("w{i}")))
+        .collect();
+    let watching = waiters.iter().filter(|w| has_inotify(w.pid())).count();
+    assert!(
+        watching <= 1,
+        "{lock}: {watching} of {WAITERS} waiters watch the lock with inotify"
+    );
+    holder.release_and_finish().assert_code(0);
+    for waiter in &mut waiters {
+        waiter.finish().assert_code(0);
+    }
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), WAITERS);
+    assert_eq!(sb.lock_dir_entries(), Vec::<String>::new(), "{lock}");
+}
+
+#[test]
+fn mkdir_waiters_share_one_watch() {
+    waiters_share_one_watch(Backend::Mkdir);
+}
+
+#[test]
+fn excl_waiters_share_one_watch() {
+    waiters_share_one_watch(Backend::Excl);
+}
+
+/// The waiter that watches is stopped (Ctrl-Z, SIGSTOP) or killed: the
+/// waiters queued behind it still get the lock once it is free.
+fn a_stopped_or_killed_watcher_holds_nobody_up(backend: Backend, signal: Signal) {
+    let sb = Sandbox::new(&format!("watcher-{backend:?}-{signal:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let log = sb.work_path("log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut first = queued_waiter(&sb, &lock, &log, "first");
+    wait_until("the first waiter to watch", WAIT, || {
+        has_inotify(first.pid())
+    });
+    let mut second = queued_waiter(&sb, &lock, &log, "second");
+    first.signal(signal);
+    holder.release_and_finish().assert_code(0);
+    second.finish().assert_code(0);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "second\n", "{lock}");
+    if signal == Signal::SIGSTOP {
+        first.signal(Signal::SIGCONT);
+        first.finish().assert_code(0);
+        assert_eq!(fs::read_to_string(&log).unwrap(), "second\nfirst\n");
+    } else {
+        first.kill_and_reap();
+    }
+    // The next release removes what the killed waiter left.
+    sb.run(sb.lockwrap([lock.as_str(), "true"])).assert_code(0);
+    assert_eq!(sb.lock_dir_entries(), Vec::<String>::new(), "{lock}");
+}
+
+#[test]
+fn a_stopped_mkdir_watcher_holds_nobody_up() {
+    a_stopped_or_killed_watcher_holds_nobody_up(Backend::Mkdir, Signal::SIGSTOP);
+}
+
+#[test]
+fn a_killed_excl_watcher_holds_nobody_up() {
+    a_stopped_or_killed_watcher_holds_nobody_up(Backend::Excl, Signal::SIGKILL);
+}
+
+/// A waiter's record says when it took the lock, not when it began to
+/// wait: with `--stale-after`, a holder on another host is judged by that
+/// age, and a long wait must not make a fresh holder look old.
+fn a_waiter_records_when_it_took_the_lock(backend: Backend) {
+    let sb = Sandbox::new(&format!("acquired-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let status = sb.work_path("status.json");
+    let mut holder = sb.hold(&[], &lock);
+    let script = format!(
+        "'{}' --status --json '{lock}' > '{}'; true",
+        common::bin().display(),
+        status.display()
+    );
+    let mut waiter = sb.spawn(sb.lockwrap([lock.as_str(), "sh", "-c", &script]), "waiter");
+    wait_until_waiting(&waiter);
+    let waiting_since = Instant::now();
+    wait_until("two seconds of waiting", 2 * WAIT, || {
+        waiting_since.elapsed() >= Duration::from_secs(2)
+    });
+    holder.release_and_finish().assert_code(0);
+    waiter.finish().assert_code(0);
+    let json = fs::read_to_string(&status).unwrap();
+    let age: f64 = json
+        .split("\"age_seconds\":")
+        .nth(1)
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{lock}: no age in {json}"));
+    assert!(
+        age < 1.5,
+        "{lock}: the new holder looks {age} s old: {json}"
+    );
+}
+
+#[test]
+fn a_mkdir_waiter_records_when_it_took_the_lock() {
+    a_waiter_records_when_it_took_the_lock(Backend::Mkdir);
+}
+
+#[test]
+fn an_excl_waiter_records_when_it_took_the_lock() {
+    a_waiter_records_when_it_took_the_lock(Backend::Excl);
+}

@@ -3,6 +3,7 @@
 //! which is as atomic as O_CREAT|O_EXCL (and safe on NFS) and means a reader
 //! never sees half a holder record nor an unguarded lock file.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -10,7 +11,7 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode as Perm, SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
-use super::path_artifact::{self, Artifact, ArtifactHeld, Created, FileId, Location};
+use super::path_artifact::{self, Artifact, ArtifactHeld, Created, FileId, Location, Published};
 use super::{Backend, Held, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::HolderRecord;
@@ -67,41 +68,45 @@ impl Artifact for ExclLock {
         &self.location
     }
 
-    fn try_create(&self, record: &HolderRecord) -> Result<Option<Created>, Error> {
-        if FileId::of_path(self.location.path()).is_some() {
-            return Ok(None);
-        }
-        let dir = self.location.open_dir(&self.lock)?;
-        let dir = dir.as_fd();
-        let temp = self.location.temp_name();
-        let file = path_artifact::create_record(&self.lock, dir, temp.as_os_str(), record)?;
-        // Guarded before it appears at the lock path.
-        let linked = path_artifact::guard(&self.lock, file.as_fd()).and_then(|()| {
-            linkat(
-                dir,
-                temp.as_os_str(),
-                dir,
-                self.location.name(),
-                AtFlags::empty(),
-            )
-            .map_err(|e| Error::open(&self.lock, e))
-        });
-        let outcome = match linked {
-            Ok(()) => self.id_of(file.as_fd()).map(|id| {
-                Some(Created {
-                    id,
-                    guard: file,
-                    record: None,
-                })
+    fn prepare(
+        &self,
+        dir: BorrowedFd<'_>,
+        temp: &OsStr,
+        record: &HolderRecord,
+    ) -> Result<Created, Error> {
+        let file = path_artifact::create_record(&self.lock, dir, temp, record)?;
+        // Guarded before it can appear at the lock path.
+        let made =
+            path_artifact::guard(&self.lock, file.as_fd()).and_then(|()| self.id_of(file.as_fd()));
+        match made {
+            Ok(id) => Ok(Created {
+                id,
+                guard: file,
+                record: None,
             }),
-            Err(Error::Open {
-                errno: Errno::EEXIST,
-                ..
-            }) => Ok(None),
-            Err(e) => Err(e),
-        };
-        let _ = unlinkat(dir, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
-        outcome
+            Err(e) => {
+                let _ = unlinkat(dir, temp, UnlinkatFlags::NoRemoveDir);
+                Err(e)
+            }
+        }
+    }
+
+    fn publish(
+        &self,
+        dir: BorrowedFd<'_>,
+        temp: &OsStr,
+        _record: &HolderRecord,
+    ) -> Result<Published, Error> {
+        match linkat(dir, temp, dir, self.location.name(), AtFlags::empty()) {
+            Ok(()) => {
+                // The lock path keeps the inode; the temp name goes.
+                let _ = unlinkat(dir, temp, UnlinkatFlags::NoRemoveDir);
+                Ok(Published::Done)
+            }
+            Err(Errno::EEXIST) => Ok(Published::Taken),
+            Err(Errno::ENOENT) => Ok(Published::Gone),
+            Err(e) => Err(Error::open(&self.lock, e)),
+        }
     }
 
     fn open_existing(&self) -> Result<Option<OwnedFd>, Error> {

@@ -10,6 +10,7 @@
 //! at the lock path and writing the record into it; there a SIGKILL between
 //! the two leaves a directory without a record.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -17,7 +18,9 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, RenameFlags, open, openat, renameat2};
 use nix::sys::stat::{Mode as Perm, mkdirat};
 
-use super::path_artifact::{self, Artifact, ArtifactHeld, Created, DIR_RECORD, FileId, Location};
+use super::path_artifact::{
+    self, Artifact, ArtifactHeld, Created, DIR_RECORD, FileId, Location, Published,
+};
 use super::{Backend, Held, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::HolderRecord;
@@ -52,7 +55,7 @@ impl MkdirLock {
     fn make(
         &self,
         dir: BorrowedFd<'_>,
-        name: &std::ffi::OsStr,
+        name: &OsStr,
         record: &HolderRecord,
     ) -> Result<Created, Error> {
         mkdirat(dir, name, Perm::from_bits_truncate(0o755))
@@ -111,37 +114,35 @@ impl Artifact for MkdirLock {
         &self.location
     }
 
-    fn try_create(&self, record: &HolderRecord) -> Result<Option<Created>, Error> {
-        if FileId::of_path(self.location.path()).is_some() {
-            return Ok(None);
-        }
-        let dir = self.location.open_dir(&self.lock)?;
-        let dir = dir.as_fd();
+    fn prepare(
+        &self,
+        dir: BorrowedFd<'_>,
+        temp: &OsStr,
+        record: &HolderRecord,
+    ) -> Result<Created, Error> {
+        self.make(dir, temp, record)
+    }
+
+    fn publish(
+        &self,
+        dir: BorrowedFd<'_>,
+        temp: &OsStr,
+        record: &HolderRecord,
+    ) -> Result<Published, Error> {
         let name = self.location.name();
-        let temp = self.location.temp_name();
-        let created = self.make(dir, temp.as_os_str(), record)?;
-        let Err(refused) = renameat2(
-            dir,
-            temp.as_os_str(),
-            dir,
-            name,
-            RenameFlags::RENAME_NOREPLACE,
-        ) else {
-            return Ok(Some(created));
-        };
-        drop(created);
-        let _ = path_artifact::remove_lock_dir(dir, &temp);
-        match refused {
-            Errno::EEXIST | Errno::ENOTEMPTY => Ok(None),
+        match renameat2(dir, temp, dir, name, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => Ok(Published::Done),
+            Err(Errno::EEXIST | Errno::ENOTEMPTY) => Ok(Published::Taken),
+            Err(Errno::ENOENT) => Ok(Published::Gone),
             // No RENAME_NOREPLACE here: mkdir(2) at the lock path itself.
-            Errno::EINVAL | Errno::ENOSYS => match self.make(dir, name, record) {
+            Err(Errno::EINVAL | Errno::ENOSYS) => match self.make(dir, name, record) {
                 Err(Error::Open {
                     errno: Errno::EEXIST,
                     ..
-                }) => Ok(None),
-                other => other.map(Some),
+                }) => Ok(Published::Taken),
+                other => other.map(Published::Made),
             },
-            e => Err(Error::open(&self.lock, e)),
+            Err(e) => Err(Error::open(&self.lock, e)),
         }
     }
 

@@ -52,13 +52,18 @@ use nix::unistd::{UnlinkatFlags, ftruncate, unlinkat};
 use super::{HolderInfo, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::{self, HolderRecord, Liveness};
-use crate::wait::{NameWatch, Waiter, poll_readable};
+use crate::wait::{Interruptible, NameWatch, Waiter, poll_readable};
 
 /// How often a waiter re-examines a held artifact when no event woke it:
 /// to notice a holder that died without removing it, or a release on NFS.
 const RECHECK_WITH_WATCH: Duration = Duration::from_millis(500);
 /// The same, when inotify is unavailable (too many instances, odd filesystem).
 const RECHECK_WITHOUT_WATCH: Duration = Duration::from_millis(50);
+
+/// How long a waiter lets a new holder hold before judging it (reading its
+/// record and watching its processes). Only a dead holder's artifact waits
+/// this much longer to be reclaimed.
+const JUDGE_AFTER: Duration = Duration::from_millis(50);
 
 /// The holder record's name inside a lock directory.
 pub const DIR_RECORD: &str = "lockwrap-holder";
@@ -73,9 +78,24 @@ pub trait Artifact {
     fn path(&self) -> &Path {
         self.location().path()
     }
-    /// Creates the artifact atomically, carrying `record` and flock'd by the
-    /// returned guard. Ok(None) when it already exists.
-    fn try_create(&self, record: &HolderRecord) -> Result<Option<Created>, Error>;
+    /// Makes the artifact under the temp name `temp` in `dir`: complete with
+    /// `record` and flock'd by the returned guard, but not yet at the lock
+    /// path. On failure nothing is left under `temp`.
+    fn prepare(
+        &self,
+        dir: BorrowedFd<'_>,
+        temp: &OsStr,
+        record: &HolderRecord,
+    ) -> Result<Created, Error>;
+    /// Puts the prepared `temp` at the lock path in one step that fails if
+    /// the path is taken. `record` is what `temp` carries, for a backend
+    /// that must make the artifact afresh where it cannot publish atomically.
+    fn publish(
+        &self,
+        dir: BorrowedFd<'_>,
+        temp: &OsStr,
+        record: &HolderRecord,
+    ) -> Result<Published, Error>;
     /// Opens an existing artifact for inspection without following symlinks.
     /// Ok(None) when it vanished meanwhile; an error when the path holds
     /// something this backend must not touch.
@@ -96,6 +116,87 @@ pub struct Created {
     pub guard: OwnedFd,
     /// A writable fd on the record when it is not the guard's file.
     pub record: Option<OwnedFd>,
+}
+
+/// What an attempt to publish a prepared artifact came to.
+pub enum Published {
+    /// The prepared artifact is the lock now.
+    Done,
+    /// The lock path is taken; the prepared artifact stays for the next try.
+    Taken,
+    /// The temp name is not in this directory (the directory was replaced
+    /// since it was prepared): prepare again.
+    Gone,
+    /// No atomic publish on this filesystem: this artifact was made at the
+    /// lock path directly instead.
+    Made(Created),
+}
+
+/// An artifact prepared under a temp name, kept across attempts for as
+/// long as its owner waits: an attempt is then one rename (or link), and
+/// the waiters' temp names do not come and go, waking every waiter's
+/// directory watch, at each release. Dropped unpublished, it is removed.
+struct Candidate {
+    dir: OwnedFd,
+    temp: OsString,
+    created: Option<Created>,
+}
+
+impl Candidate {
+    fn prepare<A: Artifact>(
+        artifact: &A,
+        dir: BorrowedFd<'_>,
+        record: &HolderRecord,
+    ) -> Result<Candidate, Error> {
+        let dir = dir.try_clone_to_owned().map_err(|e| {
+            Error::os(
+                artifact.lock(),
+                "cannot open the lock's directory",
+                io_errno(&e),
+            )
+        })?;
+        let temp = artifact.location().temp_name();
+        let created = artifact.prepare(dir.as_fd(), &temp, record)?;
+        Ok(Candidate {
+            dir,
+            temp,
+            created: Some(created),
+        })
+    }
+
+    /// Writes `record` over the one it carries (a later acquisition time).
+    fn rewrite(&self, lock: &str, record: &HolderRecord) -> Result<(), Error> {
+        let Some(created) = &self.created else {
+            return Ok(());
+        };
+        let fd = created.record.as_ref().unwrap_or(&created.guard).as_fd();
+        let encoded = record.encode();
+        let failed = |e| Error::os(lock, "cannot write the holder record", e);
+        let mut offset = 0;
+        while offset < encoded.len() {
+            match nix::sys::uio::pwrite(fd, &encoded.as_bytes()[offset..], offset as i64) {
+                Ok(0) => return Err(failed(Errno::ENOSPC)),
+                Ok(n) => offset += n,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        ftruncate(fd, encoded.len() as i64).map_err(failed)
+    }
+
+    /// The artifact, now published: no longer removed on drop.
+    fn published(mut self) -> Created {
+        self.created.take().expect("a candidate is published once")
+    }
+}
+
+impl Drop for Candidate {
+    fn drop(&mut self) {
+        if let Some(created) = self.created.take() {
+            drop(created);
+            let _ = remove_temp(self.dir.as_fd(), &self.temp);
+        }
+    }
 }
 
 /// Where an artifact lives: the directory and the name in it. Every call
@@ -207,13 +308,14 @@ impl FileId {
 
 /// Takes a path-artifact lock: create, or find it held; reclaim it if its
 /// holder is provably dead (or, with `--stale-after`, unknown and too old);
-/// otherwise wait for an inotify event or the recheck interval.
+/// otherwise wait for an inotify event, the holder's exit, or (when neither
+/// can be watched) the recheck interval.
 pub fn acquire<A: Artifact>(
     artifact: &A,
     request: &Request<'_>,
     waiter: &Waiter<'_>,
 ) -> Result<Taken, Error> {
-    let record = HolderRecord::for_this_process(request.command).map_err(|e| {
+    let mut record = HolderRecord::for_this_process(request.command).map_err(|e| {
         Error::os(
             artifact.lock(),
             "cannot read this process's identity in /proc",
@@ -226,44 +328,326 @@ pub fn acquire<A: Artifact>(
     // attempt follows it at once, so a release in between is not missed.
     let mut watch: Option<NameWatch> = None;
     let mut watch_tried = waiter.is_nonblocking();
+    let mut candidate: Option<Candidate> = None;
+    // This waiter's turn to watch the lock; given back when it wins.
+    let mut room: Option<Turn> = None;
+    // The holder as last judged: judged again only when the artifact
+    // changes, one of its processes exits, or its recheck time comes.
+    let mut judged: Option<Judged> = None;
+    let mut first_seen: Option<(FileId, Instant)> = None;
     loop {
-        if let Some(created) = artifact.try_create(&record)? {
-            return Ok(Taken {
-                record,
-                created,
-                watch,
-            });
+        let found = FileId::of_path(artifact.path());
+        if found.is_none() {
+            match attempt(artifact, &mut candidate, &mut record)? {
+                Attempt::Won(created) => {
+                    // The next waiter in the room starts watching at once.
+                    drop(room);
+                    return Ok(Taken {
+                        record,
+                        created,
+                        watch,
+                    });
+                }
+                Attempt::Again => continue,
+                Attempt::Lost => {}
+            }
         }
-        let Some(holder_exits) = reclaim_if_stale(artifact, request.stale_after)? else {
-            continue;
-        };
         if !watch_tried {
             watch_tried = true;
+            room = match Room::open(artifact.location()) {
+                Some(file) => match queue(artifact, file, waiter, &mut candidate, &mut record)? {
+                    Queued::Turn(room) => Some(room),
+                    Queued::Won(created) => {
+                        return Ok(Taken {
+                            record,
+                            created,
+                            watch: None,
+                        });
+                    }
+                },
+                None => None,
+            };
             watch = NameWatch::new(artifact.location().path()).ok();
             continue;
         }
-        // Wake on a release (inotify) or on the death of the holder's
-        // processes (pidfds), which leaves a stale lock to reclaim; look
-        // again anyway after the recheck interval.
-        let exits: Vec<BorrowedFd<'_>> = holder_exits.iter().map(AsFd::as_fd).collect();
-        match &watch {
-            Some(watch) => {
-                let recheck_at = Instant::now() + RECHECK_WITH_WATCH;
-                let mut wake = exits.clone();
-                wake.push(watch.as_fd());
-                loop {
-                    let left = recheck_at.saturating_duration_since(Instant::now());
-                    waiter.pause(&wake, Some(left))?;
-                    let exited = poll_readable(&exits, Some(Duration::ZERO))
-                        .is_ok_and(|ready| ready.contains(&true));
-                    if watch.drain() || exited || Instant::now() >= recheck_at {
-                        break;
-                    }
+        let found = match found {
+            None => FileId::of_path(artifact.path()),
+            seen => seen,
+        };
+        let current = judged.take().filter(|j| found == Some(j.id));
+        if let (None, Some(id), false) = (&current, found, waiter.is_nonblocking()) {
+            // A new holder is judged only once it has held for a moment:
+            // at a hand-off, every waiter judging the winner at once would
+            // slow the winner down, and most holders are gone by then.
+            let since = match first_seen {
+                Some((seen, since)) if seen == id => since,
+                _ => first_seen.insert((id, Instant::now())).1,
+            };
+            let judge_at = since + JUDGE_AFTER;
+            if Instant::now() < judge_at {
+                let wake: Vec<BorrowedFd<'_>> = watch.iter().map(NameWatch::as_fd).collect();
+                waiter.pause(
+                    &wake,
+                    Some(judge_at.saturating_duration_since(Instant::now())),
+                )?;
+                if let Some(watch) = &watch {
+                    watch.drain();
                 }
+                continue;
             }
-            None => waiter.pause(&exits, Some(RECHECK_WITHOUT_WATCH))?,
+        }
+        let holder = match current {
+            Some(holder) => holder,
+            None => match reclaim_if_stale(artifact, request.stale_after)? {
+                Some(holder) => holder,
+                None => continue,
+            },
+        };
+        // Wake on a release (inotify) or on the death of the holder's
+        // processes (pidfds), which leaves a stale lock to reclaim (and, for
+        // a lockwrap holder, follows its release at once). Without a watch
+        // (inotify instances are limited per user) the path is looked at
+        // again every so often; a holder whose processes cannot be watched
+        // (another host, no record) is judged again at each look.
+        let exits: Vec<BorrowedFd<'_>> = holder.exits.iter().map(AsFd::as_fd).collect();
+        let recheck_at = match (&watch, exits.is_empty()) {
+            (None, _) => Some(Instant::now() + RECHECK_WITHOUT_WATCH),
+            (Some(_), true) => Some(Instant::now() + RECHECK_WITH_WATCH),
+            (Some(_), false) => None,
+        };
+        let mut wake = exits.clone();
+        wake.extend(watch.iter().map(NameWatch::as_fd));
+        let keep = loop {
+            let left = recheck_at.map(|at| at.saturating_duration_since(Instant::now()));
+            waiter.pause(&wake, left)?;
+            if poll_readable(&exits, Some(Duration::ZERO)).is_ok_and(|ready| ready.contains(&true))
+            {
+                break false;
+            }
+            if watch.as_ref().is_some_and(NameWatch::drain) {
+                break true;
+            }
+            if recheck_at.is_some_and(|at| Instant::now() >= at) {
+                break !exits.is_empty();
+            }
+        };
+        drop(exits);
+        if keep {
+            judged = Some(holder);
         }
     }
+}
+
+/// How often a waiter queued in the room looks at the lock itself: only
+/// if the waiter whose turn it is cannot take a free lock (it was stopped
+/// with SIGSTOP or Ctrl-Z) does a queued waiter need to, and then one stat
+/// a second each is enough.
+const ROOM_LOOK: Duration = Duration::from_secs(1);
+
+/// The waiting room of a lock: of lockwrap's waiters (of one user), only the
+/// one holding the room's flock watches the lock and tries to take it; the
+/// others queue on that flock in the kernel, which wakes one of them when it
+/// is given back. So a release wakes one process instead of every waiter
+/// (a thundering herd that made a hand-off with 200 waiters take several
+/// times as long), and only one inotify instance per lock is used (each
+/// user has 128). The kernel gives back the flock of a killed waiter, so
+/// the room never sticks.
+///
+/// The room is an empty file beside the lock, `.NAME.lockwrap-queue`.
+/// Whoever wins (or gives up) while it is their turn removes it, so nothing
+/// stays once the queue is gone: waiters still queued keep their places on
+/// the removed file, newcomers start a new room (two rooms mean two
+/// watchers, no harm; correctness never depends on the room). A room left
+/// by a killed waiter is removed by the next release. Only a regular file
+/// owned by this user is used: a waiter that cannot use the room watches
+/// the lock itself.
+struct Room;
+
+impl Room {
+    fn name(location: &Location) -> OsString {
+        let mut name = TempName::prefix(location.name());
+        name.extend_from_slice(b"queue");
+        OsString::from_vec(name)
+    }
+
+    fn open(location: &Location) -> Option<(OwnedFd, OwnedFd)> {
+        let dir = open_dir("", location.dir_path()).ok()?;
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_CREAT
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC;
+        let file = openat(
+            dir.as_fd(),
+            Room::name(location).as_os_str(),
+            flags,
+            Perm::from_bits_truncate(0o600),
+        )
+        .ok()?;
+        let st = fstat(file.as_fd()).ok()?;
+        let regular =
+            SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG;
+        (regular && st.st_uid == nix::unistd::geteuid().as_raw()).then_some((dir, file))
+    }
+
+    /// Removes a room nobody is in (at a release).
+    fn remove_if_empty(dir: BorrowedFd<'_>, location: &Location) {
+        let name = Room::name(location);
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let Ok(file) = openat(dir, name.as_os_str(), flags, Perm::empty()) else {
+            return;
+        };
+        if super::flock_fd(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+            remove_room(dir, &name, file.as_fd());
+        }
+    }
+}
+
+/// Unlinks the room `name` if it is still the file `file`.
+fn remove_room(dir: BorrowedFd<'_>, name: &OsStr, file: BorrowedFd<'_>) {
+    if FileId::of_fd(file)
+        .ok()
+        .is_some_and(|id| FileId::at(dir, name) == Some(id))
+    {
+        let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+    }
+}
+
+/// A waiter's turn in the room: its flock on the room file. Ending the turn
+/// removes the room if it is still at its name, then gives the flock back
+/// (the next queued waiter's turn).
+struct Turn {
+    dir: OwnedFd,
+    name: OsString,
+    file: OwnedFd,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        remove_room(self.dir.as_fd(), &self.name, self.file.as_fd());
+    }
+}
+
+/// What waiting in the room came to.
+enum Queued {
+    /// This waiter's turn to watch the lock.
+    Turn(Turn),
+    /// The lock was found free and taken while queued.
+    Won(Created),
+}
+
+/// Queues in the room `file` until it is this waiter's turn, looking at the
+/// lock every [`ROOM_LOOK`] in case the waiter whose turn it is is stopped.
+fn queue<A: Artifact>(
+    artifact: &A,
+    (dir, file): (OwnedFd, OwnedFd),
+    waiter: &Waiter<'_>,
+    candidate: &mut Option<Candidate>,
+    record: &mut HolderRecord,
+) -> Result<Queued, Error> {
+    let turn = |file| {
+        Queued::Turn(Turn {
+            dir,
+            name: Room::name(artifact.location()),
+            file,
+        })
+    };
+    if super::flock_fd(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).is_ok() {
+        return Ok(turn(file));
+    }
+    // The thread's own copy keeps the open file description alive until the
+    // thread ends, whatever the caller does with `file`.
+    let Ok(copy) = file.try_clone() else {
+        return Ok(turn(file));
+    };
+    let blocked = Interruptible::start(move |cancelled| {
+        loop {
+            match super::flock_fd(copy.as_raw_fd(), libc::LOCK_EX) {
+                Err(Errno::EINTR) if !cancelled.load(Ordering::SeqCst) => continue,
+                other => return other,
+            }
+        }
+    });
+    // No thread to spare: watch the lock like the first in the room.
+    let Ok(mut blocked) = blocked else {
+        return Ok(turn(file));
+    };
+    loop {
+        if let Err(gave_up) = waiter.pause(&[blocked.as_fd()], Some(ROOM_LOOK)) {
+            blocked.cancel();
+            return Err(gave_up);
+        }
+        if let Some(result) = blocked.try_result() {
+            // Err: the room is unusable (no locks on this filesystem), so
+            // watch the lock directly, as with no room at all.
+            let _ = result;
+            return Ok(turn(file));
+        }
+        if FileId::of_path(artifact.path()).is_some() {
+            continue;
+        }
+        match attempt(artifact, candidate, record) {
+            Ok(Attempt::Won(created)) => {
+                blocked.cancel();
+                return Ok(Queued::Won(created));
+            }
+            Ok(Attempt::Lost | Attempt::Again) => {}
+            Err(e) => {
+                blocked.cancel();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// What one attempt to take the lock came to.
+enum Attempt {
+    Won(Created),
+    Lost,
+    /// Try again at once (the candidate had to be made anew).
+    Again,
+}
+
+/// Publishes the candidate, preparing it first if there is none yet.
+fn attempt<A: Artifact>(
+    artifact: &A,
+    candidate: &mut Option<Candidate>,
+    record: &mut HolderRecord,
+) -> Result<Attempt, Error> {
+    let dir = artifact.location().open_dir(artifact.lock())?;
+    // The record says when the lock is taken, however long the wait was.
+    record.stamp_now();
+    let prepared = match candidate {
+        Some(prepared) => {
+            prepared.rewrite(artifact.lock(), record)?;
+            prepared
+        }
+        None => candidate.insert(Candidate::prepare(artifact, dir.as_fd(), record)?),
+    };
+    match artifact.publish(dir.as_fd(), &prepared.temp, record)? {
+        Published::Done => Ok(Attempt::Won(
+            candidate.take().expect("just used").published(),
+        )),
+        Published::Taken => Ok(Attempt::Lost),
+        Published::Gone => {
+            *candidate = None;
+            Ok(Attempt::Again)
+        }
+        Published::Made(created) => {
+            *candidate = None;
+            Ok(Attempt::Won(created))
+        }
+    }
+}
+
+/// A holder as a waiter judged it alive (or could not judge it).
+struct Judged {
+    id: FileId,
+    /// Keeps the artifact's inode number from being reused, so that `id`
+    /// names this artifact only.
+    _artifact: OwnedFd,
+    /// Readable when one of the holder's processes exits.
+    exits: Vec<OwnedFd>,
 }
 
 /// A freshly created artifact, as [`acquire`] returns it.
@@ -309,11 +693,11 @@ pub fn status<A: Artifact>(artifact: &A) -> Result<LockStatus, Error> {
 
 /// Removes the artifact if its holder is provably gone. Returns None when
 /// the caller should retry at once (removed, or vanished meanwhile), else
-/// fds that become readable when the holder's processes exit.
+/// the holder as judged.
 fn reclaim_if_stale<A: Artifact>(
     artifact: &A,
     stale_after: Option<Duration>,
-) -> Result<Option<Vec<OwnedFd>>, Error> {
+) -> Result<Option<Judged>, Error> {
     let Some(fd) = artifact.open_existing()? else {
         return Ok(None);
     };
@@ -321,13 +705,23 @@ fn reclaim_if_stale<A: Artifact>(
     let id = FileId::of_fd(fd.as_fd()).map_err(lock_failed)?;
     let record = artifact.read_record(fd.as_fd());
     if !is_stale(record.as_ref(), fd.as_fd(), stale_after) {
-        return Ok(Some(record.map(|r| r.exit_watchers()).unwrap_or_default()));
+        return Ok(Some(Judged {
+            id,
+            exits: record.map(|r| r.exit_watchers()).unwrap_or_default(),
+            _artifact: fd,
+        }));
     }
     // Serialise reclaimers on the artifact itself; the loser retries and finds
     // either a new lock or nothing. A live owner's guard fails this too.
     match try_flock(fd.as_fd()) {
         Ok(()) => {}
-        Err(Errno::EWOULDBLOCK) => return Ok(Some(Vec::new())),
+        Err(Errno::EWOULDBLOCK) => {
+            return Ok(Some(Judged {
+                id,
+                exits: Vec::new(),
+                _artifact: fd,
+            }));
+        }
         Err(e) => return Err(lock_failed(e)),
     }
     let record = artifact.read_record(fd.as_fd());
@@ -549,6 +943,7 @@ fn sweep_leftovers(location: &Location, lock: &str) {
     let Ok(dir) = location.open_dir(lock) else {
         return;
     };
+    Room::remove_if_empty(dir.as_fd(), location);
     // Listed through the fd (not the path, which could be swapped).
     let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
         return;
