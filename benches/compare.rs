@@ -12,9 +12,20 @@
 //! peers and servers are skipped with a note.
 //!
 //! Sample counts can be changed with LOCKWRAP_BENCH_N (overhead runs per
-//! command), LOCKWRAP_BENCH_HANDOFF (hand-off samples per backend) and
-//! LOCKWRAP_BENCH_SECS (seconds per throughput run) and LOCKWRAP_BENCH_WAITERS
-//! (waiters queued on one lock in the scaling table, default 200).
+//! command), LOCKWRAP_BENCH_HANDOFF (hand-off samples per backend),
+//! LOCKWRAP_BENCH_SECS (seconds per throughput run), LOCKWRAP_BENCH_WAITERS
+//! (waiters queued on one local lock in the scaling table, default 200) and
+//! LOCKWRAP_BENCH_SERVER_WAITERS (waiters queued on one Redis or PostgreSQL
+//! lock in the scaling table, default 50; the scaling section also counts the
+//! server connections they hold while blocked, with `redis-cli` and `psql`).
+//!
+//! LOCKWRAP_BENCH_ONLY runs only the sections it names, a comma-separated
+//! list of `overhead`, `handoff`, `throughput`, `scaling`, `rss`, `servers`
+//! and `targets`, e.g. `LOCKWRAP_BENCH_ONLY=scaling`; unset or empty runs
+//! all. A section that uses another one's results prints `-` where they are
+//! missing: `targets` (from overhead, handoff and rss) and the scaling
+//! table's ratio to the single-waiter hand-off (from handoff). The Redis and
+//! PostgreSQL servers are started once, when `scaling` or `servers` runs.
 //!
 //! The same executable doubles as the helper command the locks guard
 //! (`--helper hold|stamp`), so every tool is timed with the same child.
@@ -391,50 +402,132 @@ fn cpu_ticks(pid: u32) -> u64 {
     at(11) + at(12)
 }
 
-/// `waiters` processes queue on one held lock: the CPU they use while
-/// blocked, the hand-off to the first of them, and how long until all have
-/// passed one at a time; beside the single-waiter hand-off of `single`.
-fn scaling(dir: &Path, waiters: usize, single: &[(String, f64)]) {
-    let tools = lock_tools(dir, "scaling-peer");
-    const BLOCKED: Duration = Duration::from_secs(2);
-    println!("\n### {waiters} waiters on one lock: CPU while blocked, hand-off, all served\n");
-    println!(
-        "| lock | waiters' CPU s in {} s blocked | first hand-off µs | vs 1 waiter | all served ms |",
-        BLOCKED.as_secs()
-    );
-    println!("|---|---:|---:|---:|---:|");
+/// What one queue of waiters on one held lock measured.
+struct Queue {
+    blocked_cpu: f64,
+    first_us: f64,
+    all_ms: f64,
+    ran: usize,
+    /// Server connections (see [`Server::connections`]): before the holder
+    /// starts, with the holder alone, at the start and at the end of the
+    /// blocked period, and after all waiters have run.
+    connections: [Option<u64>; 5],
+}
+
+/// How long the waiters' CPU is measured while they are blocked.
+const BLOCKED: Duration = Duration::from_secs(2);
+
+/// `waiters` processes queue on `tool`'s lock while a holder has it; the
+/// connections to `server` are counted along the way when it is given.
+fn queue_on(tool: &Tool, waiters: usize, server: Option<&Server>) -> Queue {
+    let connections = || server.and_then(Server::connections);
     // SAFETY: sysconf only reads a system constant.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    for (label, tool) in &tools {
-        let holder = start_holder(tool);
-        let mut queue = Vec::with_capacity(waiters);
-        for _ in 0..waiters {
-            let mut c = tool.command(&self_exe(), &["--helper", "stamp"]);
-            c.stdout(Stdio::piped());
-            queue.push(c.spawn().expect("spawn waiter"));
-        }
-        // Let every waiter start and block; not part of any measurement.
-        thread::sleep(Duration::from_millis(500 + 5 * waiters as u64));
-        let cpu = |queue: &[Child]| queue.iter().map(|c| cpu_ticks(c.id())).sum::<u64>();
-        let before = cpu(&queue);
-        thread::sleep(BLOCKED);
-        let blocked_cpu = cpu(&queue).saturating_sub(before) as f64 / ticks;
-        let released = release_holder(holder);
-        let mut stamps: Vec<u64> = queue
-            .into_iter()
-            .filter_map(|c| {
-                let out = c.wait_with_output().ok()?;
-                String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-            })
-            .collect();
-        stamps.sort_unstable();
-        let first = stamps.first().map_or(0, |t| t.saturating_sub(released)) as f64 / 1e3;
-        let all = stamps.last().map_or(0, |t| t.saturating_sub(released)) as f64 / 1e6;
+    let idle = connections();
+    let holder = start_holder(tool);
+    let holder_alone = connections();
+    let mut queue = Vec::with_capacity(waiters);
+    for _ in 0..waiters {
+        let mut c = tool.command(&self_exe(), &["--helper", "stamp"]);
+        c.stdout(Stdio::piped());
+        queue.push(c.spawn().expect("spawn waiter"));
+    }
+    // Let every waiter start and block; not part of any measurement.
+    thread::sleep(Duration::from_millis(500 + 5 * waiters as u64));
+    let cpu = |queue: &[Child]| queue.iter().map(|c| cpu_ticks(c.id())).sum::<u64>();
+    let blocked_start = connections();
+    let before = cpu(&queue);
+    thread::sleep(BLOCKED);
+    let blocked_cpu = cpu(&queue).saturating_sub(before) as f64 / ticks;
+    let blocked_end = connections();
+    let released = release_holder(holder);
+    let mut stamps: Vec<u64> = queue
+        .into_iter()
+        .filter_map(|c| {
+            let out = c.wait_with_output().ok()?;
+            String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+        })
+        .collect();
+    let served = connections();
+    stamps.sort_unstable();
+    Queue {
+        blocked_cpu,
+        first_us: stamps.first().map_or(0, |t| t.saturating_sub(released)) as f64 / 1e3,
+        all_ms: stamps.last().map_or(0, |t| t.saturating_sub(released)) as f64 / 1e6,
+        ran: stamps.len(),
+        connections: [idle, holder_alone, blocked_start, blocked_end, served],
+    }
+}
+
+/// Processes queue on one held lock: the CPU they use while blocked, the
+/// hand-off to the first of them, and how long until all have passed one at
+/// a time; beside the single-waiter hand-off of `single` where it has the
+/// lock. `waiters` queue on each local lock, `server_waiters` on each lock
+/// in `servers`, whose connections are counted in a second table.
+fn scaling(
+    dir: &Path,
+    waiters: usize,
+    single: &[(String, f64)],
+    servers: &[(&str, &Server)],
+    server_waiters: usize,
+) {
+    let mut rows: Vec<(String, Tool, usize, Option<&Server>)> = lock_tools(dir, "scaling-peer")
+        .into_iter()
+        .map(|(label, tool)| (label, tool, waiters, None))
+        .collect();
+    for (name, server) in servers {
+        rows.push((
+            format!("lockwrap {name}"),
+            Tool::new("", &[LOCKWRAP, &server.spec]),
+            server_waiters,
+            Some(*server),
+        ));
+    }
+    println!("\n### Many waiters on one lock: CPU while blocked, hand-off, all served\n");
+    println!(
+        "| lock | waiters | waiters' CPU s in {} s blocked | first hand-off µs | vs 1 waiter | all served ms |",
+        BLOCKED.as_secs()
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut counted = Vec::new();
+    for (label, tool, waiters, server) in &rows {
+        let q = queue_on(tool, *waiters, *server);
         let ratio =
-            find(single, label).map_or("-".to_owned(), |one| format!("{:.2}x", first / one));
+            find(single, label).map_or("-".to_owned(), |one| format!("{:.2}x", q.first_us / one));
         println!(
-            "| {label} | {blocked_cpu:.2} | {first:.0} | {ratio} | {all:.0} ({} ran) |",
-            stamps.len()
+            "| {label} | {waiters} | {:.2} | {:.0} | {ratio} | {:.0} ({} ran) |",
+            q.blocked_cpu, q.first_us, q.all_ms, q.ran
+        );
+        if server.is_some() {
+            counted.push((label, *waiters, q.connections));
+        }
+    }
+    if counted.is_empty() {
+        return;
+    }
+    println!(
+        "\n#### Server connections while the waiters are blocked (Redis: `connected_clients`; \
+         PostgreSQL: client backends in `pg_stat_activity`; both include the counting client's own)\n"
+    );
+    println!(
+        "| lock | waiters | no holder | holder alone | blocked, start | blocked, end | per waiter | all served |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let show = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+    for (label, waiters, [idle, alone, start, end, served]) in counted {
+        let per_waiter = match (alone, end) {
+            (Some(alone), Some(end)) if waiters > 0 => {
+                format!("{:.2}", end.saturating_sub(alone) as f64 / waiters as f64)
+            }
+            _ => "-".to_owned(),
+        };
+        println!(
+            "| {label} | {waiters} | {} | {} | {} | {} | {per_waiter} | {} |",
+            show(idle),
+            show(alone),
+            show(start),
+            show(end),
+            show(served)
         );
     }
 }
@@ -476,38 +569,51 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**missed**" }
 }
 
-/// The issue's targets, as ratios within this one run.
+/// The issue's targets, as ratios within this one run; `-` where a section
+/// they come from did not run or a peer is missing.
 fn targets(over: &[(String, f64)], hand: &[(String, f64)], rss: &[(String, u64)]) {
     println!("\n### Targets (this run)\n");
     println!("| target | measured | verdict |");
     println!("|---|---|---|");
-    if let (Some(lw), Some(fl)) = (
-        find(over, "lockwrap flock (spawn)"),
-        find(over, "flock(1) (fork)"),
-    ) {
-        let r = lw / fl;
-        println!(
-            "| lockwrap flock (spawn) <= 0.8x flock(1) (fork) | {r:.2}x ({lw:.0} / {fl:.0} µs) | {} |",
-            verdict(r <= 0.8)
-        );
+    let overhead_rows = [
+        (
+            "lockwrap flock (spawn) <= 0.8x flock(1) (fork)",
+            "lockwrap flock (spawn)",
+            "flock(1) (fork)",
+            0.8,
+        ),
+        (
+            "lockwrap flock -F no slower than setlock",
+            "lockwrap flock -F",
+            "daemontools setlock",
+            1.0,
+        ),
+    ];
+    for (target, ours, theirs, limit) in overhead_rows {
+        match (find(over, ours), find(over, theirs)) {
+            (Some(lw), Some(other)) => {
+                let r = lw / other;
+                println!(
+                    "| {target} | {r:.2}x ({lw:.0} / {other:.0} µs) | {} |",
+                    verdict(r <= limit)
+                );
+            }
+            _ => println!("| {target} | - | - |"),
+        }
     }
-    if let (Some(lw), Some(sl)) = (
-        find(over, "lockwrap flock -F"),
-        find(over, "daemontools setlock"),
-    ) {
-        let r = lw / sl;
-        println!(
-            "| lockwrap flock -F no slower than setlock | {r:.2}x ({lw:.0} / {sl:.0} µs) | {} |",
-            verdict(r <= 1.0)
-        );
-    }
+    let mut any = false;
     for (label, median) in hand.iter().filter(|(l, _)| l.starts_with("lockwrap")) {
         println!(
             "| {label} hand-off median < 2 ms | {:.2} ms | {} |",
             median / 1e3,
             verdict(*median < 2000.0)
         );
+        any = true;
     }
+    if !any {
+        println!("| hand-off median < 2 ms, every local backend | - | - |");
+    }
+    let mut any = false;
     if let Some(fl) = find(rss, "flock(1)") {
         for (label, kib) in rss.iter().filter(|(l, _)| l.starts_with("lockwrap")) {
             println!(
@@ -515,7 +621,11 @@ fn targets(over: &[(String, f64)], hand: &[(String, f64)], rss: &[(String, u64)]
                 kib.saturating_sub(fl),
                 verdict(*kib <= fl + 1024)
             );
+            any = true;
         }
+    }
+    if !any {
+        println!("| peak RSS <= flock(1) + 1024 KiB, every local backend | - | - |");
     }
 }
 
@@ -546,6 +656,34 @@ struct Server {
     spec: String,
     stop: Vec<String>,
     child: Option<Child>,
+    /// A command that prints the number of client connections (redis-cli
+    /// or psql), empty when the client tool is missing.
+    count: Vec<String>,
+}
+
+impl Server {
+    /// Client connections the server has now, counted by `count` (whose own
+    /// connection is included): Redis `connected_clients`, or PostgreSQL
+    /// client backends.
+    fn connections(&self) -> Option<u64> {
+        let (program, args) = self.count.split_first()?;
+        let out = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("connected_clients:")
+                .unwrap_or(l)
+                .parse()
+                .ok()
+        })
+    }
 }
 
 impl Drop for Server {
@@ -574,7 +712,10 @@ fn free_port() -> u16 {
 fn wait_ready(spec: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if run_ok(Tool::new("", &[]).command(LOCKWRAP, &["--status", spec])) {
+        let mut status = Tool::new("", &[]).command(LOCKWRAP, &["--status", spec]);
+        // "Connection refused" until the server listens is expected here.
+        status.stderr(Stdio::null());
+        if run_ok(status) {
             return true;
         }
         thread::sleep(Duration::from_millis(50));
@@ -582,9 +723,19 @@ fn wait_ready(spec: &str) -> bool {
     false
 }
 
-fn redis_server(dir: &Path) -> Option<Server> {
+fn redis_server(dir: &Path, notes: &mut Vec<String>) -> Option<Server> {
     let program = which("redis-server")?;
     let port = free_port().to_string();
+    let count = match which("redis-cli") {
+        Some(cli) => [cli.display().to_string()]
+            .into_iter()
+            .chain(["-h", "127.0.0.1", "-p", &port, "info", "clients"].map(String::from))
+            .collect(),
+        None => {
+            notes.push("redis-cli not installed: Redis connections not counted".into());
+            Vec::new()
+        }
+    };
     let child = Command::new(program)
         .args([
             "--port",
@@ -604,17 +755,26 @@ fn redis_server(dir: &Path) -> Option<Server> {
         spec: format!("redis://127.0.0.1:{port}#bench"),
         stop: Vec::new(),
         child: Some(child),
+        count,
     };
     wait_ready(&server.spec).then_some(server)
 }
 
-/// initdb and pg_ctl as the unprivileged `postgres` user (they refuse root).
-fn postgres_server(dir: &Path) -> Option<Server> {
+/// initdb and pg_ctl as the unprivileged `postgres` user (they refuse root),
+/// from /usr/lib/postgresql/*/bin or else from PATH; the server accepts at
+/// least `max_connections` clients.
+fn postgres_server(dir: &Path, max_connections: usize, notes: &mut Vec<String>) -> Option<Server> {
     let bin = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
+        .into_iter()
+        .flatten()
         .flatten()
         .map(|e| e.path().join("bin"))
-        .find(|b| b.join("initdb").is_file())?;
+        .chain(
+            which("initdb")
+                .and_then(|p| p.canonicalize().ok())
+                .and_then(|p| p.parent().map(Path::to_path_buf)),
+        )
+        .find(|b| b.join("initdb").is_file() && b.join("pg_ctl").is_file())?;
     let data = dir.join("pgdata");
     std::fs::create_dir_all(&data).ok()?;
     let _ = Command::new("chmod").args(["-R", "777"]).arg(dir).status();
@@ -649,7 +809,40 @@ fn postgres_server(dir: &Path) -> Option<Server> {
     )) {
         return None;
     }
-    let options = format!("-p {port} -k {dir} -c listen_addresses=127.0.0.1");
+    let options = format!(
+        "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c max_connections={}",
+        max_connections.max(100)
+    );
+    let count = match Some(bin.join("psql"))
+        .filter(|p| p.is_file())
+        .or_else(|| which("psql"))
+    {
+        Some(psql) => [psql.display().to_string()]
+            .into_iter()
+            .chain(
+                [
+                    "-X",
+                    "-w",
+                    "-At",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-c",
+                    "select count(*) from pg_stat_activity where backend_type = 'client backend'",
+                ]
+                .map(String::from),
+            )
+            .collect(),
+        None => {
+            notes.push("psql not installed: PostgreSQL connections not counted".into());
+            Vec::new()
+        }
+    };
     let start = [
         as_postgres("pg_ctl"),
         vec![
@@ -683,20 +876,42 @@ fn postgres_server(dir: &Path) -> Option<Server> {
         spec: format!("postgresql://postgres@127.0.0.1:{port}/postgres#bench"),
         stop,
         child: None,
+        count,
     };
     (started && wait_ready(&server.spec)).then_some(server)
 }
 
-/// Acquire + release against a local server: `lockwrap SPEC /bin/true`,
-/// round-robin with the flock backend as the reference.
-fn server_locks(dir: &Path, n: u64, notes: &mut Vec<String>) {
+/// Starts the throwaway Redis and PostgreSQL servers in `dir`, the ones
+/// that can be started here; they stop when dropped.
+fn start_servers(
+    dir: &Path,
+    max_connections: usize,
+    notes: &mut Vec<String>,
+) -> Vec<(&'static str, Server)> {
     if std::fs::create_dir_all(dir).is_err() {
         notes.push(format!(
             "cannot create {}; server locks skipped",
             dir.display()
         ));
-        return;
+        return Vec::new();
     }
+    let mut servers = Vec::new();
+    for name in ["redis", "postgres"] {
+        let server = match name {
+            "redis" => redis_server(dir, notes),
+            _ => postgres_server(dir, max_connections, notes),
+        };
+        match server {
+            Some(server) => servers.push((name, server)),
+            None => notes.push(format!("{name}: no server could be started here; skipped")),
+        }
+    }
+    servers
+}
+
+/// Acquire + release against a local server: `lockwrap SPEC /bin/true`,
+/// round-robin with the flock backend (in `dir`) as the reference.
+fn server_locks(dir: &Path, servers: &[(&str, &Server)], n: u64) {
     let mut tools = vec![(
         "lockwrap flock (local reference)".to_string(),
         Tool::new(
@@ -704,21 +919,11 @@ fn server_locks(dir: &Path, n: u64, notes: &mut Vec<String>) {
             &[LOCKWRAP, &format!("{}/server-ref.lock", dir.display())],
         ),
     )];
-    let mut servers = Vec::new();
-    for (name, server) in [
-        ("redis", redis_server(dir)),
-        ("postgres", postgres_server(dir)),
-    ] {
-        match server {
-            Some(server) => {
-                tools.push((
-                    format!("lockwrap {name}"),
-                    Tool::new("", &[LOCKWRAP, &server.spec]),
-                ));
-                servers.push(server);
-            }
-            None => notes.push(format!("{name}: no server could be started here; skipped")),
-        }
+    for (name, server) in servers {
+        tools.push((
+            format!("lockwrap {name}"),
+            Tool::new("", &[LOCKWRAP, &server.spec]),
+        ));
     }
     println!(
         "\n### Locks on a server: `lockwrap SPEC /bin/true` against a local server ({n} runs each)\n"
@@ -745,6 +950,38 @@ fn server_locks(dir: &Path, n: u64, notes: &mut Vec<String>) {
     }
 }
 
+/// The sections of the bench, in the order they run.
+const SECTIONS: [&str; 7] = [
+    "overhead",
+    "handoff",
+    "throughput",
+    "scaling",
+    "rss",
+    "servers",
+    "targets",
+];
+
+/// The sections LOCKWRAP_BENCH_ONLY selects (all when unset or empty);
+/// unknown names are reported in `notes`.
+fn selected_sections(notes: &mut Vec<String>) -> Vec<&'static str> {
+    let only = std::env::var("LOCKWRAP_BENCH_ONLY").unwrap_or_default();
+    let names: Vec<&str> = only
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() {
+        return SECTIONS.to_vec();
+    }
+    for name in names.iter().filter(|n| !SECTIONS.contains(n)) {
+        notes.push(format!(
+            "LOCKWRAP_BENCH_ONLY: unknown section `{name}` ignored (known: {})",
+            SECTIONS.join(", ")
+        ));
+    }
+    SECTIONS.into_iter().filter(|s| names.contains(s)).collect()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--helper") {
@@ -755,15 +992,58 @@ fn main() {
     let n = env_num("LOCKWRAP_BENCH_N", 300);
     let handoff_n = env_num("LOCKWRAP_BENCH_HANDOFF", 100);
     let secs = env_num("LOCKWRAP_BENCH_SECS", 3);
+    let waiters = env_num("LOCKWRAP_BENCH_WAITERS", 200) as usize;
+    let server_waiters = env_num("LOCKWRAP_BENCH_SERVER_WAITERS", 50) as usize;
     let mut notes = Vec::new();
+    let sections = selected_sections(&mut notes);
+    let run = |section: &str| sections.contains(&section);
     machine();
-    let over = overhead(&dir, n, &mut notes);
-    let hand = handoff(&dir, handoff_n);
-    throughput(&dir, 4, secs);
-    scaling(&dir, env_num("LOCKWRAP_BENCH_WAITERS", 200) as usize, &hand);
-    let rss = peak_rss(&dir);
-    server_locks(&dir.join("servers"), n.min(200), &mut notes);
-    targets(&over, &hand, &rss);
+    if sections.len() < SECTIONS.len() {
+        let list = if sections.is_empty() {
+            "none".to_owned()
+        } else {
+            sections.join(", ")
+        };
+        println!("- sections (LOCKWRAP_BENCH_ONLY): {list}");
+    }
+    // Started once, for the scaling and server sections both; stopped when
+    // dropped, before the bench directory is removed.
+    let servers = if run("scaling") || run("servers") {
+        // The holder, the waiters and the counting client, with room to spare.
+        start_servers(&dir.join("servers"), server_waiters + 20, &mut notes)
+    } else {
+        Vec::new()
+    };
+    let server_refs: Vec<(&str, &Server)> = servers.iter().map(|(n, s)| (*n, s)).collect();
+    let over = if run("overhead") {
+        overhead(&dir, n, &mut notes)
+    } else {
+        Vec::new()
+    };
+    let hand = if run("handoff") {
+        handoff(&dir, handoff_n)
+    } else {
+        Vec::new()
+    };
+    if run("throughput") {
+        throughput(&dir, 4, secs);
+    }
+    if run("scaling") {
+        scaling(&dir, waiters, &hand, &server_refs, server_waiters);
+    }
+    let rss = if run("rss") {
+        peak_rss(&dir)
+    } else {
+        Vec::new()
+    };
+    if run("servers") {
+        server_locks(&dir, &server_refs, n.min(200));
+    }
+    drop(server_refs);
+    drop(servers);
+    if run("targets") {
+        targets(&over, &hand, &rss);
+    }
     if !notes.is_empty() {
         println!("\nNotes:\n");
         for note in notes {
