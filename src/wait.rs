@@ -9,8 +9,9 @@ use std::cell::Cell;
 use std::io::{IsTerminal, Write as _};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -214,6 +215,18 @@ pub struct Waiter<'a> {
     progress: Option<Progress<'a>>,
     /// Readable when another slot was taken: this wait is over.
     cancel: Option<RawFd>,
+    /// What the backend learnt of the holder while waiting.
+    seen: Arc<SeenHolder>,
+}
+
+/// The holder as a backend saw it while waiting (from its own connection,
+/// record or watch), for the waiting line: drawing it must not cost a new
+/// server connection or a scan of /proc every second.
+#[derive(Default)]
+struct SeenHolder {
+    /// Whether anyone shows it (a waiting line is drawn).
+    wanted: AtomicBool,
+    described: Mutex<Option<String>>,
 }
 
 /// The terms of a wait, to be taken to another thread (a [`Waiter`] itself
@@ -225,6 +238,7 @@ pub struct WaitTerms<'a> {
     deadline: Option<Instant>,
     signals: &'a Signals,
     started: Instant,
+    seen: Arc<SeenHolder>,
 }
 
 impl<'a> WaitTerms<'a> {
@@ -239,6 +253,7 @@ impl<'a> WaitTerms<'a> {
             started: self.started,
             progress: None,
             cancel: Some(cancel),
+            seen: self.seen,
         }
     }
 }
@@ -246,11 +261,17 @@ impl<'a> WaitTerms<'a> {
 /// How often the waiting line on a terminal is redrawn.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the waiting line asks the backend's status for the holder when
+/// the backend reports nothing while it waits (a blocked flock).
+const DESCRIBE_EVERY: Duration = Duration::from_secs(15);
+
 /// A single live line on a terminal: "waiting 12s; held by pid 4121 (...)".
 struct Progress<'a> {
     describe_holder: Box<dyn Fn() -> String + 'a>,
     next_draw: Cell<Instant>,
     shown: Cell<bool>,
+    /// The holder as `describe_holder` last told, and when to ask again.
+    described: std::cell::RefCell<Option<(String, Instant)>>,
 }
 
 impl<'a> Waiter<'a> {
@@ -269,6 +290,7 @@ impl<'a> Waiter<'a> {
             started,
             progress: None,
             cancel: None,
+            seen: Arc::default(),
         }
     }
 
@@ -280,6 +302,7 @@ impl<'a> Waiter<'a> {
             deadline: self.deadline,
             signals: self.signals,
             started: self.started,
+            seen: Arc::clone(&self.seen),
         }
     }
 
@@ -292,7 +315,9 @@ impl<'a> Waiter<'a> {
                 describe_holder: Box::new(describe_holder),
                 next_draw: Cell::new(self.started + PROGRESS_EVERY),
                 shown: Cell::new(false),
+                described: std::cell::RefCell::new(None),
             });
+            self.seen.wanted.store(true, Ordering::Relaxed);
         }
         self
     }
@@ -309,6 +334,25 @@ impl<'a> Waiter<'a> {
             started: self.started,
             progress: None,
             cancel: self.cancel,
+            seen: Arc::clone(&self.seen),
+        }
+    }
+
+    /// Whether a waiting line shows the holder: then a backend that learns
+    /// who holds the lock while waiting tells [`Waiter::saw_holder`].
+    pub fn wants_holder(&self) -> bool {
+        self.seen.wanted.load(Ordering::Relaxed)
+    }
+
+    /// Tells the waiting line who holds the lock, as the backend found it.
+    pub fn saw_holder(&self, status: &crate::backend::LockStatus) {
+        if self.wants_holder() {
+            let described = crate::status::describe_holders(status);
+            *self
+                .seen
+                .described
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(described);
         }
     }
 
@@ -375,7 +419,7 @@ impl<'a> Waiter<'a> {
             return Err(self.timeout());
         }
         if let Some(progress) = &self.progress {
-            progress.draw_if_due(&self.lock, self.started);
+            progress.draw_if_due(&self.lock, self.started, &self.seen);
         }
         if ready[0]
             && let Some(signal) = self.signals.take_forwarded()
@@ -435,13 +479,28 @@ impl Drop for Waiter<'_> {
 }
 
 impl Progress<'_> {
-    fn draw_if_due(&self, lock: &str, started: Instant) {
+    fn draw_if_due(&self, lock: &str, started: Instant, seen: &SeenHolder) {
         let now = Instant::now();
         if now < self.next_draw.get() {
             return;
         }
         self.next_draw.set(now + PROGRESS_EVERY);
-        let described = (self.describe_holder)();
+        let reported = seen
+            .described
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let described = reported.unwrap_or_else(|| {
+            let mut cached = self.described.borrow_mut();
+            match &*cached {
+                Some((text, until)) if now < *until => text.clone(),
+                _ => {
+                    let text = (self.describe_holder)();
+                    *cached = Some((text.clone(), now + DESCRIBE_EVERY));
+                    text
+                }
+            }
+        });
         let waited = crate::duration::human(now.duration_since(started));
         let _ = write!(
             std::io::stderr(),
@@ -499,11 +558,13 @@ impl NameWatch {
 }
 
 /// A blocking call running on a helper thread, so that the caller can keep
-/// watching the deadline and signals. If the caller gives up, the thread is
-/// left blocked; the process exits soon after and takes it along.
+/// watching the deadline and signals. A caller that gives up ends the call
+/// its own way (a server-side cancel) and then [`Background::finish`]es it;
+/// a thread still blocked then is left to the process's exit.
 pub struct Background<T> {
     result: mpsc::Receiver<T>,
     done: OwnedFd,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl<T: Send + 'static> Background<T> {
@@ -511,14 +572,18 @@ impl<T: Send + 'static> Background<T> {
     pub fn start(call: impl FnOnce() -> T + Send + 'static) -> nix::Result<Background<T>> {
         let (done, notify) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let (sender, result) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("lock-wait".into())
             .spawn(move || {
                 let _ = sender.send(call());
                 let _ = nix::unistd::write(&notify, b"x");
             })
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
-        Ok(Background { result, done })
+        Ok(Background {
+            result,
+            done,
+            thread: Some(thread),
+        })
     }
 
     /// Becomes readable when the result is ready.
@@ -526,9 +591,29 @@ impl<T: Send + 'static> Background<T> {
         self.done.as_fd()
     }
 
-    /// The result, if the call has returned.
-    pub fn try_result(&self) -> Option<T> {
-        self.result.try_recv().ok()
+    /// The result, if the call has returned (the thread is then joined).
+    pub fn try_result(&mut self) -> Option<T> {
+        let result = self.result.try_recv().ok()?;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        Some(result)
+    }
+
+    /// Waits up to `within` for the call to return and joins its thread;
+    /// the result, if it came.
+    pub fn finish(mut self, within: Duration) -> Option<T> {
+        let give_up = Instant::now() + within;
+        loop {
+            if let Some(result) = self.try_result() {
+                return Some(result);
+            }
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let _ = poll_readable(&[self.done.as_fd()], Some(left));
+        }
     }
 }
 

@@ -54,6 +54,7 @@ servers::shared_scenarios!(RedisServer:
     a_server_of_another_kind_is_one_line_and_75,
     connecting_honours_w,
     sigterm_while_connecting_exits_143,
+    the_waiting_line_opens_no_connections,
 );
 
 #[test]

@@ -399,7 +399,10 @@ pub fn acquire<A: Artifact>(
         let holder = match current {
             Some(holder) => holder,
             None => match reclaim_if_stale(artifact, request.stale_after)? {
-                Some(holder) => holder,
+                Some(holder) => {
+                    waiter.saw_holder(&holder.status);
+                    holder
+                }
                 None => continue,
             },
         };
@@ -572,6 +575,7 @@ fn queue<A: Artifact>(
     let Ok(mut blocked) = blocked else {
         return Ok(turn(file));
     };
+    report_holder(artifact, waiter);
     loop {
         if let Err(gave_up) = waiter.pause(&[blocked.as_fd()], Some(ROOM_LOOK)) {
             blocked.cancel();
@@ -584,6 +588,7 @@ fn queue<A: Artifact>(
             return Ok(turn(file));
         }
         if FileId::of_path(artifact.path()).is_some() {
+            report_holder(artifact, waiter);
             continue;
         }
         match attempt(artifact, candidate, record) {
@@ -648,6 +653,8 @@ struct Judged {
     _artifact: OwnedFd,
     /// Readable when one of the holder's processes exits.
     exits: Vec<OwnedFd>,
+    /// The holder as its record tells, for the waiting line.
+    status: LockStatus,
 }
 
 /// A freshly created artifact, as [`acquire`] returns it.
@@ -691,6 +698,25 @@ pub fn status<A: Artifact>(artifact: &A) -> Result<LockStatus, Error> {
     })
 }
 
+/// A held lock whose record says `record`, for the waiting line.
+fn held_by(record: Option<&HolderRecord>) -> LockStatus {
+    LockStatus {
+        held: true,
+        holders: record.into_iter().map(HolderInfo::of_record).collect(),
+        ..LockStatus::default()
+    }
+}
+
+/// Tells the waiting line who holds the lock now (a queued waiter judges
+/// nobody, so it reads the record when it looks).
+fn report_holder<A: Artifact>(artifact: &A, waiter: &Waiter<'_>) {
+    if waiter.wants_holder()
+        && let Ok(Some(fd)) = artifact.open_existing()
+    {
+        waiter.saw_holder(&held_by(artifact.read_record(fd.as_fd()).as_ref()));
+    }
+}
+
 /// Removes the artifact if its holder is provably gone. Returns None when
 /// the caller should retry at once (removed, or vanished meanwhile), else
 /// the holder as judged.
@@ -707,7 +733,11 @@ fn reclaim_if_stale<A: Artifact>(
     if !is_stale(record.as_ref(), fd.as_fd(), stale_after) {
         return Ok(Some(Judged {
             id,
-            exits: record.map(|r| r.exit_watchers()).unwrap_or_default(),
+            exits: record
+                .as_ref()
+                .map(HolderRecord::exit_watchers)
+                .unwrap_or_default(),
+            status: held_by(record.as_ref()),
             _artifact: fd,
         }));
     }
@@ -719,6 +749,7 @@ fn reclaim_if_stale<A: Artifact>(
             return Ok(Some(Judged {
                 id,
                 exits: Vec::new(),
+                status: held_by(record.as_ref()),
                 _artifact: fd,
             }));
         }

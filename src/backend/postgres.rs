@@ -267,6 +267,16 @@ impl Backend for PgLock {
                 // -n: pause reports the conflict.
                 waiter.pause(&[], None)?;
             }
+            if waiter.wants_holder() {
+                // On the waiter's own session, before it blocks: the waiting
+                // line costs no session of its own.
+                let name2 = name.clone();
+                if let Ok(rows) = bounded(&client, SETUP_TIMEOUT, move |c| {
+                    c.query(&status_sql(), &[&name2])
+                }) {
+                    waiter.saw_holder(&status_of(rows));
+                }
+            }
             self.wait_blocking(&client, &name, suffix, waiter)?;
         }
         let mut held = PgHeld {
@@ -292,40 +302,13 @@ impl Backend for PgLock {
 
     fn status(&self) -> Result<LockStatus, Error> {
         let config = self.config("lockwrap status")?;
-        let sql = format!(
-            "SELECT l.mode, coalesce(a.application_name, ''), coalesce(a.query, ''), \
-                    coalesce(host(a.client_addr), ''), \
-                    coalesce(extract(epoch from now() - a.backend_start), 0)::float8 \
-             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-               AND l.classid = (({KEY} >> 32) & 4294967295)::oid \
-               AND l.objid = ({KEY} & 4294967295)::oid \
-             ORDER BY a.backend_start"
-        );
         let name = self.remote.name.clone();
         let (_, rows) = self.with_new_session(&config, None, move |client| {
             client
-                .query(&sql, &[&name])
+                .query(&status_sql(), &[&name])
                 .map_err(|e| ("cannot read the lock", e))
         })?;
-        let mut status = LockStatus::default();
-        for row in rows {
-            let mode: String = row.get(0);
-            let application_name: String = row.get(1);
-            let query: String = row.get(2);
-            let client_addr: String = row.get(3);
-            let session_age: f64 = row.get(4);
-            status.held = true;
-            status.shared |= mode == "ShareLock";
-            status.holders.push(holder_info(
-                &application_name,
-                &query,
-                &client_addr,
-                session_age,
-            ));
-        }
-        Ok(status)
+        Ok(status_of(rows))
     }
 
     /// Ends every other session that holds the lock in a mode that conflicts
@@ -406,15 +389,19 @@ impl PgLock {
         let sql = format!("SELECT pg_advisory_lock{suffix}({KEY})");
         loop {
             let (client2, name2, sql2) = (Arc::clone(client), name.to_owned(), sql.clone());
-            let call = Background::start(move || {
+            let mut call = Background::start(move || {
                 lock_client(&client2).execute(&sql2, &[&name2]).map(drop)
             })
             .map_err(|e| Error::os(&self.lock, "cannot wait for the lock", e))?;
             let result = loop {
                 if let Err(e) = waiter.pause(&[call.as_fd()], None) {
-                    // Nobody must find us queued for a lock we gave up on; if
-                    // the cancel fails, our exit closes the session anyway.
+                    // Nobody must find us queued for a lock we gave up on;
+                    // the waiting thread ends with the cancel and is joined.
+                    // A lock granted just before the cancel goes with the
+                    // session, which the caller closes on this error (as our
+                    // exit does if the cancel fails).
                     let _ = cancel.cancel_query(NoTls);
+                    let _ = call.finish(CANCEL_WAIT);
                     return Err(e);
                 }
                 if let Some(result) = call.try_result() {
@@ -434,6 +421,10 @@ impl PgLock {
         }
     }
 }
+
+/// How long a cancelled wait may take to come back from the server before
+/// its thread is left to the process's exit.
+const CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 /// Who we are, as other sessions see it.
 #[derive(Debug, Clone)]
@@ -550,6 +541,42 @@ fn holder_info(
     }
 }
 
+/// The query that lists the sessions holding the lock (its name is $1).
+fn status_sql() -> String {
+    format!(
+        "SELECT l.mode, coalesce(a.application_name, ''), coalesce(a.query, ''), \
+                coalesce(host(a.client_addr), ''), \
+                coalesce(extract(epoch from now() - a.backend_start), 0)::float8 \
+         FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND l.classid = (({KEY} >> 32) & 4294967295)::oid \
+           AND l.objid = ({KEY} & 4294967295)::oid \
+         ORDER BY a.backend_start"
+    )
+}
+
+/// The lock's state from the rows of [`status_sql`].
+fn status_of(rows: Vec<::postgres::Row>) -> LockStatus {
+    let mut status = LockStatus::default();
+    for row in rows {
+        let mode: String = row.get(0);
+        let application_name: String = row.get(1);
+        let query: String = row.get(2);
+        let client_addr: String = row.get(3);
+        let session_age: f64 = row.get(4);
+        status.held = true;
+        status.shared |= mode == "ShareLock";
+        status.holders.push(holder_info(
+            &application_name,
+            &query,
+            &client_addr,
+            session_age,
+        ));
+    }
+    status
+}
+
 /// The client, even if a helper thread panicked while holding it.
 fn lock_client(client: &Mutex<Client>) -> std::sync::MutexGuard<'_, Client> {
     client.lock().unwrap_or_else(|e| e.into_inner())
@@ -561,7 +588,7 @@ fn in_background<T: Send + 'static>(
     timeout: Duration,
     call: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, CallError> {
-    let background = Background::start(call).map_err(CallError::Os)?;
+    let mut background = Background::start(call).map_err(CallError::Os)?;
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(result) = background.try_result() {
@@ -583,7 +610,7 @@ fn watched_background<T: Send + 'static>(
     waiter: &Waiter<'_>,
     call: impl FnOnce() -> T + Send + 'static,
 ) -> Result<Result<T, CallError>, Error> {
-    let background = match Background::start(call) {
+    let mut background = match Background::start(call) {
         Ok(background) => background,
         Err(e) => return Ok(Err(CallError::Os(e))),
     };

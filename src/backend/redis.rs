@@ -260,6 +260,44 @@ impl RedisLock {
         }
     }
 
+    /// Who holds the lock, read on `con` (a waiter's own connection too).
+    fn read_status(&self, con: &mut Connection) -> Result<LockStatus, Error> {
+        let keys = Keys::new(&self.remote.name);
+        let (exists, record): (bool, HashMap<String, String>) = ::redis::pipe()
+            .exists(&keys.lock)
+            .hgetall(&keys.holder)
+            .query(con)
+            .map_err(|e| self.failure("cannot read the lock", &e))?;
+        if !exists {
+            return Ok(LockStatus::default());
+        }
+        let number = |field: &str| record.get(field).and_then(|v| v.parse::<i64>().ok());
+        let holders = if record.is_empty() {
+            Vec::new()
+        } else {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            vec![HolderInfo {
+                pid: number("pid").and_then(|p| i32::try_from(p).ok()),
+                child_pid: number("child_pid").and_then(|p| i32::try_from(p).ok()),
+                uid: None,
+                host: record.get("host").cloned(),
+                command: record.get("command").cloned(),
+                age: number("acquired_ms")
+                    .map(|t| Duration::from_millis(now_ms.saturating_sub(t).max(0) as u64)),
+                ..HolderInfo::default()
+            }]
+        };
+        Ok(LockStatus {
+            held: true,
+            shared: false,
+            holders,
+            ..LockStatus::default()
+        })
+    }
+
     fn lease(&self, request: &Request<'_>) -> Result<Duration, Error> {
         let lease = request.lease.unwrap_or(DEFAULT_LEASE);
         if lease < MIN_LEASE {
@@ -330,6 +368,13 @@ impl Backend for RedisLock {
                         waiter.pause(&[], None)?;
                         continue;
                     }
+                    if waiter.wants_holder()
+                        && let Ok(status) = self.read_status(&mut con)
+                    {
+                        // Read on this connection at each wake-up only: the
+                        // waiting line costs no connection of its own.
+                        waiter.saw_holder(&status);
+                    }
                     if !subscribed_once {
                         // Subscribe, then try again at once: a release between
                         // the attempt and the subscription is not missed.
@@ -368,40 +413,7 @@ impl Backend for RedisLock {
     fn status(&self) -> Result<LockStatus, Error> {
         let info = self.connection_info()?;
         let mut con = self.connect(&info, CONNECT_TIMEOUT, None)?;
-        let keys = Keys::new(&self.remote.name);
-        let (exists, record): (bool, HashMap<String, String>) = ::redis::pipe()
-            .exists(&keys.lock)
-            .hgetall(&keys.holder)
-            .query(&mut con)
-            .map_err(|e| self.failure("cannot read the lock", &e))?;
-        if !exists {
-            return Ok(LockStatus::default());
-        }
-        let number = |field: &str| record.get(field).and_then(|v| v.parse::<i64>().ok());
-        let holders = if record.is_empty() {
-            Vec::new()
-        } else {
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
-            vec![HolderInfo {
-                pid: number("pid").and_then(|p| i32::try_from(p).ok()),
-                child_pid: number("child_pid").and_then(|p| i32::try_from(p).ok()),
-                uid: None,
-                host: record.get("host").cloned(),
-                command: record.get("command").cloned(),
-                age: number("acquired_ms")
-                    .map(|t| Duration::from_millis(now_ms.saturating_sub(t).max(0) as u64)),
-                ..HolderInfo::default()
-            }]
-        };
-        Ok(LockStatus {
-            held: true,
-            shared: false,
-            holders,
-            ..LockStatus::default()
-        })
+        self.read_status(&mut con)
     }
 
     fn revoke(&self, request: &Request<'_>) -> Result<Option<usize>, Error> {

@@ -76,6 +76,17 @@ pub trait Engine: Sized {
     /// The options of a holder that is SIGKILLed and must still free the
     /// lock within the test's patience ([`WAIT`]).
     fn abandoned_holder_args() -> &'static [&'static str];
+
+    /// The spec of lock `name` whose connections [`Engine::connections_opened`]
+    /// counts apart from other tests' (PostgreSQL: in a database of its own).
+    fn counted_lock(&self, name: &str) -> String {
+        self.lock(name)
+    }
+
+    /// How many connections (sessions) were opened for [`Engine::counted_lock`]
+    /// `name` so far, counting the one that asks (PostgreSQL counts a session
+    /// once it ends, so an asking session is counted by the next question).
+    fn connections_opened(&self, name: &str) -> u64;
 }
 
 /// Runs `scenario` against a server of engine `E`, or skips it.
@@ -233,6 +244,15 @@ impl Engine for RedisServer {
     /// A lease that runs out well within [`WAIT`].
     fn abandoned_holder_args() -> &'static [&'static str] {
         &scenarios::SHORT_LEASE
+    }
+
+    /// The server is this test's own: every connection counts.
+    fn connections_opened(&self, _name: &str) -> u64 {
+        let info = self.command(&["INFO", "stats"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no total_connections_received in {info:?}"))
     }
 }
 
@@ -504,6 +524,19 @@ impl Engine for Postgres {
     /// session, which ends when the server sees the connection close.
     fn abandoned_holder_args() -> &'static [&'static str] {
         &[]
+    }
+
+    fn counted_lock(&self, name: &str) -> String {
+        let db = format!("counted_{name}");
+        self.sql(&format!("CREATE DATABASE {db}"));
+        format!("postgres://postgres@127.0.0.1:{}/{db}#{name}", self.port)
+    }
+
+    fn connections_opened(&self, name: &str) -> u64 {
+        let sum = self.sql(&format!(
+            "SELECT coalesce(sum(sessions), 0) FROM pg_stat_database WHERE datname = 'counted_{name}'"
+        ));
+        sum.parse().unwrap_or_else(|_| panic!("sessions: {sum:?}"))
     }
 }
 

@@ -464,3 +464,61 @@ pub fn sigterm_while_connecting_exits_143<E: Engine>(_server: &E) {
     let status = plain.wait_timeout(Duration::from_secs(1));
     plain.output(status).assert_code(143);
 }
+
+/// Issue 11 (2): the waiting line on a terminal names the holder from what
+/// the waiter learns on its own connection: it opens no connection of its
+/// own each time it is drawn (four draws here). Runs under script(1), which
+/// gives lockwrap a terminal.
+pub fn the_waiting_line_opens_no_connections<E: Engine>(server: &E) {
+    let Some(script) = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("skipped: script(1) from util-linux is not installed");
+        return;
+    };
+    let sb = Sandbox::new("line-conns");
+    let lock = server.counted_lock("line");
+    let mut holder = sb.hold(&[], &lock);
+    let before = server.connections_opened("line");
+    let screen = sb.work_path("screen");
+    let inner = format!("'{}' '{lock}' true", crate::common::bin().display());
+    use std::os::unix::process::CommandExt as _;
+    let mut command = std::process::Command::new(script);
+    command
+        .args(["-qefc", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&screen).unwrap())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let mut terminal = command.spawn().expect("script(1)");
+    let draws = || {
+        std::fs::read_to_string(&screen)
+            .unwrap_or_default()
+            .matches(": waiting ")
+            .count()
+    };
+    wait_until("four draws of the waiting line", 3 * WAIT, || draws() >= 4);
+    let opened = server.connections_opened("line") - before;
+    let shown = std::fs::read_to_string(&screen).unwrap_or_default();
+    holder.release_and_finish().assert_code(0);
+    let ended = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        matches!(terminal.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(terminal.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = terminal.wait();
+    }
+    assert!(
+        opened <= 4,
+        "{lock}: {opened} connections opened while the line was drawn four times"
+    );
+    assert!(
+        shown.contains(&format!("pid {}", holder.proc.pid())),
+        "{lock}: the line does not name the holder: {shown:?}"
+    );
+}
