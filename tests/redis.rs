@@ -1,6 +1,6 @@
 //! Redis locks against a real, throwaway redis-server: the shared server-lock
 //! scenarios (tests/servers/scenarios.rs) and what only Redis has (fencing
-//! tokens, pub/sub wake-ups, the key on the server, a stopped server).
+//! tokens, wake-ups, the key on the server, a stopped server).
 
 #![cfg(feature = "redis")]
 
@@ -28,10 +28,10 @@ fn wrappers_exclude_each_other_and_tokens_only_grow() {
     });
 }
 
-/// The waiter is woken through pub/sub: `wait_for_waiters` sees it subscribed
-/// to the release channel before the holder lets go.
+/// The waiter is woken through the wake-up list: `wait_for_waiters` sees it
+/// blocked on it before the holder lets go.
 #[test]
-fn conflicts_time_out_and_a_release_wakes_the_waiter_through_pub_sub() {
+fn conflicts_time_out_and_a_release_wakes_the_waiter_through_the_wake_list() {
     with(|server: &RedisServer| {
         let token = scenarios::conflicts_time_out_and_a_release_wakes_the_waiter(server);
         // The holder got token 1; attempts that failed took none.
@@ -258,6 +258,40 @@ fn a_timed_out_acquire_leaves_no_key_behind() {
                 ":0\r\n",
                 "round {round}: the key outlived its holder"
             );
+        }
+    });
+}
+
+/// Issue 11 (2): a waiter keeps one connection for the whole wait, the one
+/// it tries the lock with (it used to keep a second one, subscribed to the
+/// release channel); three waiters hold three connections next to the
+/// holder's.
+#[test]
+fn a_waiter_keeps_one_connection() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("one-conn");
+        let lock = server.lock("one");
+        let mut holder = sb.hold(&[], &lock);
+        let mut waiters: Vec<_> = (0..3)
+            .map(|i| sb.spawn(sb.lockwrap(["-w", "30", &lock, "true"]), &format!("w{i}")))
+            .collect();
+        // Waiting: blocked on the wake-up list (or, as they used to,
+        // subscribed to the release channel).
+        wait_until("three waiting clients", WAIT, || {
+            server
+                .command(&["CLIENT", "LIST"])
+                .lines()
+                .filter(|l| l.contains(" flags=b ") || l.contains(" sub=1 "))
+                .count()
+                == 3
+        });
+        // The holder's, the waiters', and the one that asks.
+        let list = server.command(&["CLIENT", "LIST"]);
+        let clients = list.lines().filter(|l| l.starts_with("id=")).count();
+        assert_eq!(clients, 1 + 3 + 1, "{lock}: {clients} clients: {list}");
+        holder.release_and_finish().assert_code(0);
+        for waiter in &mut waiters {
+            waiter.finish().assert_code(0);
         }
     });
 }

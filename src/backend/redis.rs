@@ -5,9 +5,15 @@
 //! Next to the key live `lockwrap:NAME:holder` (a hash: host, pid, command,
 //! acquired_ms, fence, child_pid; same TTL as the key) and
 //! `lockwrap:NAME:fence` (a counter without TTL whose INCR gives the command
-//! its fencing token, `LOCKWRAP_TOKEN`). A release publishes on
-//! `lockwrap:NAME:released`, which waiters subscribe to; they also retry when
-//! the holder's lease runs out and at least once a second.
+//! its fencing token, `LOCKWRAP_TOKEN`). A release pushes one wake-up on
+//! the list `lockwrap:NAME:wake` (kept for 2 s), which waiters block on with
+//! `BLPOP` on the connection they try the lock with: the server hands each
+//! wake-up to one waiter, so a release wakes one waiter and not all of them,
+//! a release between a waiter's attempt and its `BLPOP` is not missed, and a
+//! waiter holds one connection for the whole wait. Waiters also retry when
+//! the holder's lease runs out and at least once a second (a waiter that
+//! took a wake-up and then died passes it to nobody). A release also
+//! publishes on `lockwrap:NAME:released` for waiters of older versions.
 //!
 //! Lock loss: the lease is renewed every third of it, and every call has a
 //! timeout of a third of it, so a renewal that fails or hangs is noticed
@@ -24,15 +30,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
+use std::io::Read as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::redis::{
-    Client, Connection, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError,
-    Script, ServerErrorKind,
+    Client, Connection, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError, Script,
+    ServerErrorKind,
 };
 
 use super::{Backend, Held, HolderInfo, LockStatus, Request};
@@ -85,14 +88,23 @@ redis.call('HSET', KEYS[2], 'child_pid', ARGV[2])
 return 1
 ";
 
-/// Deletes the lock if it is still ours and tells the waiters: 1, else 0.
-/// KEYS: lock, holder. ARGV: token, release channel.
+/// Deletes the lock if it is still ours and wakes one waiter: 1, else 0.
+/// The wake-up list holds at most one entry and goes after [`WAKE_KEPT_MS`]
+/// if nobody takes it. KEYS: lock, holder, wake list. ARGV: token, release
+/// channel (for waiters of older versions), wake-up lifetime ms.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('LPUSH', KEYS[3], 'released')
+redis.call('LTRIM', KEYS[3], 0, 0)
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PUBLISH', ARGV[2], 'released')
 return 1
 ";
+
+/// How long an untaken wake-up stays: every waiter tries again within
+/// [`MAX_NAP`] anyway, so after that it could only cause a needless attempt.
+const WAKE_KEPT_MS: u64 = 2000;
 
 /// Revokes whoever holds the lock (`--replace`): deletes the key and the
 /// holder hash, and advances the fence so that every token handed out
@@ -114,6 +126,7 @@ struct Keys {
     fence: String,
     holder: String,
     channel: String,
+    wake: String,
 }
 
 impl Keys {
@@ -123,9 +136,26 @@ impl Keys {
             fence: format!("lockwrap:{name}:fence"),
             holder: format!("lockwrap:{name}:holder"),
             channel: format!("lockwrap:{name}:released"),
+            wake: format!("lockwrap:{name}:wake"),
         }
     }
+
+    /// The owner-checked release of `token`.
+    fn release(&self, token: &str) -> ::redis::ScriptInvocation<'static> {
+        let mut release = RELEASE_SCRIPT.prepare_invoke();
+        release
+            .key(&self.lock)
+            .key(&self.holder)
+            .key(&self.wake)
+            .arg(token)
+            .arg(&self.channel)
+            .arg(WAKE_KEPT_MS);
+        release
+    }
 }
+
+static RELEASE_SCRIPT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(RELEASE));
 
 /// A lock on a Redis server.
 #[derive(Debug, Clone)]
@@ -251,12 +281,7 @@ impl RedisLock {
     /// briefly and best effort, so that no phantom lock stays for a lease.
     fn take_back(&self, info: &ConnectionInfo, keys: &Keys, token: &str) {
         if let Ok(mut con) = self.connect(info, TAKE_BACK_TIMEOUT, None) {
-            let _ = Script::new(RELEASE)
-                .key(&keys.lock)
-                .key(&keys.holder)
-                .arg(token)
-                .arg(&keys.channel)
-                .invoke::<i64>(&mut con);
+            let _ = keys.release(token).invoke::<i64>(&mut con);
         }
     }
 
@@ -319,8 +344,6 @@ impl Backend for RedisLock {
         let keys = Keys::new(&self.remote.name);
         let token = random_token();
         let acquire = Script::new(ACQUIRE);
-        let mut subscription: Option<Subscription> = None;
-        let mut subscribed_once = false;
         loop {
             let now_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -375,26 +398,30 @@ impl Backend for RedisLock {
                         // waiting line costs no connection of its own.
                         waiter.saw_holder(&status);
                     }
-                    if !subscribed_once {
-                        // Subscribe, then try again at once: a release between
-                        // the attempt and the subscription is not missed.
-                        subscribed_once = true;
-                        subscription =
-                            Subscription::open(&info, &keys.channel, CONNECT_TIMEOUT).ok();
-                        continue;
-                    }
-                    // A vanished holder announces nothing: wake when its lease runs out.
-                    let nap = u64::try_from(*pttl)
+                    // Block on the wake-up list until a release (or the
+                    // holder's lease runs out, or a second passes), within
+                    // the deadline and the call timeout.
+                    let mut nap = u64::try_from(*pttl)
                         .map(Duration::from_millis)
                         .unwrap_or(MAX_NAP)
-                        .clamp(Duration::from_millis(5), MAX_NAP);
-                    let wake: Vec<BorrowedFd<'_>> =
-                        subscription.iter().map(Subscription::as_fd).collect();
-                    waiter.pause(&wake, Some(nap))?;
-                    if subscription.as_mut().is_some_and(|s| !s.drain()) {
-                        // The server closed it; fall back to the timed retries.
-                        subscription = None;
+                        .clamp(Duration::from_millis(5), MAX_NAP)
+                        .min(call_timeout / 2);
+                    if let Some(left) = waiter.remaining() {
+                        nap = nap.min(left);
                     }
+                    if nap >= Duration::from_millis(1) {
+                        ::redis::cmd("BLPOP")
+                            .arg(&keys.wake)
+                            .arg(format!("{:.3}", nap.as_secs_f64()))
+                            .query::<Option<(String, String)>>(&mut con)
+                            .map_err(|e| {
+                                waiter
+                                    .ended()
+                                    .unwrap_or_else(|| self.failure("cannot wait for the lock", &e))
+                            })?;
+                    }
+                    // The deadline, and a signal that came in meanwhile.
+                    waiter.pause(&[], Some(Duration::ZERO))?;
                 }
                 _ => {
                     return Err(Error::TempFail {
@@ -467,11 +494,8 @@ impl RedisHeld {
         self.done = true;
         let _ = self.con.set_read_timeout(Some(self.lease / 3));
         let _ = self.con.set_write_timeout(Some(self.lease / 3));
-        Script::new(RELEASE)
-            .key(&self.keys.lock)
-            .key(&self.keys.holder)
-            .arg(&self.token)
-            .arg(&self.keys.channel)
+        self.keys
+            .release(&self.token)
             .invoke::<i64>(&mut self.con)
             .map(drop)
             .map_err(|e| Error::TempFail {
@@ -597,7 +621,7 @@ fn failure(lock: &str, what: &str, e: &RedisError) -> Error {
                 .into(),
         ),
         (ErrorKind::Server(ServerErrorKind::NoPerm), _) | (_, Some("NOPERM")) => permission(format!(
-            "NOPERM {detail} (the server's ACL must allow this user EVAL, EVALSHA, PING, EXISTS, HGETALL and SUBSCRIBE on the keys and channels lockwrap:*)"
+            "NOPERM {detail} (the server's ACL must allow this user EVAL, EVALSHA, PING, EXISTS, HGETALL, BLPOP and PUBLISH on the keys and channels lockwrap:*)"
         )),
         (ErrorKind::Parse | ErrorKind::UnexpectedReturnType, _) => Error::TempFail {
             lock: lock.to_owned(),
@@ -629,142 +653,9 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A subscription to the release channel on its own connection, spoken in
-/// plain RESP so that its socket can be polled next to the signal pipe.
-/// Any message (or the connection closing) wakes the waiter, which then
-/// just tries again.
-enum Subscription {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Subscription {
-    fn open(info: &ConnectionInfo, channel: &str, timeout: Duration) -> io::Result<Subscription> {
-        let mut sub = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => {
-                let mut last = io::Error::from(io::ErrorKind::NotFound);
-                let mut stream = None;
-                for addr in (host.as_str(), *port).to_socket_addrs()? {
-                    match TcpStream::connect_timeout(&addr, timeout) {
-                        Ok(s) => {
-                            stream = Some(s);
-                            break;
-                        }
-                        Err(e) => last = e,
-                    }
-                }
-                Subscription::Tcp(stream.ok_or(last)?)
-            }
-            ConnectionAddr::Unix(path) => Subscription::Unix(UnixStream::connect(path)?),
-            _ => return Err(io::ErrorKind::Unsupported.into()),
-        };
-        sub.set_read_timeout(Some(timeout))?;
-        let settings = info.redis_settings();
-        if let Some(password) = settings.password() {
-            let mut auth = vec!["AUTH"];
-            auth.extend(settings.username());
-            auth.push(password);
-            sub.write_all(&resp_command(&auth))?;
-            let reply = sub.read_reply(|r| r.ends_with(b"\r\n"))?;
-            if !reply.starts_with(b"+") {
-                return Err(io::Error::other("authentication refused"));
-            }
-        }
-        sub.write_all(&resp_command(&["SUBSCRIBE", channel]))?;
-        // The confirmation is [subscribe, channel, 1]: it ends with ":1\r\n".
-        let reply = sub.read_reply(|r| r.ends_with(b":1\r\n") || r.starts_with(b"-"))?;
-        if reply.starts_with(b"-") {
-            return Err(io::Error::other("subscription refused"));
-        }
-        sub.set_nonblocking()?;
-        Ok(sub)
-    }
-
-    fn read_reply(&mut self, complete: impl Fn(&[u8]) -> bool) -> io::Result<Vec<u8>> {
-        let mut reply = Vec::new();
-        let mut chunk = [0u8; 512];
-        while !complete(&reply) {
-            let n = match self {
-                Subscription::Tcp(s) => s.read(&mut chunk)?,
-                Subscription::Unix(s) => s.read(&mut chunk)?,
-            };
-            if n == 0 || reply.len() > 64 * 1024 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            reply.extend_from_slice(&chunk[..n]);
-        }
-        Ok(reply)
-    }
-
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match self {
-            Subscription::Tcp(s) => s.write_all(bytes),
-            Subscription::Unix(s) => s.write_all(bytes),
-        }
-    }
-
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Subscription::Tcp(s) => s.set_read_timeout(timeout),
-            Subscription::Unix(s) => s.set_read_timeout(timeout),
-        }
-    }
-
-    fn set_nonblocking(&self) -> io::Result<()> {
-        match self {
-            Subscription::Tcp(s) => s.set_nonblocking(true),
-            Subscription::Unix(s) => s.set_nonblocking(true),
-        }
-    }
-
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Subscription::Tcp(s) => s.as_fd(),
-            Subscription::Unix(s) => s.as_fd(),
-        }
-    }
-
-    /// Discards what arrived. False when the server closed the connection.
-    fn drain(&mut self) -> bool {
-        let mut chunk = [0u8; 512];
-        loop {
-            let read = match self {
-                Subscription::Tcp(s) => s.read(&mut chunk),
-                Subscription::Unix(s) => s.read(&mut chunk),
-            };
-            match read {
-                Ok(0) => return false,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-/// One command in the Redis protocol.
-fn resp_command(words: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", words.len()).into_bytes();
-    for word in words {
-        out.extend_from_slice(format!("${}\r\n", word.len()).as_bytes());
-        out.extend_from_slice(word.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn commands_are_encoded_as_resp_arrays() {
-        assert_eq!(
-            resp_command(&["SUBSCRIBE", "lockwrap:a:released"]),
-            b"*2\r\n$9\r\nSUBSCRIBE\r\n$19\r\nlockwrap:a:released\r\n"
-        );
-    }
 
     #[test]
     fn tokens_are_random() {

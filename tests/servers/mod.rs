@@ -69,7 +69,7 @@ pub trait Engine: Sized {
     }
 
     /// Waits (bounded) until exactly `count` wrappers wait for lock `name`
-    /// on the server (Redis: subscribed to its release channel; PostgreSQL:
+    /// on the server (Redis: blocked on its wake-up list; PostgreSQL:
     /// queued for the advisory lock).
     fn wait_for_waiters(&self, name: &str, count: usize);
 
@@ -232,12 +232,15 @@ impl Engine for RedisServer {
         format!("redis://{auth}127.0.0.1:{port}")
     }
 
+    /// Waiters block in `BLPOP` on the lock's wake-up list; the server is
+    /// this test's own, so every blocked client is one of them.
     fn wait_for_waiters(&self, name: &str, count: usize) {
-        let channel = format!("lockwrap:{name}:released");
-        let expected = format!(":{count}\r\n");
-        wait_until(&format!("{count} subscribers of {channel}"), WAIT, || {
-            self.command(&["PUBSUB", "NUMSUB", &channel])
-                .ends_with(&expected)
+        wait_until(&format!("{count} clients blocked for {name}"), WAIT, || {
+            self.command(&["CLIENT", "LIST"])
+                .lines()
+                .filter(|l| l.contains(" flags=b ") && l.contains(" cmd=blpop "))
+                .count()
+                == count
         });
     }
 
