@@ -126,7 +126,7 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
         }
     }
     let waiter =
-        Waiter::new(&lock, invocation.wait, &signals).with_progress(|| describe_all(&backends));
+        Waiter::new(&lock, invocation.wait, &signals).with_progress(|| observe_all(&backends));
     let acquired = acquire_any_slot(&backends, &request, &waiter);
     let took = waiter.elapsed();
     drop(waiter);
@@ -336,6 +336,13 @@ fn with_holder(error: Error, backends: &[Box<dyn Backend>]) -> Error {
         },
         other => other,
     }
+}
+
+fn observe_all(backends: &[Box<dyn Backend>]) -> wait::Observed {
+    backends
+        .iter()
+        .map(|b| b.status().map_err(|e| e.to_string()))
+        .collect()
 }
 
 fn describe_all(backends: &[Box<dyn Backend>]) -> String {

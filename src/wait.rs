@@ -20,6 +20,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
+use crate::backend::LockStatus;
 use crate::cli::WaitPolicy;
 use crate::error::Error;
 
@@ -226,7 +227,31 @@ pub struct Waiter<'a> {
 struct SeenHolder {
     /// Whether anyone shows it (a waiting line is drawn).
     wanted: AtomicBool,
-    described: Mutex<Option<String>>,
+    /// The lock's state and when it was seen (holders' ages grow since).
+    seen: Mutex<Option<(LockStatus, Instant)>>,
+}
+
+/// What the waiting line shows of each lock: its state, or why it could not
+/// be read.
+pub type Observed = Vec<Result<LockStatus, String>>;
+
+/// `observed`, `since` ago, described as the waiting line shows it: each
+/// holder's age as it is now.
+fn describe_observed(observed: &[Result<LockStatus, String>], since: Duration) -> String {
+    let described: Vec<String> = observed
+        .iter()
+        .map(|state| match state {
+            Ok(status) => {
+                let mut now = status.clone();
+                for holder in &mut now.holders {
+                    holder.age = holder.age.map(|age| age + since);
+                }
+                crate::status::describe_holders(&now)
+            }
+            Err(why) => why.clone(),
+        })
+        .collect();
+    described.join("; ")
 }
 
 /// The terms of a wait, to be taken to another thread (a [`Waiter`] itself
@@ -267,11 +292,11 @@ const DESCRIBE_EVERY: Duration = Duration::from_secs(15);
 
 /// A single live line on a terminal: "waiting 12s; held by pid 4121 (...)".
 struct Progress<'a> {
-    describe_holder: Box<dyn Fn() -> String + 'a>,
+    observe: Box<dyn Fn() -> Observed + 'a>,
     next_draw: Cell<Instant>,
     shown: Cell<bool>,
-    /// The holder as `describe_holder` last told, and when to ask again.
-    described: std::cell::RefCell<Option<(String, Instant)>>,
+    /// What `observe` last told, and when.
+    observed: std::cell::RefCell<Option<(Observed, Instant)>>,
 }
 
 impl<'a> Waiter<'a> {
@@ -307,15 +332,17 @@ impl<'a> Waiter<'a> {
     }
 
     /// Shows a live waiting line on stderr, refreshed every second, naming
-    /// the holder as `describe_holder` tells. Only for a terminal: cron and
-    /// CI logs get nothing extra.
-    pub fn with_progress(mut self, describe_holder: impl Fn() -> String + 'a) -> Waiter<'a> {
+    /// the holder as the backend reports it while waiting
+    /// ([`Waiter::saw_holder`]), or else as `observe` tells (asked every
+    /// [`DESCRIBE_EVERY`]). Only for a terminal: cron and CI logs get
+    /// nothing extra.
+    pub fn with_progress(mut self, observe: impl Fn() -> Observed + 'a) -> Waiter<'a> {
         if self.policy != WaitPolicy::NonBlocking && std::io::stderr().is_terminal() {
             self.progress = Some(Progress {
-                describe_holder: Box::new(describe_holder),
+                observe: Box::new(observe),
                 next_draw: Cell::new(self.started + PROGRESS_EVERY),
                 shown: Cell::new(false),
-                described: std::cell::RefCell::new(None),
+                observed: std::cell::RefCell::new(None),
             });
             self.seen.wanted.store(true, Ordering::Relaxed);
         }
@@ -345,14 +372,10 @@ impl<'a> Waiter<'a> {
     }
 
     /// Tells the waiting line who holds the lock, as the backend found it.
-    pub fn saw_holder(&self, status: &crate::backend::LockStatus) {
+    pub fn saw_holder(&self, status: &LockStatus) {
         if self.wants_holder() {
-            let described = crate::status::describe_holders(status);
-            *self
-                .seen
-                .described
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(described);
+            *self.seen.seen.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((status.clone(), Instant::now()));
         }
     }
 
@@ -472,6 +495,7 @@ impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         if let Some(progress) = &self.progress
             && progress.shown.get()
+            && stderr_writable()
         {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
         }
@@ -485,22 +509,26 @@ impl Progress<'_> {
             return;
         }
         self.next_draw.set(now + PROGRESS_EVERY);
-        let reported = seen
-            .described
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let described = reported.unwrap_or_else(|| {
-            let mut cached = self.described.borrow_mut();
-            match &*cached {
-                Some((text, until)) if now < *until => text.clone(),
-                _ => {
-                    let text = (self.describe_holder)();
-                    *cached = Some((text.clone(), now + DESCRIBE_EVERY));
-                    text
+        // The terminal may not take more (Ctrl-S, a stalled pty): skip the
+        // line rather than block the wait on it.
+        if !stderr_writable() {
+            return;
+        }
+        let reported = seen.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let described = match reported {
+            Some((status, at)) => describe_observed(&[Ok(status)], now.duration_since(at)),
+            None => {
+                let mut cached = self.observed.borrow_mut();
+                let fresh = cached
+                    .as_ref()
+                    .is_some_and(|(_, at)| now.duration_since(*at) < DESCRIBE_EVERY);
+                if !fresh {
+                    *cached = Some(((self.observe)(), now));
                 }
+                let (observed, at) = cached.as_ref().expect("just filled");
+                describe_observed(observed, now.duration_since(*at))
             }
-        });
+        };
         let waited = crate::duration::human(now.duration_since(started));
         let _ = write!(
             std::io::stderr(),
@@ -508,6 +536,16 @@ impl Progress<'_> {
         );
         self.shown.set(true);
     }
+}
+
+/// Whether a write to stderr would not block now.
+fn stderr_writable() -> bool {
+    let stderr = std::io::stderr();
+    let mut fds = [PollFd::new(stderr.as_fd(), PollFlags::POLLOUT)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLOUT))
 }
 
 /// Wakes a waiter when an entry of a directory is removed or renamed away:

@@ -355,7 +355,14 @@ pub fn acquire<A: Artifact>(
         if !watch_tried {
             watch_tried = true;
             room = match Room::open(artifact.location()) {
-                Some(file) => match queue(artifact, file, waiter, &mut candidate, &mut record)? {
+                Some(file) => match queue(
+                    artifact,
+                    file,
+                    waiter,
+                    request.stale_after,
+                    &mut candidate,
+                    &mut record,
+                )? {
                     Queued::Turn(room) => Some(room),
                     Queued::Won(created) => {
                         return Ok(Taken {
@@ -462,13 +469,27 @@ const ROOM_LOOK: Duration = Duration::from_secs(1);
 /// the removed file, newcomers start a new room (two rooms mean two
 /// watchers, no harm; correctness never depends on the room). A room left
 /// by a killed waiter is removed by the next release. Only a regular file
-/// owned by this user is used: a waiter that cannot use the room watches
-/// the lock itself.
+/// owned by this user, with no access for others and one link, is used: a
+/// waiter that cannot use the room watches the lock itself. Queued waiters
+/// also judge the holder at each look and reclaim a stale lock, as the
+/// watcher would: the watcher may be stopped, unable to judge (another pid
+/// namespace), or without their `--stale-after`.
 struct Room;
 
 impl Room {
+    /// `.NAME.lockwrap-queue`; a name cut short (see [`TempName`]) also
+    /// carries a hash of the whole name, so that locks whose names only
+    /// differ past the cut do not share a room.
     fn name(location: &Location) -> OsString {
+        let full = location.name().as_bytes();
         let mut name = TempName::prefix(location.name());
+        if full.len() > TEMP_NAME_PART {
+            // FNV-1a: stable across runs and builds, unlike std's hasher.
+            let hash = full.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+            name.extend_from_slice(format!("{hash:016x}-").as_bytes());
+        }
         name.extend_from_slice(b"queue");
         OsString::from_vec(name)
     }
@@ -487,10 +508,13 @@ impl Room {
             Perm::from_bits_truncate(0o600),
         )
         .ok()?;
+        // Nobody else may open it (and hold its flock): ours, private, and
+        // not a hard link to some other file of ours.
         let st = fstat(file.as_fd()).ok()?;
         let regular =
             SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG;
-        (regular && st.st_uid == nix::unistd::geteuid().as_raw()).then_some((dir, file))
+        let private = st.st_mode & 0o077 == 0 && st.st_nlink == 1;
+        (regular && private && st.st_uid == nix::unistd::geteuid().as_raw()).then_some((dir, file))
     }
 
     /// Removes a room nobody is in (at a release).
@@ -545,6 +569,7 @@ fn queue<A: Artifact>(
     artifact: &A,
     (dir, file): (OwnedFd, OwnedFd),
     waiter: &Waiter<'_>,
+    stale_after: Option<Duration>,
     candidate: &mut Option<Candidate>,
     record: &mut HolderRecord,
 ) -> Result<Queued, Error> {
@@ -575,7 +600,9 @@ fn queue<A: Artifact>(
     let Ok(mut blocked) = blocked else {
         return Ok(turn(file));
     };
-    report_holder(artifact, waiter);
+    if let Ok(Some(holder)) = reclaim_if_stale(artifact, stale_after) {
+        waiter.saw_holder(&holder.status);
+    }
     loop {
         if let Err(gave_up) = waiter.pause(&[blocked.as_fd()], Some(ROOM_LOOK)) {
             blocked.cancel();
@@ -587,9 +614,19 @@ fn queue<A: Artifact>(
             let _ = result;
             return Ok(turn(file));
         }
-        if FileId::of_path(artifact.path()).is_some() {
-            report_holder(artifact, waiter);
-            continue;
+        // Judged as the watcher would, and reclaimed if stale: the watcher
+        // may be stopped, or unable to judge (another pid namespace), or
+        // without this waiter's --stale-after.
+        match reclaim_if_stale(artifact, stale_after) {
+            Ok(Some(holder)) => {
+                waiter.saw_holder(&holder.status);
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                blocked.cancel();
+                return Err(e);
+            }
         }
         match attempt(artifact, candidate, record) {
             Ok(Attempt::Won(created)) => {
@@ -704,16 +741,6 @@ fn held_by(record: Option<&HolderRecord>) -> LockStatus {
         held: true,
         holders: record.into_iter().map(HolderInfo::of_record).collect(),
         ..LockStatus::default()
-    }
-}
-
-/// Tells the waiting line who holds the lock now (a queued waiter judges
-/// nobody, so it reads the record when it looks).
-fn report_holder<A: Artifact>(artifact: &A, waiter: &Waiter<'_>) {
-    if waiter.wants_holder()
-        && let Ok(Some(fd)) = artifact.open_existing()
-    {
-        waiter.saw_holder(&held_by(artifact.read_record(fd.as_fd()).as_ref()));
     }
 }
 
@@ -953,6 +980,18 @@ impl TempName {
         fields.next().is_none().then_some(owner)
     }
 
+    /// Some(true) when the owner's pid no longer exists (same boot and pid
+    /// namespace), None when that alone cannot tell.
+    fn pid_is_gone(&self) -> Option<bool> {
+        let here = self.boot == boot_prefix() && self.pid_ns == holder::pid_namespace();
+        if !here || self.start == 0 || self.pid <= 0 {
+            return None;
+        }
+        // Signal 0 sends nothing; ESRCH: no such process.
+        let probe = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), None);
+        matches!(probe, Err(Errno::ESRCH)).then_some(true)
+    }
+
     fn owner_is_gone(&self) -> bool {
         self.boot == boot_prefix()
             && self.pid_ns == holder::pid_namespace()
@@ -979,15 +1018,25 @@ fn sweep_leftovers(location: &Location, lock: &str) {
     let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
         return;
     };
-    // Judging a candidate reads /proc; names planted to look like ours must
-    // not make every release slow, so only so many are judged per release.
-    let candidates = entries
-        .flatten()
-        .map(|entry| entry.file_name())
-        .filter_map(|entry| Some((TempName::parse(&location.name, &entry)?, entry)))
-        .take(MAX_JUDGED_PER_SWEEP);
-    for (owner, entry) in candidates {
-        if owner.owner_is_gone() {
+    // A name whose owner's pid is gone goes at once (one kill(2) each).
+    // Judging a live pid's name reads /proc; names planted to look like a
+    // live process's must not make every release slow, so only so many of
+    // those are judged per release (after the ones whose pid is gone, so
+    // that they cannot hide a dead waiter's leftovers either).
+    let mut judged = 0;
+    for entry in entries.flatten().map(|entry| entry.file_name()) {
+        let Some(owner) = TempName::parse(&location.name, &entry) else {
+            continue;
+        };
+        let gone = match owner.pid_is_gone() {
+            Some(gone) => gone,
+            None if judged < MAX_JUDGED_PER_SWEEP => {
+                judged += 1;
+                owner.owner_is_gone()
+            }
+            None => false,
+        };
+        if gone {
             let _ = remove_temp(dir.as_fd(), &entry);
         }
     }
