@@ -334,7 +334,7 @@ impl<'a> Waiter<'a> {
     /// Shows a live waiting line on stderr, refreshed every second, naming
     /// the holder as the backend reports it while waiting
     /// ([`Waiter::saw_holder`]), or else as `observe` tells (asked every
-    /// [`DESCRIBE_EVERY`]). Only for a terminal: cron and CI logs get
+    /// 15 s). Only for a terminal: cron and CI logs get
     /// nothing extra.
     pub fn with_progress(mut self, observe: impl Fn() -> Observed + 'a) -> Waiter<'a> {
         if self.policy != WaitPolicy::NonBlocking && std::io::stderr().is_terminal() {
