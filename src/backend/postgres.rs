@@ -423,8 +423,11 @@ impl PgLock {
 }
 
 /// How long a cancelled wait may take to come back from the server before
-/// its thread is left to the process's exit.
-const CANCEL_WAIT: Duration = Duration::from_secs(2);
+/// its thread is left to end by itself: a wait given up must end within
+/// 100 ms. The server ends the query at the cancel (a stopped server, when it
+/// resumes), and a lock granted just before goes with the session, which
+/// closes when that thread drops the last handle on it.
+const CANCEL_WAIT: Duration = Duration::from_millis(80);
 
 /// Who we are, as other sessions see it.
 #[derive(Debug, Clone)]
