@@ -247,9 +247,6 @@ fn acquire_any_slot(
     }
     let (cancel, cancel_all) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::os(waiter.lock(), "cannot wait for the slots", e))?;
-    let stop_others = || {
-        let _ = nix::unistd::write(&cancel_all, b"x");
-    };
     std::thread::scope(|scope| {
         let (results, arrivals) = std::sync::mpsc::channel();
         for (slot, backend) in backends.iter().enumerate() {
@@ -259,31 +256,64 @@ fn acquire_any_slot(
             let started = std::thread::Builder::new()
                 .name(format!("slot-{slot}"))
                 .spawn_scoped(scope, move || {
-                    let _ = results.send((slot, backend.acquire(request, &terms.waiter(cancel))));
+                    let _ = results.send(SlotNews::Started(slot, wait::Interruptee::this_thread()));
+                    let outcome = backend.acquire(request, &terms.waiter(cancel));
+                    let _ = results.send(SlotNews::Ended(slot, outcome));
                 });
             if let Err(e) = started {
-                stop_others();
+                let _ = nix::unistd::write(&cancel_all, b"x");
                 let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN));
                 return Err(Error::os(waiter.lock(), "cannot wait for the slots", errno));
             }
         }
         drop(results);
+        // Signals go to the slot threads, which wait on them; this thread
+        // only collects what they come to.
+        let _deferred = waiter.defer_signals();
+        let mut running: Vec<Option<wait::Interruptee>> = vec![None; backends.len()];
+        let mut stopping = false;
         let mut won: Option<(usize, Box<dyn Held>)> = None;
         let mut failed: Option<Error> = None;
-        for (slot, result) in arrivals {
-            match result {
-                Ok(held) if won.is_none() && failed.is_none() => {
-                    won = Some((slot, held));
-                    stop_others();
+        loop {
+            let news = if stopping {
+                // The cancel pipe ends waits in poll; a blocking call on a
+                // socket (a Redis BLPOP) needs the interrupt, sent again
+                // until its thread ends.
+                for thread in running.iter().flatten() {
+                    thread.interrupt();
                 }
+                match arrivals.recv_timeout(SLOT_INTERRUPT_AGAIN) {
+                    Ok(news) => news,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match arrivals.recv() {
+                    Ok(news) => news,
+                    Err(_) => break,
+                }
+            };
+            let (slot, result) = match news {
+                SlotNews::Started(slot, Ok(thread)) => {
+                    running[slot] = Some(thread);
+                    continue;
+                }
+                SlotNews::Started(_, Err(_)) => continue,
+                SlotNews::Ended(slot, result) => {
+                    running[slot] = None;
+                    (slot, result)
+                }
+            };
+            match result {
+                Ok(held) if won.is_none() && failed.is_none() => won = Some((slot, held)),
                 // Freed at the same moment as the slot already taken.
                 Ok(held) => drop(held),
-                Err(e) => {
-                    if won.is_none() && failed.is_none() {
-                        failed = Some(e);
-                        stop_others();
-                    }
-                }
+                Err(e) if won.is_none() && failed.is_none() => failed = Some(e),
+                Err(_) => {}
+            }
+            if !stopping && (won.is_some() || failed.is_some()) {
+                stopping = true;
+                let _ = nix::unistd::write(&cancel_all, b"x");
             }
         }
         match (won, failed) {
@@ -294,6 +324,18 @@ fn acquire_any_slot(
         }
     })
 }
+
+/// What a slot thread tells the thread that waits for the slots.
+enum SlotNews {
+    /// It runs, and can be interrupted so.
+    Started(usize, nix::Result<wait::Interruptee>),
+    /// Its wait ended so.
+    Ended(usize, Result<Box<dyn Held>, Error>),
+}
+
+/// How often slot threads still waiting are interrupted again once one
+/// slot is taken (or the wait is over).
+const SLOT_INTERRUPT_AGAIN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// More slots than a waiter starts threads for: blocks on one slot at a
 /// time, looking at all of them again every [`SLOT_RESCAN`].

@@ -379,6 +379,13 @@ impl<'a> Waiter<'a> {
         }
     }
 
+    /// Holds the forwarded signals back from the calling thread until the
+    /// guard drops, so that they go to the other threads, which wait on
+    /// them (the slot threads of a semaphore wait).
+    pub fn defer_signals(&self) -> Deferred {
+        self.signals.defer()
+    }
+
     /// Whether the deadline has passed.
     pub fn expired(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
@@ -663,6 +670,39 @@ const INTERRUPT: Signal = Signal::SIGURG;
 
 extern "C" fn on_interrupt(_: libc::c_int) {}
 
+/// Installs the do-nothing handler of [`INTERRUPT`] (once).
+fn install_interrupt() -> nix::Result<()> {
+    static INSTALLED: std::sync::OnceLock<nix::Result<()>> = std::sync::OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        let action = SigAction::new(
+            SigHandler::Handler(on_interrupt),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: the handler does nothing at all.
+        unsafe { sigaction(INTERRUPT, &action) }.map(drop)
+    })
+}
+
+/// A thread that can be interrupted in a blocking call: a call on a socket
+/// with a timeout, or any call that is not restarted, returns EINTR.
+#[derive(Debug, Clone, Copy)]
+pub struct Interruptee(nix::sys::pthread::Pthread);
+
+impl Interruptee {
+    /// The calling thread.
+    pub fn this_thread() -> nix::Result<Interruptee> {
+        install_interrupt()?;
+        Ok(Interruptee(nix::sys::pthread::pthread_self()))
+    }
+
+    /// Interrupts its blocking call, if it is in one (a signal that arrives
+    /// just before the call starts is lost: send it again while it matters).
+    pub fn interrupt(self) {
+        let _ = nix::sys::pthread::pthread_kill(self.0, INTERRUPT);
+    }
+}
+
 /// How often a cancelled call is signalled again: the first signal may land
 /// just before the thread enters the blocking call and be lost.
 const INTERRUPT_AGAIN: Duration = Duration::from_millis(2);
@@ -688,18 +728,7 @@ impl<T: Send + 'static> Interruptible<T> {
     pub fn start(
         call: impl FnOnce(&std::sync::atomic::AtomicBool) -> T + Send + 'static,
     ) -> nix::Result<Interruptible<T>> {
-        static HANDLER: std::sync::Once = std::sync::Once::new();
-        let mut installed = Ok(());
-        HANDLER.call_once(|| {
-            let action = SigAction::new(
-                SigHandler::Handler(on_interrupt),
-                SaFlags::empty(),
-                SigSet::empty(),
-            );
-            // SAFETY: the handler does nothing at all.
-            installed = unsafe { sigaction(INTERRUPT, &action) }.map(drop);
-        });
-        installed?;
+        install_interrupt()?;
         let (done, notify) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let (sender, result) = mpsc::channel();
         let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -295,3 +295,65 @@ fn a_waiter_keeps_one_connection() {
         }
     });
 }
+
+/// A waiter with a short lease (its calls time out after a third of it)
+/// still waits for its `-w` and ends with 1, not 75: a blocked BLPOP ends on
+/// the server's clock tick, up to 100 ms after its timeout.
+#[test]
+fn a_short_lease_waiter_waits_for_its_w() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("short-lease-wait");
+        let lock = server.lock("short");
+        let mut holder = sb.hold(&[], &lock);
+        for lease in ["0.2", "0.3"] {
+            let out = run(&sb, &["--lease", lease, "-w", "1", &lock, "true"]);
+            out.assert_code(1);
+        }
+        holder.release_and_finish().assert_code(0);
+    });
+}
+
+/// A key of another type at the wake-up list's name: the holder's release
+/// still frees the lock without a warning, and a waiter still gets it.
+#[test]
+fn a_wake_list_of_another_type_changes_nothing() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("wake-type");
+        let lock = server.lock("wt");
+        server.command(&["SET", "lockwrap:wt:wake", "hello"]);
+        let mut holder = sb.hold(&[], &lock);
+        let mut waiter = sb.spawn(sb.lockwrap(["-w", "20", &lock, "true"]), "waiter");
+        wait_until("the waiter to catch SIGTERM", WAIT, || {
+            catches(waiter.pid(), libc::SIGTERM)
+        });
+        let out = holder.release_and_finish();
+        out.assert_code(0);
+        assert_eq!(out.stderr, "", "{lock}: the release warned: {out:?}");
+        waiter.finish().assert_code(0);
+    });
+}
+
+/// A `--slots` waiter ends promptly on SIGTERM, with 143, although its slot
+/// threads block in BLPOP on the server.
+#[test]
+fn a_slots_waiter_ends_promptly_at_sigterm() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("slots-term");
+        let lock = server.lock("st");
+        let (mut first, _) = sb.hold_slot(&["--slots", "2"], &lock);
+        let (mut second, _) = sb.hold_slot(&["--slots", "2"], &lock);
+        let mut waiter = sb.spawn(sb.lockwrap(["--slots", "2", &lock, "true"]), "waiter");
+        server.wait_for_waiters("st.slot0", 2);
+        let sent = Instant::now();
+        waiter.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = waiter.wait_timeout(WAIT);
+        let took = sent.elapsed();
+        waiter.output(status).assert_code(143);
+        assert!(
+            took < Duration::from_millis(800),
+            "{lock}: SIGTERM took {took:?} to end the waiter"
+        );
+        first.release_and_finish().assert_code(0);
+        second.release_and_finish().assert_code(0);
+    });
+}

@@ -742,3 +742,24 @@ fn long_lock_names_have_rooms_of_their_own() {
         waiter.finish().assert_code(0);
     }
 }
+
+/// `-n` on a held abstract lock fails without connecting to the holder's
+/// socket: the holder never accepts, so every connection stayed in its
+/// backlog, and once 1024 had (a cron job's `-n` each minute for 17 hours),
+/// `--status` no longer found the holder and waiters polled.
+#[test]
+fn abstract_n_leaves_the_holders_backlog_alone() {
+    let sb = Sandbox::new("abstract-n-backlog");
+    let lock = Backend::Abstract.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    for _ in 0..1030 {
+        sb.run(sb.lockwrap(["-n", &lock, "true"])).assert_code(1);
+    }
+    let out = sb.run(sb.lockwrap(["--status", "--json", &lock]));
+    assert!(
+        out.stdout
+            .contains(&format!("\"pid\":{}", holder.proc.pid())),
+        "{lock}: {out:?}"
+    );
+    holder.release_and_finish().assert_code(0);
+}

@@ -109,23 +109,31 @@ impl AbstractLock {
         waiter: &Waiter<'_>,
     ) -> Result<Queued, Error> {
         let probe = self.new_socket(SockFlag::SOCK_NONBLOCK)?;
-        if !matches!(
-            connect(probe.as_raw_fd(), queue),
-            Ok(()) | Err(Errno::EINPROGRESS)
-        ) {
-            waiter.pause(&[], Some(RETRY))?;
-            return Ok(Queued::Again);
+        match connect(probe.as_raw_fd(), queue) {
+            Ok(()) | Err(Errno::EINPROGRESS) => {}
+            // Full (waiters that gave up stay in its backlog until the next
+            // hand-off), or nobody listens.
+            Err(_) => return Ok(Queued::Unusable),
+        }
+        // The queue is handed on by this user's lockwraps only; a socket of
+        // someone else at its name could send anything.
+        let ours = getsockopt(&probe, sockopt::PeerCredentials)
+            .is_ok_and(|cred| cred.uid() == nix::unistd::geteuid().as_raw());
+        if !ours {
+            return Ok(Queued::Unusable);
         }
         loop {
             waiter.pause(&[probe.as_fd()], Some(QUEUE_LOOK))?;
             let passed = crate::wait::poll_readable(&[probe.as_fd()], Some(Duration::ZERO))
                 .is_ok_and(|ready| ready[0]);
             if passed {
-                return Ok(match receive_queue(probe.as_fd()) {
-                    Some(queue) => Queued::Turn(QueueTurn(queue)),
-                    // The watcher went away without passing it on.
-                    None => Queued::Again,
-                });
+                return match receive_queue(probe.as_fd()) {
+                    Some(queue) => Ok(Queued::Turn(QueueTurn(queue))),
+                    // The watcher went away without passing it on: race
+                    // for the queue again, after a moment (a peer that
+                    // writes junk must not make this spin).
+                    None => waiter.pause(&[], Some(RETRY)).map(|()| Queued::Again),
+                };
             }
             if let Some(socket) = self.try_bind(address)? {
                 return Ok(Queued::Won(socket));
@@ -166,6 +174,9 @@ impl Backend for AbstractLock {
         let queue_address = self.queue_address();
         // The queue socket, while this waiter is the one that watches.
         let mut watching: Option<QueueTurn> = None;
+        // A queue that is not lockwrap's (another user's socket at its
+        // name) or is full: watch the lock directly.
+        let mut queue_unusable = false;
         loop {
             if let Some(socket) = self.try_bind(&address)? {
                 return Ok(Box::new(AbstractHeld {
@@ -173,8 +184,14 @@ impl Backend for AbstractLock {
                     queue: watching,
                 }));
             }
+            if waiter.is_nonblocking() {
+                // -n: the conflict, without a connection to the holder's
+                // socket (which it never accepts: each one would stay in its
+                // backlog).
+                waiter.pause(&[], None)?;
+            }
             if watching.is_none()
-                && !waiter.is_nonblocking()
+                && !queue_unusable
                 && let Some(queue_address) = &queue_address
             {
                 match self.try_bind(queue_address)? {
@@ -188,6 +205,7 @@ impl Backend for AbstractLock {
                             }));
                         }
                         Queued::Again => continue,
+                        Queued::Unusable => queue_unusable = true,
                     },
                 }
             }
@@ -256,6 +274,8 @@ enum Queued {
     Won(OwnedFd),
     /// The watcher went away: race for the queue again.
     Again,
+    /// The queue cannot be used (full, or not this user's): watch the lock.
+    Unusable,
 }
 
 /// The queue socket while this process watches the lock for the queue.
@@ -306,7 +326,9 @@ fn accept_queued(listener: BorrowedFd<'_>) -> Option<OwnedFd> {
 fn receive_queue(probe: BorrowedFd<'_>) -> Option<OwnedFd> {
     let mut byte = [0u8; 1];
     let mut message = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    // Room for more than the one fd expected, so that a message with a few
+    // more is read whole and they can be closed (a truncated one could not).
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 16]);
     let received = recvmsg::<UnixAddr>(
         probe.as_raw_fd(),
         &mut message,

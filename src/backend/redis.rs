@@ -53,9 +53,26 @@ const MIN_LEASE: Duration = Duration::from_millis(100);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long taking back an acquire of unknown outcome may take.
 const TAKE_BACK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How late a server may end a blocked command's timeout (Redis checks them
+/// on its clock tick, 10 times a second by default).
+const SERVER_TICK: Duration = Duration::from_millis(110);
+
 /// The longest a waiter sleeps between attempts when no release is announced
 /// (a holder that vanished lets its lease run out silently).
 const MAX_NAP: Duration = Duration::from_secs(1);
+
+/// The read and write timeouts of `con` (best effort: a connection whose
+/// timeouts cannot be set keeps its old ones).
+fn set_call_timeout(con: &Connection, limit: Duration) {
+    let limit = Some(limit.max(Duration::from_millis(1)));
+    let _ = con.set_read_timeout(limit);
+    let _ = con.set_write_timeout(limit);
+}
+
+/// `limit`, or less if the wait's deadline comes sooner.
+fn within_deadline(limit: Duration, waiter: &Waiter<'_>) -> Duration {
+    waiter.remaining().map_or(limit, |left| left.min(limit))
+}
 
 /// Takes the lock if free: `{1, fence}`, else `{0, pttl of the holder}`.
 /// KEYS: lock, fence, holder. ARGV: token, lease ms, host, pid, command, now ms.
@@ -89,16 +106,19 @@ return 1
 ";
 
 /// Deletes the lock if it is still ours and wakes one waiter: 1, else 0.
+/// The wake-ups are best effort (`pcall`): the lock is free once deleted,
+/// whatever becomes of them (a key of another type at the list's name, an
+/// ACL without PUBLISH).
 /// The wake-up list holds at most one entry and goes after [`WAKE_KEPT_MS`]
 /// if nobody takes it. KEYS: lock, holder, wake list. ARGV: token, release
 /// channel (for waiters of older versions), wake-up lifetime ms.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('LPUSH', KEYS[3], 'released')
-redis.call('LTRIM', KEYS[3], 0, 0)
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-redis.call('PUBLISH', ARGV[2], 'released')
+redis.pcall('LPUSH', KEYS[3], 'released')
+redis.pcall('LTRIM', KEYS[3], 0, 0)
+redis.pcall('PEXPIRE', KEYS[3], ARGV[3])
+redis.pcall('PUBLISH', ARGV[2], 'released')
 return 1
 ";
 
@@ -345,6 +365,10 @@ impl Backend for RedisLock {
         let token = random_token();
         let acquire = Script::new(ACQUIRE);
         loop {
+            // A round trip gives up at the deadline too (-w is honoured while
+            // the server does not answer); the outcome is then unknown, and
+            // taken back below.
+            set_call_timeout(&con, within_deadline(call_timeout, waiter));
             let now_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis())
@@ -399,26 +423,38 @@ impl Backend for RedisLock {
                         waiter.saw_holder(&status);
                     }
                     // Block on the wake-up list until a release (or the
-                    // holder's lease runs out, or a second passes), within
-                    // the deadline and the call timeout.
+                    // holder's lease runs out, or a second passes). The
+                    // server ends a blocked command on its next tick (up to
+                    // 100 ms late), so the read waits that much longer, and
+                    // the last stretch before the deadline is slept here.
                     let mut nap = u64::try_from(*pttl)
                         .map(Duration::from_millis)
                         .unwrap_or(MAX_NAP)
-                        .clamp(Duration::from_millis(5), MAX_NAP)
-                        .min(call_timeout / 2);
+                        .clamp(Duration::from_millis(5), MAX_NAP);
                     if let Some(left) = waiter.remaining() {
-                        nap = nap.min(left);
+                        nap = nap.min(left.saturating_sub(SERVER_TICK));
                     }
-                    if nap >= Duration::from_millis(1) {
-                        ::redis::cmd("BLPOP")
-                            .arg(&keys.wake)
-                            .arg(format!("{:.3}", nap.as_secs_f64()))
-                            .query::<Option<(String, String)>>(&mut con)
-                            .map_err(|e| {
-                                waiter
-                                    .ended()
-                                    .unwrap_or_else(|| self.failure("cannot wait for the lock", &e))
-                            })?;
+                    if nap < Duration::from_millis(5) {
+                        waiter.pause(&[], waiter.remaining())?;
+                        continue;
+                    }
+                    set_call_timeout(&con, nap + SERVER_TICK + call_timeout.max(SERVER_TICK));
+                    let woken = ::redis::cmd("BLPOP")
+                        .arg(&keys.wake)
+                        .arg(format!("{:.3}", nap.as_secs_f64()))
+                        .query::<Option<(String, String)>>(&mut con);
+                    match woken {
+                        Ok(_) => {}
+                        // Someone put another type at the wake-up list's
+                        // name: sleep instead, and try again.
+                        Err(e) if e.code() == Some("WRONGTYPE") => {
+                            waiter.pause(&[], Some(nap))?;
+                        }
+                        Err(e) => {
+                            return Err(waiter
+                                .ended()
+                                .unwrap_or_else(|| self.failure("cannot wait for the lock", &e)));
+                        }
                     }
                     // The deadline, and a signal that came in meanwhile.
                     waiter.pause(&[], Some(Duration::ZERO))?;
