@@ -17,13 +17,55 @@ use lockwrap::spec::LockSpec;
 use servers::scenarios::{self, run};
 use servers::{Engine, PgServer, Postgres, Stopped, with};
 
+/// Issue 12 (4): every holder gets a fencing token from the server, and a
+/// later holder's is larger.
 #[test]
-fn wrappers_exclude_each_other() {
+fn wrappers_exclude_each_other_and_tokens_only_grow() {
     with(|server: &Postgres| {
-        let tokens = scenarios::wrappers_exclude_each_other(server);
+        let tokens: Vec<u64> = scenarios::wrappers_exclude_each_other(server)
+            .iter()
+            .map(|t| {
+                t.parse()
+                    .unwrap_or_else(|_| panic!("a numeric fencing token: {t:?}"))
+            })
+            .collect();
         assert!(
-            tokens.iter().all(String::is_empty),
-            "no fencing tokens: {tokens:?}"
+            tokens.windows(2).all(|w| w[0] < w[1]),
+            "tokens in entry order: {tokens:?}"
+        );
+    });
+}
+
+/// Issue 12 (4): shared (-s) holders get fencing tokens too, each its own,
+/// and an exclusive holder after them a larger one.
+#[test]
+fn shared_holders_get_tokens_too() {
+    with(|server: &Postgres| {
+        let sb = Sandbox::new("shared-tokens");
+        let lock = server.lock("shared-tokens");
+        let first_token = sb.work_path("first");
+        let setup = format!("echo \"$LOCKWRAP_TOKEN\" > '{}'", first_token.display());
+        let mut first = sb.hold_after(&["-s"], &lock, &setup);
+        let second = run(&sb, &["-s", &lock, "sh", "-c", "echo \"$LOCKWRAP_TOKEN\""]);
+        second.assert_code(0);
+        first.release_and_finish().assert_code(0);
+        let exclusive = run(&sb, &[&lock, "sh", "-c", "echo \"$LOCKWRAP_TOKEN\""]);
+        exclusive.assert_code(0);
+        let tokens: Vec<u64> = [
+            std::fs::read_to_string(&first_token).unwrap(),
+            second.stdout.clone(),
+            exclusive.stdout.clone(),
+        ]
+        .iter()
+        .map(|t| {
+            t.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("a numeric fencing token: {t:?}"))
+        })
+        .collect();
+        assert!(
+            tokens[0] < tokens[1] && tokens[1] < tokens[2],
+            "{lock}: tokens {tokens:?}"
         );
     });
 }
@@ -34,7 +76,7 @@ fn wrappers_exclude_each_other() {
 fn conflicts_time_out_and_a_release_wakes_the_waiter() {
     with(|server: &Postgres| {
         let token = scenarios::conflicts_time_out_and_a_release_wakes_the_waiter(server);
-        assert_eq!(token, "", "no fencing token");
+        assert!(token.parse::<u64>().is_ok(), "a numeric token: {token:?}");
     });
 }
 

@@ -287,8 +287,10 @@ impl Backend for PgLock {
             lease,
             identity,
             done: false,
+            token: 0,
         };
         held.check()?;
+        held.token = held.fencing_token()?;
         Ok(Box::new(held))
     }
 
@@ -651,9 +653,38 @@ struct PgHeld {
     identity: Identity,
     /// Released, or lost (then the session is of no more use).
     done: bool,
+    /// The fencing token, `LOCKWRAP_TOKEN`: see [`PgHeld::fencing_token`].
+    token: i64,
 }
 
 impl PgHeld {
+    /// A transaction ID assigned to our session once the lock is ours
+    /// (`txid_current()`, 64 bits with the epoch): the server hands them
+    /// out in increasing order, never twice, across restarts, so every new
+    /// holder gets a larger one than every holder before it, shared holders
+    /// included, and nothing is created in the database. It needs a primary
+    /// (a standby assigns none), and costs the commit of an empty
+    /// transaction (with the server's `synchronous_commit`, whose flush
+    /// keeps the ID from being handed out again after a crash).
+    fn fencing_token(&mut self) -> Result<i64, Error> {
+        let token = bounded(&self.client, self.lease / 3, |client| {
+            client
+                .query_one("SELECT txid_current()", &[])
+                .map(|row| row.get::<_, i64>(0))
+        });
+        match token {
+            Ok(token) => Ok(token),
+            Err(CallError::Pg(e)) if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) => {
+                Err(Error::Config {
+                    lock: self.lock.clone(),
+                    reason: "the server is a read-only standby, which hands out no fencing tokens (and shares no locks with the primary); point the URL at the primary".into(),
+                })
+            }
+            Err(CallError::Pg(e)) => Err(failure(&self.lock, "cannot get a fencing token", &e)),
+            Err(_) => Err(self.lost("the server did not hand out a fencing token in time")),
+        }
+    }
+
     fn lost(&mut self, why: &str) -> Error {
         self.done = true;
         Error::TempFail {
@@ -720,6 +751,10 @@ impl PgHeld {
 }
 
 impl Held for PgHeld {
+    fn child_env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        vec![("LOCKWRAP_TOKEN".into(), self.token.to_string().into())]
+    }
+
     fn child_started(&mut self, child: nix::unistd::Pid) -> Result<(), Error> {
         self.identity.child = Some(child.as_raw());
         self.check()

@@ -4,8 +4,10 @@
 //!
 //! Next to the key live `lockwrap:NAME:holder` (a hash: host, pid, command,
 //! acquired_ms, fence, child_pid; same TTL as the key) and
-//! `lockwrap:NAME:fence` (a counter without TTL whose INCR gives the command
-//! its fencing token, `LOCKWRAP_TOKEN`). A release pushes one wake-up on
+//! `lockwrap:NAME:fence` (the last fencing token handed out, without TTL; the
+//! next is one more, and never less than the server's clock in microseconds,
+//! so that it survives the loss of this key: see [`ACQUIRE`]). The command
+//! gets it as `LOCKWRAP_TOKEN`. A release pushes one wake-up on
 //! the list `lockwrap:NAME:wake` (kept for 2 s), which waiters block on with
 //! `BLPOP` on the connection they try the lock with: the server hands each
 //! wake-up to one waiter, so a release wakes one waiter and not all of them,
@@ -76,14 +78,25 @@ fn within_deadline(limit: Duration, waiter: &Waiter<'_>) -> Duration {
 
 /// Takes the lock if free: `{1, fence}`, else `{0, pttl of the holder}`.
 /// KEYS: lock, fence, holder. ARGV: token, lease ms, host, pid, command, now ms.
+///
+/// The fencing token is one more than the last one, and never less than
+/// the server's clock in microseconds (`TIME`): so it keeps growing across
+/// a restart that lost the counter, as long as the server's clock does not
+/// go back by more than the time since the last token was handed out.
+/// (Integers up to 2^53 are exact in Lua; microseconds since 1970 stay below
+/// that until the year 2255.)
 const ACQUIRE: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {0, redis.call('PTTL', KEYS[1])}
 end
-local fence = redis.call('INCR', KEYS[2])
+local time = redis.call('TIME')
+local now_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local fence = math.max((tonumber(redis.call('GET', KEYS[2])) or 0) + 1, now_us)
+redis.call('SET', KEYS[2], string.format('%.0f', fence))
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'host', ARGV[3], 'pid', ARGV[4], 'command', ARGV[5],
-  'acquired_ms', ARGV[6], 'fence', fence)
+  'acquired_ms', ARGV[6], 'fence', string.format('%.0f', fence))
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return {1, fence}
 ";
