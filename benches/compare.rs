@@ -11,6 +11,10 @@
 //! PostgreSQL servers when redis-server and initdb are installed. Missing
 //! peers and servers are skipped with a note.
 //!
+//! LOCKWRAP_BENCH_BASELINE=/path/to/an/older/lockwrap adds that binary's
+//! flock rows to the overhead table, measured in the same round-robin (a
+//! before/after comparison in one run).
+//!
 //! Sample counts can be changed with LOCKWRAP_BENCH_N (overhead runs per
 //! command), LOCKWRAP_BENCH_HANDOFF (hand-off samples per backend),
 //! LOCKWRAP_BENCH_SECS (seconds per throughput run), LOCKWRAP_BENCH_WAITERS
@@ -175,6 +179,19 @@ fn overhead(dir: &Path, n: u64, notes: &mut Vec<String>) -> Vec<(String, f64)> {
                 &[LOCKWRAP, "-F", &spec],
             ));
         }
+    }
+    // Another lockwrap binary side by side (a build before a change), to show
+    // what the change costs in the same run.
+    if let Ok(baseline) = std::env::var("LOCKWRAP_BENCH_BASELINE") {
+        let spec = format!("{}/baseline.lock", dir.display());
+        tools.push(Tool::new(
+            "baseline lockwrap flock (spawn)",
+            &[baseline.as_str(), &spec],
+        ));
+        tools.push(Tool::new(
+            "baseline lockwrap flock -F",
+            &[baseline.as_str(), "-F", &spec],
+        ));
     }
     match which("flock") {
         Some(_) => {
