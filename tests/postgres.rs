@@ -302,3 +302,30 @@ fn a_missing_database_exits_78_and_names_it() {
         );
     });
 }
+
+/// Issue 12 (4): tokens strictly increase across five holders and across a
+/// restart of the server (transaction IDs are never handed out twice).
+#[test]
+fn tokens_grow_across_holders_and_a_restart() {
+    let Some(server) = PgServer::own() else {
+        return;
+    };
+    let server: Postgres = std::sync::Arc::new(server);
+    let sb = Sandbox::new("pg-fence-restart");
+    let lock = server.lock("fence");
+    let token = || {
+        let out = run(&sb, &[&lock, "sh", "-c", "echo \"$LOCKWRAP_TOKEN\""]);
+        out.assert_code(0);
+        out.stdout
+            .trim()
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("a numeric token: {out:?}"))
+    };
+    let mut tokens: Vec<u64> = (0..5).map(|_| token()).collect();
+    server.restart();
+    tokens.push(token());
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "{lock}: tokens {tokens:?} (the last after a restart)"
+    );
+}

@@ -384,3 +384,29 @@ fn the_token_never_goes_backwards_after_data_loss() {
         );
     });
 }
+
+/// Issue 12 (5): the token keeps growing across a restart of a server
+/// without persistence, which forgets the counter.
+#[test]
+fn the_token_grows_across_a_restart_without_persistence() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let sb = Sandbox::new("fence-restart");
+    let lock = server.lock("fence");
+    let token = || {
+        let out = run(&sb, &[&lock, "sh", "-c", "echo \"$LOCKWRAP_TOKEN\""]);
+        out.assert_code(0);
+        out.stdout
+            .trim()
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("a numeric token: {out:?}"))
+    };
+    let before = token();
+    server.restart();
+    let after = token();
+    assert!(
+        before < after,
+        "{lock}: token {after} after the restart, {before} before"
+    );
+}

@@ -206,6 +206,26 @@ impl RedisServer {
         Stopped::stop(self.child.id() as i32)
     }
 
+    /// Restarts the server on its port. Without persistence (as these
+    /// servers run) it comes back empty: every key is lost.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        wait_until("redis-server to come back", WAIT, || {
+            redis_ping(self.port, None)
+        });
+    }
+
     /// Runs one command and returns the raw reply.
     pub fn command(&self, words: &[&str]) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
@@ -360,6 +380,31 @@ impl PgServer {
         let server = Arc::new(PgServer::start()?);
         *slot = Arc::downgrade(&server);
         Some(server)
+    }
+
+    /// A cluster of the calling test's own (one it may restart), or None
+    /// (skip).
+    pub fn own() -> Option<PgServer> {
+        PgServer::start()
+    }
+
+    /// Restarts the cluster (a fast shutdown, then a start with the same
+    /// options), and waits until it accepts connections.
+    pub fn restart(&self) {
+        let restarted = pg_command(self.as_postgres, &self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "60", "-m", "fast", "-l"])
+            .arg(self.socket_dir.join("log"))
+            .arg("restart")
+            .stdout(Stdio::null())
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            restarted.status.success(),
+            "pg_ctl restart: {}",
+            String::from_utf8_lossy(&restarted.stderr)
+        );
     }
 
     fn start() -> Option<PgServer> {
