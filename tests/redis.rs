@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{Sandbox, WAIT, assert_replace_did_not_signal, catches, wait_until};
 use servers::scenarios::{self, run};
-use servers::{Engine, RedisServer, with};
+use servers::{Engine, RedisServer, RedisTlsServer, with};
 
 #[test]
 fn wrappers_exclude_each_other_and_tokens_only_grow() {
@@ -409,4 +409,180 @@ fn the_token_grows_across_a_restart_without_persistence() {
         before < after,
         "{lock}: token {after} after the restart, {before} before"
     );
+}
+
+/// Issue 12 (1): `lockwrap` with `rediss://` `args`, the trust store given
+/// by `ssl_cert_file` only (SSL_CERT_FILE; SSL_CERT_DIR unset) or, with
+/// None, the system's alone; the command writes `$LOCKWRAP_TOKEN` to
+/// `token` in the sandbox.
+fn run_tls(sb: &Sandbox, ssl_cert_file: Option<&std::path::Path>, args: &[&str]) -> common::Output {
+    let token = sb.work_path("token");
+    let _ = std::fs::remove_file(&token);
+    let mut command = sb.lockwrap(args);
+    command.args([
+        "sh",
+        "-c",
+        &format!("echo \"$LOCKWRAP_TOKEN\" > '{}'", token.display()),
+    ]);
+    command
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
+    if let Some(file) = ssl_cert_file {
+        command.env("SSL_CERT_FILE", file);
+    }
+    sb.run(command)
+}
+
+/// The fencing token the last [`run_tls`] command saw.
+fn tls_token(sb: &Sandbox) -> String {
+    std::fs::read_to_string(sb.work_path("token"))
+        .expect("the command ran")
+        .trim()
+        .to_owned()
+}
+
+/// Issue 12 (1a, 1b): over TLS, with the private CA from SSL_CERT_FILE (as
+/// OpenSSL takes it) or from `?tls_ca=`, the lock is taken, the command gets
+/// its fencing token, and the lock is released (a `-n` after it gets it).
+#[test]
+fn rediss_takes_the_lock_with_the_ca_from_ssl_cert_file_or_tls_ca() {
+    let Some(server) = RedisTlsServer::start(false) else {
+        return;
+    };
+    let sb = Sandbox::new("rediss");
+    let ca = server.files.path("ca.pem");
+    let lock = format!("{}#tls", server.url("127.0.0.1"));
+    run_tls(&sb, Some(&ca), &["-n", &lock]).assert_code(0);
+    assert_eq!(tls_token(&sb), "1");
+    run_tls(&sb, Some(&ca), &["-n", &lock]).assert_code(0);
+    assert_eq!(tls_token(&sb), "2", "the first run released the lock");
+
+    let with_ca = format!(
+        "{}?tls_ca={}#tls",
+        server.url("127.0.0.1"),
+        server.files.url_path("ca.pem")
+    );
+    run_tls(&sb, None, &["-n", &with_ca]).assert_code(0);
+    assert_eq!(tls_token(&sb), "3");
+    // SSL_CERT_DIR: a directory of CA files, as OpenSSL's CApath.
+    let dir = sb.work_path("certs");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(&ca, dir.join("lockwrap-test-ca.pem")).unwrap();
+    let mut command = sb.lockwrap(["-n", &lock, "true"]);
+    command
+        .env_remove("SSL_CERT_FILE")
+        .env("SSL_CERT_DIR", &dir);
+    sb.run(command).assert_code(0);
+}
+
+/// Issue 12 (1c, 1d): a certificate the trust store does not vouch for, or
+/// one for another name, is refused: 78, one line naming the host and why,
+/// and the command does not run.
+#[test]
+fn rediss_refuses_an_untrusted_or_mismatched_certificate() {
+    let Some(server) = RedisTlsServer::start(false) else {
+        return;
+    };
+    let sb = Sandbox::new("rediss-untrusted");
+    let lock = format!("{}#tls", server.url("127.0.0.1"));
+    let out = run_tls(&sb, None, &["-n", &lock]);
+    out.assert_error(78);
+    assert!(out.stderr.contains("127.0.0.1"), "names the host: {out:?}");
+    assert!(out.stderr.contains("TLS"), "{out:?}");
+    assert!(out.stderr.contains("not trusted"), "{out:?}");
+    assert!(!sb.work_path("token").exists(), "the command ran");
+
+    // The certificate is for 127.0.0.1 only.
+    let ca = server.files.path("ca.pem");
+    let lock = format!("{}#tls", server.url("localhost"));
+    let out = run_tls(&sb, Some(&ca), &["-n", &lock]);
+    out.assert_error(78);
+    assert!(out.stderr.contains("(host localhost)"), "{out:?}");
+    assert!(out.stderr.contains("not valid for"), "{out:?}");
+    assert!(!sb.work_path("token").exists(), "the command ran");
+}
+
+/// Issue 12 (1e): a server with `tls-auth-clients yes` refuses a client
+/// without a certificate (one line, not 0) and takes the one from
+/// `?tls_cert=&tls_key=`.
+#[test]
+fn rediss_gives_the_client_certificate_from_the_url() {
+    let Some(server) = RedisTlsServer::start(true) else {
+        return;
+    };
+    let sb = Sandbox::new("rediss-mtls");
+    let ca = server.files.path("ca.pem");
+    let lock = format!("{}#mtls", server.url("127.0.0.1"));
+    let out = run_tls(&sb, Some(&ca), &["-n", &lock]);
+    assert_ne!(out.code(), 0, "{out:?}");
+    out.assert_error(out.code());
+    assert!(out.stderr.contains("client certificate"), "{out:?}");
+    assert!(!sb.work_path("token").exists(), "the command ran");
+
+    let with_cert = format!(
+        "{}?tls_cert={}&tls_key={}#mtls",
+        server.url("127.0.0.1"),
+        server.files.url_path("client.pem"),
+        server.files.url_path("client.key"),
+    );
+    run_tls(&sb, Some(&ca), &["-n", &with_cert]).assert_code(0);
+    assert_eq!(tls_token(&sb), "1");
+}
+
+/// Issue 12 (1): missing or unreadable TLS files named in the URL are 78,
+/// naming the parameter and the path; TLS parameters on a `redis://` URL
+/// are refused rather than ignored (no plain text where TLS was meant).
+#[test]
+fn rediss_file_parameters_are_checked() {
+    let Some(server) = RedisTlsServer::start(false) else {
+        return;
+    };
+    let sb = Sandbox::new("rediss-files");
+    let missing = sb.work_path("no-such.pem");
+    let missing = missing.to_str().unwrap();
+    let base = server.url("127.0.0.1");
+    let client = server.files.url_path("client.pem");
+    for (url, parameter) in [
+        (format!("{base}?tls_ca={missing}#f"), "tls_ca"),
+        (
+            format!("{base}?tls_cert={missing}&tls_key={client}#f"),
+            "tls_cert",
+        ),
+        (
+            format!("{base}?tls_cert={client}&tls_key={missing}#f"),
+            "tls_key",
+        ),
+    ] {
+        let out = run_tls(&sb, None, &["-n", &url]);
+        out.assert_error(78);
+        assert!(out.stderr.contains(parameter), "{out:?}");
+        assert!(out.stderr.contains(missing), "{out:?}");
+    }
+    let out = run_tls(&sb, None, &["-n", &format!("{base}?tls_cert={client}#f")]);
+    out.assert_error(78);
+    assert!(out.stderr.contains("tls_key"), "{out:?}");
+
+    let plain = format!(
+        "redis://127.0.0.1:{}?tls_ca={}#f",
+        server.port,
+        server.files.url_path("ca.pem")
+    );
+    let out = run_tls(&sb, None, &["-n", &plain]);
+    out.assert_error(78);
+    assert!(out.stderr.contains("rediss://"), "{out:?}");
+}
+
+/// Issue 12 (1): `rediss://` to a server that does not speak TLS fails
+/// with one line (no silent fallback to plain text) and 78.
+#[test]
+fn rediss_to_a_plain_port_fails() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("rediss-plain");
+        let lock = format!("rediss://127.0.0.1:{}#plain", server.port);
+        let out = run_tls(&sb, None, &["-n", "-w", "3", &lock]);
+        out.assert_error(78);
+        assert!(out.stderr.contains("TLS"), "{out:?}");
+        assert!(!sb.work_path("token").exists(), "the command ran");
+        assert_eq!(server.command(&["EXISTS", "lockwrap:plain"]), ":0\r\n");
+    });
 }

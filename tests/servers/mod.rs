@@ -625,3 +625,197 @@ fn pg_command(as_postgres: bool, program: &Path) -> Command {
         Command::new(program)
     }
 }
+
+/// Throwaway TLS files made with the openssl CLI in a temp dir: a CA
+/// (`ca.pem`), a server certificate signed by it for IP 127.0.0.1 only
+/// (`server.pem`, `server.key`; so `localhost` is a name it does not
+/// carry), and a client certificate signed by it (`client.pem`,
+/// `client.key`).
+pub struct TlsFiles {
+    dir: TempDir,
+}
+
+impl TlsFiles {
+    /// Makes them, or None (skip) when the openssl CLI is missing.
+    pub fn new() -> Option<TlsFiles> {
+        if !binary_works(Path::new("openssl"), "version") {
+            return unavailable("the openssl command is not installed");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+                &["-subj", "/CN=lockwrap test CA"],
+                &["-addext", "basicConstraints=critical,CA:TRUE"],
+                &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            ]
+            .concat(),
+        );
+        for (name, extensions) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let (key, csr, pem, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            std::fs::write(
+                dir.path().join(&ext),
+                format!("basicConstraints=CA:FALSE\n{extensions}"),
+            )
+            .expect("write extensions");
+            openssl(
+                &[
+                    &["req"][..],
+                    &ec,
+                    &["-keyout", &key, "-out", &csr],
+                    &["-subj", &format!("/CN=lockwrap test {name}")],
+                ]
+                .concat(),
+            );
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ]);
+        }
+        Some(TlsFiles { dir })
+    }
+
+    /// The path of one of the files (`ca.pem`, `server.pem`, `client.key`, ...).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The path of one of the files, as text for a URL.
+    pub fn url_path(&self, name: &str) -> String {
+        self.path(name)
+            .to_str()
+            .expect("a UTF-8 temp path")
+            .to_owned()
+    }
+}
+
+/// A redis-server of our own that speaks only TLS (`--port 0 --tls-port P`),
+/// with the certificate of [`TlsFiles`].
+pub struct RedisTlsServer {
+    child: Child,
+    /// Its TLS port on 127.0.0.1.
+    pub port: u16,
+    /// Its certificates, and the CA and client certificate that go with them.
+    pub files: TlsFiles,
+    _dir: TempDir,
+}
+
+impl RedisTlsServer {
+    /// Starts one (`tls-auth-clients yes` if `client_certs`), or None (skip)
+    /// when redis-server or openssl is missing or redis-server was built
+    /// without TLS.
+    pub fn start(client_certs: bool) -> Option<RedisTlsServer> {
+        if !binary_works(Path::new("redis-server"), "--version") {
+            return unavailable("redis-server is not installed");
+        }
+        let files = TlsFiles::new()?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let auth_clients = if client_certs { "yes" } else { "no" };
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let log = dir.path().join("log");
+            let mut child = Command::new("redis-server")
+                .args(["--port", "0", "--bind", "127.0.0.1"])
+                .args(["--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(files.path("server.pem"))
+                .arg("--tls-key-file")
+                .arg(files.path("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(files.path("ca.pem"))
+                .args(["--tls-auth-clients", auth_clients])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--logfile")
+                .arg(&log)
+                .arg("--dir")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let start = Instant::now();
+            while start.elapsed() < WAIT {
+                if child.try_wait().expect("try_wait").is_some() {
+                    break;
+                }
+                // Listening: it has loaded its certificates. (A plain PING
+                // cannot tell more without a TLS client.)
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(RedisTlsServer {
+                        child,
+                        port,
+                        files,
+                        _dir: dir,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last_log = std::fs::read_to_string(&log).unwrap_or_default();
+        }
+        unavailable(&format!(
+            "redis-server did not start with TLS (built without it?): {last_log}"
+        ))
+    }
+
+    /// `rediss://HOST:PORT` of this server, without `#NAME`.
+    pub fn url(&self, host: &str) -> String {
+        format!("rediss://{host}:{}", self.port)
+    }
+}
+
+impl Drop for RedisTlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
