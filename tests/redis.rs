@@ -573,16 +573,28 @@ fn rediss_file_parameters_are_checked() {
 }
 
 /// Issue 12 (1): `rediss://` to a server that does not speak TLS fails
-/// with one line (no silent fallback to plain text) and 78.
+/// with one line naming TLS (no silent fallback to plain text), and the
+/// command does not run: 78 from a server that answers with something
+/// else, 75 (a timeout) from plain Redis, which waits for the end of a
+/// line that the TLS handshake never sends.
 #[test]
 fn rediss_to_a_plain_port_fails() {
     with(|server: &RedisServer| {
         let sb = Sandbox::new("rediss-plain");
         let lock = format!("rediss://127.0.0.1:{}#plain", server.port);
-        let out = run_tls(&sb, None, &["-n", "-w", "3", &lock]);
-        out.assert_error(78);
+        // A short lease: calls, the handshake too, give up after a third of it.
+        let out = run_tls(&sb, None, &["--lease", "3", &lock]);
+        out.assert_error(75);
         assert!(out.stderr.contains("TLS"), "{out:?}");
+        assert!(out.stderr.contains("(host 127.0.0.1"), "{out:?}");
         assert!(!sb.work_path("token").exists(), "the command ran");
         assert_eq!(server.command(&["EXISTS", "lockwrap:plain"]), ":0\r\n");
+
+        let lock = format!("rediss://127.0.0.1:{}#http", servers::http_server());
+        let out = run_tls(&sb, None, &["--lease", "3", &lock]);
+        out.assert_error(78);
+        assert!(out.stderr.contains("does not answer with TLS"), "{out:?}");
+        assert!(out.stderr.contains("(host 127.0.0.1)"), "{out:?}");
+        assert!(!sb.work_path("token").exists(), "the command ran");
     });
 }

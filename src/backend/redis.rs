@@ -1,5 +1,5 @@
-//! Redis locks (`redis://[user:pass@]host[:port][/db]#NAME`): one key per
-//! lock, `lockwrap:NAME`, taken with `SET NX PX` and a random owner token,
+//! Redis locks (`redis://[user:pass@]host[:port][/db]#NAME`, or over TLS
+//! `rediss://...`): one key per lock, `lockwrap:NAME`, taken with `SET NX PX` and a random owner token,
 //! renewed while the command runs and released with owner-checked scripts.
 //!
 //! Next to the key live `lockwrap:NAME:holder` (a hash: host, pid, command,
@@ -29,16 +29,27 @@
 //! The password (from the URL, or REDISCLI_AUTH as for redis-cli) is never
 //! printed: messages name the lock by its redacted spec, and no message is
 //! built from the connection settings.
+//!
+//! TLS (`rediss://`) is rustls with the ring provider (no shared library).
+//! The server's certificate is verified against the system trust store,
+//! or SSL_CERT_FILE / SSL_CERT_DIR when set (as OpenSSL takes them), or
+//! only the CA file of `?tls_ca=PATH`; `?tls_cert=PATH&tls_key=PATH` give a
+//! client certificate ([`TlsFiles`]). A refused certificate is a setting to
+//! fix (78), never a reason to fall back to plain text.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::redis::{
-    Client, Connection, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError, Script,
-    ServerErrorKind,
+    Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo, ErrorKind,
+    IntoConnectionInfo, RedisError, Script, ServerErrorKind, TlsCertificates,
 };
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{Backend, Held, HolderInfo, LockStatus, Request};
 use crate::cli::Mode;
@@ -220,32 +231,55 @@ impl RedisLock {
         failure(&self.lock, what, e)
     }
 
-    fn connection_info(&self) -> Result<ConnectionInfo, Error> {
+    /// A failed TLS handshake with the server `host`: a certificate this
+    /// side refuses is a setting to fix (78), a client certificate the
+    /// server refuses a credential (77).
+    fn tls_failure(&self, host: &str, e: &rustls::Error) -> Error {
+        let (reason, refused_by_server) = tls_reason(e);
+        let reason = format!("TLS: {reason} (host {host})");
+        if refused_by_server {
+            Error::Permission {
+                lock: self.lock.clone(),
+                reason,
+            }
+        } else {
+            self.config_error(&reason)
+        }
+    }
+
+    /// Where and how to connect: the URL without lockwrap's own TLS
+    /// parameters, the files they name (read now, so that a missing one is
+    /// told before any connection), and the password from REDISCLI_AUTH.
+    fn connection_info(&self) -> Result<Target, Error> {
         if self.remote.name.is_empty() {
             return Err(self.usage("missing lock name: end the URL with #NAME"));
         }
-        if self.remote.url.starts_with("rediss://") {
-            return Err(self.config_error(
-                "TLS (rediss://) is not supported by this lockwrap; use redis:// over a trusted network or a TLS tunnel",
-            ));
+        let (url, files) =
+            TlsFiles::split_url(&self.remote.url).map_err(|why| self.config_error(&why))?;
+        let tls = url.starts_with("rediss://");
+        if !tls && !files.is_empty() {
+            return Err(
+                self.config_error("tls_ca, tls_cert and tls_key are for TLS: use a rediss:// URL")
+            );
         }
-        let info = self
-            .remote
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|_| {
-                self.config_error(
-                    "not a valid redis:// URL (redis://[[USER]:PASS@]HOST[:PORT][/DB]#NAME)",
-                )
-            })?;
+        let info = url.as_str().into_connection_info().map_err(|_| {
+            self.config_error(
+                "not a valid redis:// URL (redis[s]://[[USER]:PASS@]HOST[:PORT][/DB]#NAME)",
+            )
+        })?;
+        let certificates = if tls {
+            Some(files.read().map_err(|why| self.config_error(&why))?)
+        } else {
+            None
+        };
         let settings = info.redis_settings().clone();
-        match std::env::var("REDISCLI_AUTH") {
+        let info = match std::env::var("REDISCLI_AUTH") {
             Ok(password) if settings.password().is_none() && !password.is_empty() => {
-                Ok(info.set_redis_settings(settings.set_password(password)))
+                info.set_redis_settings(settings.set_password(password))
             }
-            _ => Ok(info),
-        }
+            _ => info,
+        };
+        Ok(Target { info, certificates })
     }
 
     /// A connection whose every call gives up after `timeout`.
@@ -259,13 +293,17 @@ impl RedisLock {
     ///
     /// With a `waiter`, connecting also ends at its deadline (a timeout) and
     /// on a forwarded signal (128+N), not only after `timeout`.
+    ///
+    /// Over TLS the handshake happens with the PING: a certificate either
+    /// side refuses ends it there ([`RedisLock::tls_failure`]).
     fn connect(
         &self,
-        info: &ConnectionInfo,
+        target: &Target,
         timeout: Duration,
         waiter: Option<&Waiter<'_>>,
     ) -> Result<Connection, Error> {
         const CONNECT: &str = "cannot connect to the Redis server";
+        let info = &target.info;
         let handshake = waiter
             .and_then(Waiter::remaining)
             .map_or(timeout, |left| left.min(timeout))
@@ -277,11 +315,34 @@ impl RedisLock {
             .clone()
             .set_db(0)
             .set_skip_set_lib_name();
-        let client = Client::open(info.clone().set_redis_settings(settings))
-            .map_err(|e| self.failure("cannot use the Redis server", &e))?;
+        let info = info.clone().set_redis_settings(settings);
+        let host = match info.addr() {
+            ConnectionAddr::TcpTls { host, .. } => Some(host.clone()),
+            _ => None,
+        };
+        // A TLS failure names the host and why; anything else as without TLS.
+        let failure = |what: &str, e: &RedisError| match (&host, rustls_error(e)) {
+            (Some(host), Some(tls)) => self.tls_failure(host, tls),
+            _ => match (&host, trust_store_error(e)) {
+                (Some(_), Some(store)) => self.config_error(&format!(
+                    "TLS: cannot load the trust store (SSL_CERT_FILE, SSL_CERT_DIR): {store}"
+                )),
+                _ => self.failure(what, e),
+            },
+        };
+        let client = match &target.certificates {
+            Some(certificates) => {
+                // ring is this build's only provider; installing it (once per
+                // process) keeps rustls from guessing.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Client::build_with_tls(info, certificates.clone())
+            }
+            None => Client::open(info),
+        }
+        .map_err(|e| failure("cannot use the Redis server", &e))?;
         let mut con = client
             .get_connection_with_timeout(CONNECT_TIMEOUT.min(handshake.max(MIN_LEASE)))
-            .map_err(|e| ended(self.failure(CONNECT, &e)))?;
+            .map_err(|e| ended(failure(CONNECT, &e)))?;
         let set_timeouts = |con: &mut Connection, limit: Duration| {
             con.set_read_timeout(Some(limit))
                 .and_then(|()| con.set_write_timeout(Some(limit)))
@@ -290,7 +351,19 @@ impl RedisLock {
         set_timeouts(&mut con, handshake)?;
         ::redis::cmd("PING")
             .query::<String>(&mut con)
-            .map_err(|e| ended(self.failure(CONNECT, &e)))?;
+            .map_err(|e| match &host {
+                // The handshake goes with the first command: a server that
+                // does not speak TLS may wait for the end of a line forever
+                // (plain Redis does), which tells nothing about the server
+                // and is a timeout like any other (75).
+                Some(host) if e.is_timeout() => ended(Error::TempFail {
+                    lock: self.lock.clone(),
+                    reason: format!(
+                        "{CONNECT}: TLS: no answer to the handshake in time (host {host}; is this the server's TLS port? plain Redis is redis://)"
+                    ),
+                }),
+                _ => ended(failure(CONNECT, &e)),
+            })?;
         if db != 0 {
             ::redis::cmd("SELECT")
                 .arg(db)
@@ -302,7 +375,7 @@ impl RedisLock {
                             e.detail().unwrap_or("DB index is out of range")
                         ))
                     }
-                    _ => ended(self.failure(CONNECT, &e)),
+                    _ => ended(failure(CONNECT, &e)),
                 })?;
         }
         set_timeouts(&mut con, timeout)?;
@@ -312,7 +385,7 @@ impl RedisLock {
     /// After an acquire whose outcome is unknown: deletes the lock if it
     /// holds our token (the owner-checked release), on a fresh connection,
     /// briefly and best effort, so that no phantom lock stays for a lease.
-    fn take_back(&self, info: &ConnectionInfo, keys: &Keys, token: &str) {
+    fn take_back(&self, info: &Target, keys: &Keys, token: &str) {
         if let Ok(mut con) = self.connect(info, TAKE_BACK_TIMEOUT, None) {
             let _ = keys.release(token).invoke::<i64>(&mut con);
         }
@@ -362,6 +435,255 @@ impl RedisLock {
             return Err(self.usage("--lease must be at least 100ms for a Redis lock"));
         }
         Ok(lease)
+    }
+}
+
+/// Where a lock's server is and how to reach it.
+struct Target {
+    /// The URL's settings, with REDISCLI_AUTH's password.
+    info: ConnectionInfo,
+    /// For `rediss://`: the CA and client certificate from the URL (both
+    /// None to use the trust store and no client certificate).
+    certificates: Option<TlsCertificates>,
+}
+
+/// lockwrap's TLS parameters of a `rediss://` URL, which the driver does
+/// not know: `tls_ca=PATH` (a PEM file of CA certificates to trust instead
+/// of the system trust store), `tls_cert=PATH` and `tls_key=PATH` (a client
+/// certificate chain and its private key, PEM, for a server with
+/// `tls-auth-clients yes`). Paths may be percent-encoded.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `tls_ca`: the CA certificates to trust.
+    pub ca: Option<PathBuf>,
+    /// `tls_cert`: the client certificate chain.
+    pub cert: Option<PathBuf>,
+    /// `tls_key`: the client certificate's private key.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Splits `url` into the URL without the TLS parameters (the driver's
+    /// part) and the files they name. A parameter that starts with `tls_`
+    /// but is none of them, or one given twice, is an error (a typo must not
+    /// go unnoticed).
+    pub fn split_url(url: &str) -> Result<(String, TlsFiles), String> {
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok((url.to_owned(), TlsFiles::default()));
+        };
+        let mut files = TlsFiles::default();
+        let mut kept = Vec::new();
+        for param in query.split('&') {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            let slot = match key {
+                "tls_ca" => &mut files.ca,
+                "tls_cert" => &mut files.cert,
+                "tls_key" => &mut files.key,
+                _ if key.starts_with("tls_") => {
+                    return Err(format!(
+                        "unknown URL parameter {key} (the TLS parameters are tls_ca, tls_cert and tls_key)"
+                    ));
+                }
+                _ => {
+                    kept.push(param);
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                return Err(format!("the URL parameter {key} is given twice"));
+            }
+            if value.is_empty() {
+                return Err(format!("the URL parameter {key} needs a file: {key}=PATH"));
+            }
+            *slot = Some(PathBuf::from(percent_decode(value)));
+        }
+        let url = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        Ok((url, files))
+    }
+
+    /// Whether no TLS parameter was given.
+    pub fn is_empty(&self) -> bool {
+        *self == TlsFiles::default()
+    }
+
+    /// The files' contents, checked to hold what they should: a missing,
+    /// unreadable or wrong file is named with its parameter and path.
+    fn read(&self) -> Result<TlsCertificates, String> {
+        let read = |key: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                let why = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0));
+                let why = if e.raw_os_error().is_some() {
+                    why.desc().to_lowercase()
+                } else {
+                    e.to_string()
+                };
+                format!("TLS: cannot read the {key} file {}: {why}", path.display())
+            })
+        };
+        let certificates = |key: &str, path: &PathBuf| {
+            let pem = read(key, path)?;
+            let count = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("TLS: the {key} file {} is not PEM: {e}", path.display()))?
+                .len();
+            if count == 0 {
+                return Err(format!(
+                    "TLS: the {key} file {} holds no PEM certificate",
+                    path.display()
+                ));
+            }
+            Ok(pem)
+        };
+        let root_cert = self
+            .ca
+            .as_ref()
+            .map(|path| certificates("tls_ca", path))
+            .transpose()?;
+        let client_tls = match (&self.cert, &self.key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let client_cert = certificates("tls_cert", cert)?;
+                let client_key = read("tls_key", key)?;
+                PrivateKeyDer::from_pem_slice(&client_key).map_err(|e| {
+                    format!(
+                        "TLS: the tls_key file {} holds no PEM private key: {e}",
+                        key.display()
+                    )
+                })?;
+                Some(ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                })
+            }
+            (Some(_), None) => {
+                return Err(
+                    "TLS: tls_cert needs tls_key (the client certificate's private key)".into(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err("TLS: tls_key needs tls_cert (the client certificate)".into());
+            }
+        };
+        Ok(TlsCertificates {
+            client_tls,
+            root_cert,
+        })
+    }
+}
+
+/// `text` with `%XX` escapes decoded (invalid ones are kept as they are).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The driver's error as the error it wraps (an `Arc` around it, or around
+/// an I/O error around it), if it is an `E`.
+fn wrapped<E: std::error::Error + 'static>(e: &RedisError) -> Option<&E> {
+    let source = std::error::Error::source(e)?;
+    let inner: &(dyn std::error::Error + 'static) =
+        match source.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+            Some(arc) => &**arc,
+            None => source,
+        };
+    inner.downcast_ref::<E>().or_else(|| {
+        inner
+            .downcast_ref::<std::io::Error>()?
+            .get_ref()?
+            .downcast_ref::<E>()
+    })
+}
+
+/// The TLS error behind a failed connection or call, if any.
+fn rustls_error(e: &RedisError) -> Option<&rustls::Error> {
+    wrapped::<rustls::Error>(e)
+}
+
+/// The trust store that could not be loaded (an SSL_CERT_FILE that does
+/// not exist, say), if that is what failed.
+fn trust_store_error(e: &RedisError) -> Option<&rustls_native_certs::Error> {
+    wrapped::<rustls_native_certs::Error>(e)
+}
+
+/// Why a TLS handshake failed, in words, and whether it is the server that
+/// refused (our client certificate, or none).
+fn tls_reason(e: &rustls::Error) -> (String, bool) {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert};
+    let ours = |text: &str| (text.to_owned(), false);
+    match e {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            Cert::UnknownIssuer => ours(
+                "the server's certificate is not trusted (its issuer is not in the trust store; give the CA with ?tls_ca=FILE or SSL_CERT_FILE)",
+            ),
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => ours(
+                "the server's certificate is not valid for this host name (connect by a name or address the certificate lists)",
+            ),
+            Cert::Expired | Cert::ExpiredContext { .. } => {
+                ours("the server's certificate has expired")
+            }
+            Cert::NotValidYet | Cert::NotValidYetContext { .. } => {
+                ours("the server's certificate is not valid yet (check the clocks)")
+            }
+            Cert::Revoked => ours("the server's certificate is revoked"),
+            Cert::InvalidPurpose | Cert::InvalidPurposeContext { .. } => {
+                ours("the server's certificate is not for a TLS server")
+            }
+            other => (
+                format!(
+                    "the server's certificate is not trusted: {}",
+                    rustls::Error::InvalidCertificate(other.clone())
+                ),
+                false,
+            ),
+        },
+        rustls::Error::AlertReceived(Alert::CertificateRequired) => (
+            "the server wants a client certificate (give it with ?tls_cert=FILE&tls_key=FILE)"
+                .into(),
+            true,
+        ),
+        rustls::Error::AlertReceived(
+            alert @ (Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA
+            | Alert::AccessDenied),
+        ) => (
+            format!("the server refused the client certificate ({alert:?})"),
+            true,
+        ),
+        rustls::Error::AlertReceived(alert) => {
+            ours(&format!("the server ended the handshake ({alert:?})"))
+        }
+        rustls::Error::InvalidMessage(_)
+        | rustls::Error::InappropriateMessage { .. }
+        | rustls::Error::InappropriateHandshakeMessage { .. } => ours(
+            "the server does not answer with TLS (is this its TLS port? plain Redis is redis://)",
+        ),
+        other => ours(&format!("the handshake failed: {other}")),
     }
 }
 
