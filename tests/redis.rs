@@ -561,6 +561,18 @@ fn rediss_file_parameters_are_checked() {
     let out = run_tls(&sb, None, &["-n", &format!("{base}?tls_cert={client}#f")]);
     out.assert_error(78);
     assert!(out.stderr.contains("tls_key"), "{out:?}");
+    // A key that is not the certificate's (the server's key).
+    let other_key = server.files.url_path("server.key");
+    let out = run_tls(
+        &sb,
+        None,
+        &[
+            "-n",
+            &format!("{base}?tls_cert={client}&tls_key={other_key}#f"),
+        ],
+    );
+    out.assert_error(78);
+    assert!(out.stderr.contains("does not go with"), "{out:?}");
 
     let plain = format!(
         "redis://127.0.0.1:{}?tls_ca={}#f",

@@ -327,6 +327,10 @@ impl RedisLock {
                 (Some(_), Some(store)) => self.config_error(&format!(
                     "TLS: cannot load the trust store (SSL_CERT_FILE, SSL_CERT_DIR): {store}"
                 )),
+                // TLS settings the driver cannot use: not worth a retry.
+                (Some(host), None) if e.kind() == ErrorKind::InvalidClientConfig => {
+                    self.config_error(&format!("TLS: {} (host {host})", describe(e)))
+                }
                 _ => self.failure(what, e),
             },
         };
@@ -548,10 +552,26 @@ impl TlsFiles {
             (Some(cert), Some(key)) => {
                 let client_cert = certificates("tls_cert", cert)?;
                 let client_key = read("tls_key", key)?;
-                PrivateKeyDer::from_pem_slice(&client_key).map_err(|e| {
+                let private = PrivateKeyDer::from_pem_slice(&client_key).map_err(|e| {
                     format!(
                         "TLS: the tls_key file {} holds no PEM private key: {e}",
                         key.display()
+                    )
+                })?;
+                // The key must be usable and belong to the certificate.
+                let chain = CertificateDer::pem_slice_iter(&client_cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap_or_default();
+                rustls::sign::CertifiedKey::from_der(
+                    chain,
+                    private,
+                    &rustls::crypto::ring::default_provider(),
+                )
+                .map_err(|e| {
+                    format!(
+                        "TLS: the tls_key file {} does not go with the tls_cert file {}: {e}",
+                        key.display(),
+                        cert.display()
                     )
                 })?;
                 Some(ClientTlsConfig {
@@ -1033,6 +1053,25 @@ mod tests {
         let (a, b) = (random_token(), random_token());
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn tls_parameters_are_split_off_the_url() {
+        let (url, files) = TlsFiles::split_url(
+            "rediss://:pw@h:6380/2?tls_ca=/a%20b/ca.pem&protocol=resp3&tls_cert=c&tls_key=k",
+        )
+        .unwrap();
+        assert_eq!(url, "rediss://:pw@h:6380/2?protocol=resp3");
+        assert_eq!(files.ca, Some(PathBuf::from("/a b/ca.pem")));
+        assert_eq!(files.cert, Some(PathBuf::from("c")));
+        assert_eq!(files.key, Some(PathBuf::from("k")));
+        let (url, files) = TlsFiles::split_url("rediss://h?tls_ca=x").unwrap();
+        assert_eq!(url, "rediss://h");
+        assert!(!files.is_empty());
+        assert!(TlsFiles::split_url("rediss://h").unwrap().1.is_empty());
+        assert!(TlsFiles::split_url("rediss://h?tls_cafile=x").is_err());
+        assert!(TlsFiles::split_url("rediss://h?tls_ca=x&tls_ca=y").is_err());
+        assert!(TlsFiles::split_url("rediss://h?tls_ca=").is_err());
     }
 
     #[test]
