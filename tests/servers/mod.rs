@@ -610,8 +610,8 @@ impl PgTlsServer {
         }
         let certs = tempfile::tempdir().expect("temp dir");
         let at = |name: &str| certs.path().join(name);
-        make_ca(&at("ca"));
-        make_ca(&at("other-ca"));
+        make_ca(&at("ca"), "lockwrap test CA");
+        make_ca(&at("other-ca"), "another lockwrap test CA");
         make_cert(&at("ca"), &at("client"), "postgres", None);
         let as_root = nix::unistd::geteuid().is_root();
         let pg = PgServer::start_configured("127.0.0.1,127.0.0.2", |dir, data| {
@@ -693,7 +693,7 @@ fn openssl(args: &[&str]) {
 }
 
 /// A self-signed CA: `BASE.pem` and `BASE.key`.
-fn make_ca(base: &Path) {
+fn make_ca(base: &Path, cn: &str) {
     let (pem, key) = (base.with_extension("pem"), base.with_extension("key"));
     openssl(&[
         "req",
@@ -706,7 +706,7 @@ fn make_ca(base: &Path) {
         "-days",
         "2",
         "-subj",
-        "/CN=lockwrap test CA",
+        &format!("/CN={cn}"),
         "-keyout",
         key.to_str().unwrap(),
         "-out",

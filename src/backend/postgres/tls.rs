@@ -123,16 +123,14 @@ fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -171,11 +169,7 @@ fn home() -> Option<PathBuf> {
 }
 
 /// A file setting: (path, whether it was named explicitly).
-fn file_setting(
-    url: &Option<String>,
-    var: &str,
-    default: &str,
-) -> Option<(PathBuf, bool)> {
+fn file_setting(url: &Option<String>, var: &str, default: &str) -> Option<(PathBuf, bool)> {
     match url.clone().or_else(|| env(var)) {
         Some(path) => Some((PathBuf::from(path), true)),
         None => home().map(|h| (h.join(".postgresql").join(default), false)),
@@ -310,7 +304,12 @@ fn load_roots(params: &UrlParams, mode: Mode) -> Result<Option<RootCertStore>, S
     }
     let certs = CertificateDer::pem_file_iter(&path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read root certificate file \"{}\": {e}", path.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot read root certificate file \"{}\": {e}",
+                path.display()
+            )
+        })?;
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
         return Err(format!(
@@ -532,6 +531,15 @@ fn handshake_error(host: &str, e: &io::Error) -> String {
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     match rustls_error {
         Some(rustls::Error::InvalidCertificate(why)) => {
+            let why = match why {
+                CertificateError::UnknownIssuer => {
+                    "no CA in the root certificate file signed it".to_owned()
+                }
+                CertificateError::BadSignature => {
+                    "its signature does not match the CA in the root certificate file".to_owned()
+                }
+                other => other.to_string(),
+            };
             format!("the certificate of {host} is not accepted: {why}")
         }
         Some(why) => format!("TLS with {host} failed: {why}"),
