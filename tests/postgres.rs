@@ -446,6 +446,22 @@ fn a_missing_ca_or_certificate_file_is_78() {
     });
 }
 
+/// Issue 12 (2): unix sockets never use TLS, as with libpq: verify-full
+/// without a root CA file still connects there.
+#[test]
+fn unix_sockets_ignore_sslmode() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-socket");
+        let lock = format!(
+            "postgresql://postgres@/postgres?host={}&port={}&sslmode=verify-full#socket",
+            tls.pg.socket_dir.display(),
+            tls.pg.port
+        );
+        run_tls(&sb, &[], &[&lock, "true"]).assert_code(0);
+        run_tls(&sb, &[("PGSSLMODE", "require")], &[&lock, "true"]).assert_code(0);
+    });
+}
+
 /// Issue 12 (2): PGSSLMODE and PGSSLROOTCERT work like the URL's
 /// parameters, and the URL wins.
 #[test]

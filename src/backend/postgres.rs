@@ -117,17 +117,6 @@ impl PgLock {
                 "not a valid postgres:// URL (postgres://[USER[:PASS]@]HOST[:PORT]/DATABASE#NAME)",
             )
         })?;
-        let tls = Tls::resolve(&tls_params).map_err(|why| self.config_error(&why))?;
-        if config.get_ssl_negotiation() == SslNegotiation::Direct
-            && !matches!(
-                tls.mode(),
-                tls::Mode::Require | tls::Mode::VerifyCa | tls::Mode::VerifyFull
-            )
-        {
-            return Err(self.config_error(
-                "sslnegotiation=direct needs sslmode=require, verify-ca or verify-full",
-            ));
-        }
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if config.get_hosts().is_empty() {
             match env("PGHOST") {
@@ -143,6 +132,21 @@ impl PgLock {
                     config.host("localhost");
                 }
             }
+        }
+        let unix_socket = config
+            .get_hosts()
+            .iter()
+            .all(|host| matches!(host, Host::Unix(_)));
+        let tls = Tls::resolve(&tls_params, unix_socket).map_err(|why| self.config_error(&why))?;
+        if config.get_ssl_negotiation() == SslNegotiation::Direct
+            && !matches!(
+                tls.mode(),
+                tls::Mode::Require | tls::Mode::VerifyCa | tls::Mode::VerifyFull
+            )
+        {
+            return Err(self.config_error(
+                "sslnegotiation=direct needs sslmode=require, verify-ca or verify-full",
+            ));
         }
         if config.get_ports().is_empty()
             && let Some(port) = env("PGPORT").and_then(|p| p.parse().ok())

@@ -179,7 +179,9 @@ fn file_setting(url: &Option<String>, var: &str, default: &str) -> Option<(PathB
 impl Tls {
     /// The settings of `params` completed from the environment and libpq's
     /// defaults, with the files loaded; the error is a reason for the user.
-    pub fn resolve(params: &UrlParams) -> Result<Tls, String> {
+    /// Over unix sockets only (`unix_socket`) no file is needed: they never
+    /// use TLS.
+    pub fn resolve(params: &UrlParams, unix_socket: bool) -> Result<Tls, String> {
         let mode = match params.sslmode.clone().or_else(|| env("PGSSLMODE")) {
             None => Mode::Prefer,
             Some(text) => Mode::parse(&text).ok_or_else(|| {
@@ -188,7 +190,7 @@ impl Tls {
                 )
             })?,
         };
-        if mode == Mode::Disable {
+        if mode == Mode::Disable || unix_socket {
             return Ok(Tls { mode, config: None });
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
