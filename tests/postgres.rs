@@ -15,7 +15,7 @@ use common::{Sandbox, WAIT, assert_replace_did_not_signal, wait_until};
 use lockwrap::backend;
 use lockwrap::spec::LockSpec;
 use servers::scenarios::{self, run};
-use servers::{Engine, PgServer, Postgres, Stopped, with};
+use servers::{Engine, PgServer, PgTlsServer, Postgres, Stopped, with};
 
 /// Issue 12 (4): every holder gets a fencing token from the server, and a
 /// later holder's is larger.
@@ -328,4 +328,275 @@ fn tokens_grow_across_holders_and_a_restart() {
         tokens.windows(2).all(|w| w[0] < w[1]),
         "{lock}: tokens {tokens:?} (the last after a restart)"
     );
+}
+
+/// Runs `test` against the shared TLS cluster, or skips it.
+fn with_tls(test: impl FnOnce(&PgTlsServer)) {
+    if let Some(server) = PgTlsServer::shared() {
+        test(&server);
+    }
+}
+
+/// lockwrap with `args` and the environment `env`, with HOME in the sandbox
+/// (no ~/.postgresql of the tester's), no TLS settings or password from the
+/// tester's environment.
+fn run_tls(sb: &Sandbox, env: &[(&str, &str)], args: &[&str]) -> common::Output {
+    let mut command = sb.lockwrap(args);
+    command
+        .env("HOME", &sb.work)
+        .env("PGPASSFILE", sb.work_path("no-such-pgpass"));
+    for var in [
+        "PGPASSWORD",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCERT",
+        "PGSSLKEY",
+    ] {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied());
+    sb.run(command)
+}
+
+/// Whether lockwrap's session for `lock` (named `name`) uses TLS, "t" or
+/// "f", as pg_stat_ssl says to psql, run by lockwrap as its command.
+fn session_ssl(
+    sb: &Sandbox,
+    pg: &PgServer,
+    env: &[(&str, &str)],
+    lock: &str,
+    name: &str,
+) -> String {
+    let sql = format!(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid IN (SELECT pid {})",
+        PgServer::lock_rows(name, "granted")
+    );
+    let psql = pg.psql_args(&sql);
+    let mut args = vec![lock];
+    args.extend(psql.iter().map(String::as_str));
+    let out = run_tls(sb, env, &args);
+    out.assert_code(0);
+    out.stdout.trim().to_owned()
+}
+
+/// The error message of `out` without the lock spec it starts with.
+fn reason(out: &common::Output, lock: &str) -> String {
+    out.stderr.replacen(lock, "", 1)
+}
+
+/// Issue 12 (2): sslmode=require speaks TLS, also to a database that the
+/// server lets in over TLS only.
+#[test]
+fn sslmode_require_talks_tls() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-require");
+        let lock = tls.lock("127.0.0.1", "sslonly", "sslmode=require", "tls_require");
+        assert_eq!(session_ssl(&sb, &tls.pg, &[], &lock, "tls_require"), "t");
+    });
+}
+
+/// Issue 12 (2): verify-full checks the chain against sslrootcert and the
+/// host name against the certificate; verify-ca only the chain. A failure is
+/// one line naming the host, 78.
+#[test]
+fn verify_full_checks_the_chain_and_the_host_name() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-verify");
+        let ca = tls.ca.display().to_string();
+        let full = format!("sslmode=verify-full&sslrootcert={ca}");
+        for host in ["127.0.0.1", "localhost"] {
+            let lock = tls.lock(host, "sslonly", &full, "verify");
+            run_tls(&sb, &[], &[&lock, "true"]).assert_code(0);
+        }
+        let lock = tls.lock("127.0.0.2", "sslonly", &full, "verify");
+        let out = run_tls(&sb, &[], &[&lock, "true"]);
+        out.assert_error(78);
+        assert!(reason(&out, &lock).contains("127.0.0.2"), "{out:?}");
+        let ca_only = format!("sslmode=verify-ca&sslrootcert={ca}");
+        let lock = tls.lock("127.0.0.2", "sslonly", &ca_only, "verify");
+        run_tls(&sb, &[], &[&lock, "true"]).assert_code(0);
+        let other = format!("sslmode=verify-ca&sslrootcert={}", tls.other_ca.display());
+        let lock = tls.lock("127.0.0.1", "sslonly", &other, "verify");
+        let out = run_tls(&sb, &[], &[&lock, "true"]);
+        out.assert_error(78);
+        assert!(reason(&out, &lock).contains("127.0.0.1"), "{out:?}");
+    });
+}
+
+/// Issue 12 (2): verify-* without a CA to verify against, or a named file
+/// that is missing, is a setting to fix: 78, naming the file.
+#[test]
+fn a_missing_ca_or_certificate_file_is_78() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-missing");
+        let lock = tls.lock("127.0.0.1", "sslonly", "sslmode=verify-ca", "missing");
+        let out = run_tls(&sb, &[], &[&lock, "true"]);
+        out.assert_error(78);
+        assert!(reason(&out, &lock).contains("root.crt"), "{out:?}");
+        for param in ["sslrootcert", "sslcert", "sslkey"] {
+            let query = format!("sslmode=require&{param}=/no/such/file-{param}.pem");
+            let lock = tls.lock("127.0.0.1", "sslonly", &query, "missing");
+            let out = run_tls(&sb, &[], &[&lock, "true"]);
+            out.assert_error(78);
+            assert!(
+                out.stderr.matches(&format!("file-{param}.pem")).count() >= 2,
+                "the reason names the file: {out:?}"
+            );
+        }
+    });
+}
+
+/// Issue 12 (2): unix sockets never use TLS, as with libpq: verify-full
+/// without a root CA file still connects there.
+#[test]
+fn unix_sockets_ignore_sslmode() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-socket");
+        let lock = format!(
+            "postgresql://postgres@/postgres?host={}&port={}&sslmode=verify-full#socket",
+            tls.pg.socket_dir.display(),
+            tls.pg.port
+        );
+        run_tls(&sb, &[], &[&lock, "true"]).assert_code(0);
+        run_tls(&sb, &[("PGSSLMODE", "require")], &[&lock, "true"]).assert_code(0);
+    });
+}
+
+/// Issue 12 (2): PGSSLMODE and PGSSLROOTCERT work like the URL's
+/// parameters, and the URL wins.
+#[test]
+fn pgsslmode_and_pgsslrootcert_work_like_the_url() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-env");
+        let ca = tls.ca.display().to_string();
+        let env = [("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", ca.as_str())];
+        let lock = tls.lock("127.0.0.1", "sslonly", "", "env");
+        run_tls(&sb, &env, &[&lock, "true"]).assert_code(0);
+        let lock = tls.lock("127.0.0.2", "sslonly", "", "env");
+        run_tls(&sb, &env, &[&lock, "true"]).assert_error(78);
+        let lock = tls.lock("127.0.0.2", "sslonly", "sslmode=verify-ca", "env");
+        run_tls(&sb, &env, &[&lock, "true"]).assert_code(0);
+        let lock = tls.lock("127.0.0.1", "sslonly", "", "env");
+        run_tls(&sb, &[("PGSSLMODE", "disable")], &[&lock, "true"]).assert_error(78);
+        run_tls(&sb, &[("PGSSLMODE", "bogus")], &[&lock, "true"]).assert_error(78);
+    });
+}
+
+/// Issue 12 (2): sslmode=disable never speaks TLS: a database that the
+/// server lets in over TLS only refuses it (78, as before TLS support).
+#[test]
+fn sslmode_disable_is_refused_where_tls_is_required() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-disable");
+        let lock = tls.lock("127.0.0.1", "sslonly", "sslmode=disable", "disable");
+        let out = run_tls(&sb, &[], &[&lock, "true"]);
+        out.assert_error(78);
+        assert!(reason(&out, &lock).contains("no encryption"), "{out:?}");
+        let lock = tls.lock("127.0.0.1", "postgres", "sslmode=disable", "disable");
+        assert_eq!(session_ssl(&sb, &tls.pg, &[], &lock, "disable"), "f");
+    });
+}
+
+/// Issue 12 (2): prefer (the default) uses TLS when the server has it and
+/// plain text when it has not, or when it refuses the TLS session (libpq's
+/// retry).
+#[test]
+fn prefer_is_the_default_and_uses_tls_when_the_server_has_it() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-prefer");
+        for query in ["", "sslmode=prefer"] {
+            let lock = tls.lock("127.0.0.1", "postgres", query, "prefer");
+            assert_eq!(session_ssl(&sb, &tls.pg, &[], &lock, "prefer"), "t");
+        }
+        let lock = tls.lock("127.0.0.1", "plainonly", "", "prefer");
+        assert_eq!(session_ssl(&sb, &tls.pg, &[], &lock, "prefer"), "f");
+    });
+    with(|server: &Postgres| {
+        let sb = Sandbox::new("tls-prefer-plain");
+        let lock = server.lock("prefer_plain");
+        assert_eq!(session_ssl(&sb, server, &[], &lock, "prefer_plain"), "f");
+    });
+}
+
+/// Issue 12 (2): allow tries plain text first and TLS when the server
+/// refuses it.
+#[test]
+fn allow_tries_plain_text_first() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-allow");
+        let lock = tls.lock("127.0.0.1", "postgres", "sslmode=allow", "allow");
+        assert_eq!(session_ssl(&sb, &tls.pg, &[], &lock, "allow"), "f");
+        let lock = tls.lock("127.0.0.1", "sslonly", "sslmode=allow", "allow");
+        assert_eq!(session_ssl(&sb, &tls.pg, &[], &lock, "allow"), "t");
+    });
+}
+
+/// Issue 12 (2): a client certificate from sslcert/sslkey, or from
+/// ~/.postgresql/postgresql.crt and .key, logs in where the server wants
+/// one; without it the server refuses (77).
+#[test]
+fn a_client_certificate_logs_in_where_one_is_required() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-client-cert");
+        let query = format!(
+            "sslmode=require&sslcert={}&sslkey={}",
+            tls.client_cert.display(),
+            tls.client_key.display()
+        );
+        let lock = tls.lock("127.0.0.1", "certdb", &query, "cert");
+        run_tls(&sb, &[], &[&lock, "true"]).assert_code(0);
+        let lock = tls.lock("127.0.0.1", "certdb", "sslmode=require", "cert");
+        run_tls(&sb, &[], &[&lock, "true"]).assert_error(77);
+        let env = [
+            ("PGSSLCERT", tls.client_cert.to_str().unwrap()),
+            ("PGSSLKEY", tls.client_key.to_str().unwrap()),
+        ];
+        run_tls(&sb, &env, &[&lock, "true"]).assert_code(0);
+        let dot = sb.work.join(".postgresql");
+        std::fs::create_dir(&dot).unwrap();
+        std::fs::copy(&tls.client_cert, dot.join("postgresql.crt")).unwrap();
+        std::fs::copy(&tls.client_key, dot.join("postgresql.key")).unwrap();
+        run_tls(&sb, &[], &[&lock, "true"]).assert_code(0);
+    });
+}
+
+/// Issue 12 (2): with ~/.postgresql/root.crt, require verifies the chain
+/// like verify-ca (libpq), and verify-* use it as their CA.
+#[test]
+fn a_root_crt_in_home_makes_require_verify_the_chain() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-root-crt");
+        let dot = sb.work.join(".postgresql");
+        std::fs::create_dir(&dot).unwrap();
+        std::fs::copy(&tls.other_ca, dot.join("root.crt")).unwrap();
+        let lock = tls.lock("127.0.0.1", "sslonly", "sslmode=require", "root");
+        run_tls(&sb, &[], &[&lock, "true"]).assert_error(78);
+        std::fs::copy(&tls.ca, dot.join("root.crt")).unwrap();
+        run_tls(&sb, &[], &[&lock, "true"]).assert_code(0);
+        let lock = tls.lock("127.0.0.2", "sslonly", "sslmode=require", "root");
+        run_tls(&sb, &[], &[&lock, "true"]).assert_code(0);
+        let lock = tls.lock("127.0.0.1", "sslonly", "sslmode=verify-full", "root");
+        run_tls(&sb, &[], &[&lock, "true"]).assert_code(0);
+    });
+}
+
+/// Issue 12 (2): a wait over TLS that is given up is cancelled on the
+/// server (the cancel request goes over TLS too): nobody stays queued.
+#[test]
+fn a_wait_over_tls_given_up_leaves_no_waiter() {
+    with_tls(|tls| {
+        let sb = Sandbox::new("tls-cancel");
+        let query = format!("sslmode=verify-full&sslrootcert={}", tls.ca.display());
+        let lock = tls.lock("127.0.0.1", "sslonly", &query, "tls_cancel");
+        let mut holder = sb.hold(&[], &lock);
+        run_tls(&sb, &[], &["-w", "0.3", &lock, "true"]).assert_code(1);
+        let queued = format!(
+            "SELECT count(*) {}",
+            PgServer::lock_rows("tls_cancel", "NOT granted")
+        );
+        wait_until("the given-up waiter to leave the queue", WAIT, || {
+            tls.pg.sql(&queued) == "0"
+        });
+        holder.release_and_finish().assert_code(0);
+    });
 }

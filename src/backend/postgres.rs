@@ -21,16 +21,20 @@
 //! claim that name, so it is for `--status` only: `--replace` ends the
 //! holding sessions with `pg_terminate_backend` and signals no process.
 //!
+//! TLS is libpq's (`sslmode`, `sslrootcert`, `sslcert`, `sslkey` in the
+//! URL or the `PGSSL*` variables), on rustls (the `tls` submodule).
+//!
 //! The password never appears in a message: none is built from the
 //! connection settings, and the server's messages do not contain it.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ::postgres::config::{Host, SslMode, SslNegotiation};
+use ::postgres::config::{Host, SslNegotiation};
 use ::postgres::error::SqlState;
-use ::postgres::{Client, Config, NoTls};
+use ::postgres::{Client, Config};
 
 use super::{Backend, Held, HolderInfo, LockStatus, Request};
 use crate::cli::Mode;
@@ -38,6 +42,9 @@ use crate::error::Error;
 use crate::holder;
 use crate::spec::RemoteLock;
 use crate::wait::{Background, Waiter, poll_readable};
+
+mod tls;
+use tls::Tls;
 
 /// The lease when `--lease` is not given.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -97,23 +104,19 @@ impl PgLock {
     }
 
     /// The URL's settings, completed from the environment as libpq does
-    /// (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGPASSFILE/~/.pgpass).
-    fn config(&self, application_name: &str) -> Result<Config, Error> {
+    /// (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGPASSFILE/~/.pgpass,
+    /// and for TLS PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY).
+    fn config(&self, application_name: &str) -> Result<(Config, Tls), Error> {
         if self.remote.name.is_empty() {
             return Err(self.usage("missing lock name: end the URL with #NAME"));
         }
-        let mut config = Config::from_str(&self.remote.url).map_err(|_| {
+        // The driver knows only some of libpq's TLS parameters.
+        let (url, tls_params) = tls::take_params(&self.remote.url);
+        let mut config = Config::from_str(&url).map_err(|_| {
             self.config_error(
                 "not a valid postgres:// URL (postgres://[USER[:PASS]@]HOST[:PORT]/DATABASE#NAME)",
             )
         })?;
-        if config.get_ssl_mode() == SslMode::Require
-            || config.get_ssl_negotiation() == SslNegotiation::Direct
-        {
-            return Err(self.config_error(
-                "the URL requires TLS (sslmode=require or sslnegotiation=direct), which this lockwrap does not support; use a TLS tunnel or a trusted network without it",
-            ));
-        }
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if config.get_hosts().is_empty() {
             match env("PGHOST") {
@@ -129,6 +132,21 @@ impl PgLock {
                     config.host("localhost");
                 }
             }
+        }
+        let unix_socket = config
+            .get_hosts()
+            .iter()
+            .all(|host| matches!(host, Host::Unix(_)));
+        let tls = Tls::resolve(&tls_params, unix_socket).map_err(|why| self.config_error(&why))?;
+        if config.get_ssl_negotiation() == SslNegotiation::Direct
+            && !matches!(
+                tls.mode(),
+                tls::Mode::Require | tls::Mode::VerifyCa | tls::Mode::VerifyFull
+            )
+        {
+            return Err(self.config_error(
+                "sslnegotiation=direct needs sslmode=require, verify-ca or verify-full",
+            ));
         }
         if config.get_ports().is_empty()
             && let Some(port) = env("PGPORT").and_then(|p| p.parse().ok())
@@ -166,7 +184,7 @@ impl PgLock {
             .keepalives_idle(Duration::from_secs(10))
             .keepalives_interval(Duration::from_secs(5))
             .keepalives_retries(3);
-        Ok(config)
+        Ok((config, tls))
     }
 
     /// Runs `call` with a fresh connection on a helper thread, all of it
@@ -178,14 +196,13 @@ impl PgLock {
     /// process's exit.
     fn with_new_session<T: Send + 'static>(
         &self,
-        config: &Config,
+        (config, tls): &(Config, Tls),
         waiter: Option<&Waiter<'_>>,
         call: impl FnOnce(&mut Client) -> Result<T, (&'static str, ::postgres::Error)> + Send + 'static,
     ) -> Result<(Client, T), Error> {
-        let config2 = config.clone();
+        let (config2, tls2) = (config.clone(), tls.clone());
         let setup = move || {
-            let mut client = config2
-                .connect(NoTls)
+            let mut client = connect(&config2, &tls2)
                 .map_err(|e| ("cannot connect to the PostgreSQL server", e))?;
             let value = call(&mut client)?;
             Ok((client, value))
@@ -212,6 +229,38 @@ impl PgLock {
             return Err(self.usage("--lease must be at least 100ms for a PostgreSQL lock"));
         }
         Ok(lease)
+    }
+}
+
+/// Connects as `tls` says, with libpq's second attempt: for sslmode=allow
+/// over TLS after the server refused the plain-text session, for prefer in
+/// plain text after it refused the TLS session.
+fn connect(config: &Config, tls: &Tls) -> Result<Client, ::postgres::Error> {
+    let unix_socket = config
+        .get_hosts()
+        .iter()
+        .all(|host| matches!(host, Host::Unix(_)));
+    let (first, second) = tls.attempts(unix_socket);
+    let used_tls = Arc::new(AtomicBool::new(false));
+    let mut config = config.clone();
+    config.ssl_mode(first);
+    match config.connect(tls.connector(Arc::clone(&used_tls))) {
+        // The server said no with an error: pg_hba.conf, typically.
+        Err(e) if e.as_db_error().is_some() => {
+            let retry = match tls.mode() {
+                tls::Mode::Allow => second,
+                tls::Mode::Prefer if used_tls.load(Ordering::Relaxed) => second,
+                _ => None,
+            };
+            match retry {
+                Some(mode) => {
+                    config.ssl_mode(mode);
+                    config.connect(tls.connector(used_tls))
+                }
+                None => Err(e),
+            }
+        }
+        other => other,
     }
 }
 
@@ -250,6 +299,7 @@ impl Backend for PgLock {
         let lease = self.lease(request)?;
         let identity = Identity::of_this_process(request.command);
         let config = self.config(&identity.application_name())?;
+        let tls = config.1.clone();
         let suffix = if shared { "_shared" } else { "" };
         let name = self.remote.name.clone();
         let try_sql = format!("SELECT pg_try_advisory_lock{suffix}({KEY})");
@@ -277,7 +327,7 @@ impl Backend for PgLock {
                     waiter.saw_holder(&status_of(rows));
                 }
             }
-            self.wait_blocking(&client, &name, suffix, waiter)?;
+            self.wait_blocking(&client, &tls, &name, suffix, waiter)?;
         }
         let mut held = PgHeld {
             lock: self.lock.clone(),
@@ -383,6 +433,7 @@ impl PgLock {
     fn wait_blocking(
         &self,
         client: &Arc<Mutex<Client>>,
+        tls: &Tls,
         name: &str,
         suffix: &str,
         waiter: &Waiter<'_>,
@@ -402,7 +453,8 @@ impl PgLock {
                     // A lock granted just before the cancel goes with the
                     // session, which the caller closes on this error (as our
                     // exit does if the cancel fails).
-                    let _ = cancel.cancel_query(NoTls);
+                    // Over TLS as the session is.
+                    let _ = cancel.cancel_query(tls.connector(Arc::new(AtomicBool::new(false))));
                     let _ = call.finish(CANCEL_WAIT);
                     return Err(e);
                 }
@@ -831,7 +883,7 @@ fn failure(lock: &str, what: &str, e: &::postgres::Error) -> Error {
         if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
             if text.contains("no encryption") {
                 return config(
-                    "the server lets this user in over TLS only, which this lockwrap does not support",
+                    "the server lets this user in over TLS only: use an sslmode other than disable",
                 );
             }
             return permission("the server's pg_hba.conf or the role does not let this user in");
@@ -856,7 +908,12 @@ fn failure(lock: &str, what: &str, e: &::postgres::Error) -> Error {
             ),
         };
     } else if text.starts_with("error performing TLS handshake") {
-        return config("this lockwrap does not support TLS");
+        if text.contains("server does not support TLS") {
+            return config(
+                "the server has no TLS (ssl=off); sslmode=require and verify-* need it, prefer goes without",
+            );
+        }
+        return config("check sslmode, sslrootcert and the server's certificate");
     } else if text.starts_with("unexpected message from server")
         || text.starts_with("error parsing response from server")
     {

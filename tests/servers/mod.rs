@@ -408,6 +408,16 @@ impl PgServer {
     }
 
     fn start() -> Option<PgServer> {
+        PgServer::start_configured("127.0.0.1", |_, _| {})
+    }
+
+    /// Starts a cluster that listens on `listen_addresses`, after
+    /// `configure(dir, data)` has had its say on the initialised data
+    /// directory `data` (in the temp dir `dir`, which the server can read).
+    fn start_configured(
+        listen_addresses: &str,
+        configure: impl FnOnce(&Path, &Path),
+    ) -> Option<PgServer> {
         let Some(bin) = pg_bin_dir() else {
             return unavailable(
                 "PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed",
@@ -428,10 +438,11 @@ impl PgServer {
             let why = format!("initdb failed: {}", String::from_utf8_lossy(&init.stderr));
             return unavailable(&why);
         }
+        configure(dir.path(), &data);
         for _ in 0..5 {
             let port = free_port();
             let options = format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "-p {port} -k {} -c listen_addresses={listen_addresses} -c fsync=off",
                 dir.path().display()
             );
             let started = pg_command(as_postgres, &bin.join("pg_ctl"))
@@ -522,6 +533,21 @@ impl PgServer {
         (ROLE, PASSWORD)
     }
 
+    /// A psql command line (program and arguments) that prints the
+    /// unaligned result of `sql` on database postgres as postgres.
+    pub fn psql_args(&self, sql: &str) -> Vec<String> {
+        let mut args = vec![self.bin.join("psql").display().to_string()];
+        for arg in ["-h", "127.0.0.1", "-p", &self.port.to_string()] {
+            args.push(arg.to_owned());
+        }
+        for arg in [
+            "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-c", sql,
+        ] {
+            args.push(arg.to_owned());
+        }
+        args
+    }
+
     /// Runs SQL with psql and returns its unaligned output.
     pub fn sql(&self, sql: &str) -> String {
         let out = self
@@ -537,6 +563,202 @@ impl PgServer {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
+}
+
+/// A PostgreSQL cluster with TLS (`ssl=on`) of its own, shared like
+/// [`PgServer`] by the tests of one test binary, with a throwaway CA made
+/// by the `openssl` command. It listens on 127.0.0.1 and 127.0.0.2; its
+/// certificate names 127.0.0.1 and localhost only, so 127.0.0.2 is a host
+/// name the certificate does not match.
+///
+/// Databases and their pg_hba.conf entries (all `trust`):
+/// `sslonly` over TLS only (`hostssl`), `plainonly` without TLS only
+/// (`hostnossl`), `certdb` over TLS with a client certificate that the CA
+/// signed (`clientcert=verify-ca`), `postgres` either way.
+pub struct PgTlsServer {
+    /// The cluster.
+    pub pg: PgServer,
+    /// The CA that signed the server's and the client's certificates.
+    pub ca: PathBuf,
+    /// Another CA, that signed nothing of this server's.
+    pub other_ca: PathBuf,
+    /// A client certificate for role postgres, signed by [`Self::ca`].
+    pub client_cert: PathBuf,
+    /// Its key (mode 0600).
+    pub client_key: PathBuf,
+    _certs: TempDir,
+}
+
+static PG_TLS: Mutex<Weak<PgTlsServer>> = Mutex::new(Weak::new());
+
+impl PgTlsServer {
+    /// The running shared TLS cluster, or a new one; None (skip) when the
+    /// PostgreSQL server binaries or the openssl command are missing.
+    pub fn shared() -> Option<Arc<PgTlsServer>> {
+        let mut slot = PG_TLS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(server) = slot.upgrade() {
+            return Some(server);
+        }
+        let server = Arc::new(PgTlsServer::start()?);
+        *slot = Arc::downgrade(&server);
+        Some(server)
+    }
+
+    fn start() -> Option<PgTlsServer> {
+        if !binary_works(Path::new("openssl"), "version") {
+            return unavailable("the openssl command is not installed");
+        }
+        let certs = tempfile::tempdir().expect("temp dir");
+        let at = |name: &str| certs.path().join(name);
+        make_ca(&at("ca"), "lockwrap test CA");
+        make_ca(&at("other-ca"), "another lockwrap test CA");
+        make_cert(&at("ca"), &at("client"), "postgres", None);
+        let as_root = nix::unistd::geteuid().is_root();
+        let pg = PgServer::start_configured("127.0.0.1,127.0.0.2", |dir, data| {
+            // The server's files, readable by the server only.
+            let server = dir.join("server");
+            make_cert(
+                &at("ca"),
+                &server,
+                "localhost",
+                Some("subjectAltName=IP:127.0.0.1,DNS:localhost"),
+            );
+            std::fs::copy(at("ca.pem"), dir.join("ca.pem")).expect("copy the CA");
+            if as_root {
+                let postgres = nix::unistd::User::from_name("postgres")
+                    .expect("look up postgres")
+                    .expect("a postgres user");
+                for file in ["server.pem", "server.key", "ca.pem"] {
+                    nix::unistd::chown(&dir.join(file), Some(postgres.uid), Some(postgres.gid))
+                        .expect("chown the server's files");
+                }
+            }
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).expect("read postgresql.conf");
+            text.push_str(&format!(
+                "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\n",
+                server.with_extension("pem").display(),
+                server.with_extension("key").display(),
+                dir.join("ca.pem").display(),
+            ));
+            std::fs::write(&conf, text).expect("write postgresql.conf");
+            let hba = "\
+                local all all trust\n\
+                hostssl sslonly all 127.0.0.0/8 trust\n\
+                hostnossl plainonly all 127.0.0.0/8 trust\n\
+                hostssl certdb all 127.0.0.0/8 trust clientcert=verify-ca\n\
+                host postgres all 127.0.0.0/8 trust\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+        })?;
+        for db in ["sslonly", "plainonly", "certdb"] {
+            pg.sql(&format!("CREATE DATABASE {db}"));
+        }
+        Some(PgTlsServer {
+            pg,
+            ca: at("ca.pem"),
+            other_ca: at("other-ca.pem"),
+            client_cert: at("client.pem"),
+            client_key: at("client.key"),
+            _certs: certs,
+        })
+    }
+
+    /// `postgres://postgres@HOST:PORT/DB?QUERY#NAME` (`?QUERY` only when
+    /// `query` is not empty).
+    pub fn lock(&self, host: &str, db: &str, query: &str, name: &str) -> String {
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!(
+            "postgres://postgres@{host}:{}/{db}{query}#{name}",
+            self.pg.port
+        )
+    }
+}
+
+/// Runs the openssl command with `args`, which must succeed.
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed CA: `BASE.pem` and `BASE.key`.
+fn make_ca(base: &Path, cn: &str) {
+    let (pem, key) = (base.with_extension("pem"), base.with_extension("key"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={cn}"),
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        pem.to_str().unwrap(),
+    ]);
+}
+
+/// A certificate for `cn` signed by the CA at `ca` (`ca.pem`, `ca.key`):
+/// `BASE.pem` and `BASE.key` (mode 0600), with the X.509 extension
+/// `extension` if given.
+fn make_cert(ca: &Path, base: &Path, cn: &str, extension: Option<&str>) {
+    let (pem, key, csr, ext) = (
+        base.with_extension("pem"),
+        base.with_extension("key"),
+        base.with_extension("csr"),
+        base.with_extension("ext"),
+    );
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        &format!("/CN={cn}"),
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        csr.to_str().unwrap(),
+    ]);
+    std::fs::write(&ext, extension.unwrap_or("basicConstraints=CA:FALSE")).expect("write ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        csr.to_str().unwrap(),
+        "-CA",
+        ca.with_extension("pem").to_str().unwrap(),
+        "-CAkey",
+        ca.with_extension("key").to_str().unwrap(),
+        "-set_serial",
+        "2",
+        "-extfile",
+        ext.to_str().unwrap(),
+        "-out",
+        pem.to_str().unwrap(),
+    ]);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
 }
 
 /// The engine handle of PostgreSQL: the cluster shared by the tests of one
