@@ -30,6 +30,19 @@
 //! printed: messages name the lock by its redacted spec, and no message is
 //! built from the connection settings.
 //!
+//! Redis Sentinel (`redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTER[/db]#NAME`,
+//! or `rediss+sentinel://` for TLS to sentinels and master alike): every
+//! connection asks the sentinels in turn for the current master and checks
+//! with `ROLE` that it is one ([`RedisLock::connect_to_master`]); a waiter
+//! does so whenever it connects. A holder never changes servers: after a
+//! failover its old master is a replica that refuses writes (READONLY) or
+//! drops its clients (Sentinel does), so its next renewal fails and the
+//! command is stopped (75). Following the master mid-hold would be
+//! unsafe: replication is asynchronous, so the new master may not have the
+//! key, and another client may already hold the lock there. What protects
+//! the resource is the fencing token, which the new master hands out
+//! larger still (its clock in microseconds).
+//!
 //! TLS (`rediss://`) is rustls with the ring provider (no shared library).
 //! The server's certificate is verified against the system trust store,
 //! or SSL_CERT_FILE / SSL_CERT_DIR when set (as OpenSSL takes them), or
@@ -1298,6 +1311,8 @@ impl Drop for RedisHeld {
 fn describe(e: &RedisError) -> String {
     if e.is_timeout() {
         "the server did not answer in time".to_owned()
+    } else if e.is_connection_dropped() {
+        "the server closed the connection (a restart, a failover, CLIENT KILL)".to_owned()
     } else {
         e.to_string()
     }
@@ -1320,7 +1335,7 @@ fn failure(lock: &str, what: &str, e: &RedisError) -> Error {
                 .into(),
         ),
         (ErrorKind::Server(ServerErrorKind::NoPerm), _) | (_, Some("NOPERM")) => permission(format!(
-            "NOPERM {detail} (the server's ACL must allow this user EVAL, EVALSHA, PING, EXISTS, HGETALL, BLPOP and PUBLISH on the keys and channels lockwrap:*)"
+            "NOPERM {detail} (the server's ACL must allow this user EVAL, EVALSHA, PING, EXISTS, HGETALL, BLPOP and PUBLISH on the keys and channels lockwrap:*, and ROLE through Sentinel)"
         )),
         (ErrorKind::Parse | ErrorKind::UnexpectedReturnType, _) => Error::TempFail {
             lock: lock.to_owned(),
@@ -1380,6 +1395,43 @@ mod tests {
         assert!(TlsFiles::split_url("rediss://h?tls_cafile=x").is_err());
         assert!(TlsFiles::split_url("rediss://h?tls_ca=x&tls_ca=y").is_err());
         assert!(TlsFiles::split_url("rediss://h?tls_ca=").is_err());
+    }
+
+    #[test]
+    fn sentinel_urls_name_the_sentinels_and_the_master() {
+        let (url, s) = Sentinels::split_url(
+            "redis+sentinel://u:pw@a:26380,[::1]:1,b/my%20master/2?protocol=resp3&sentinel_password=sp",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(url, "redis://u:pw@a:26380/2?protocol=resp3");
+        assert_eq!(
+            s.nodes,
+            [
+                ("a".to_owned(), 26380),
+                ("::1".to_owned(), 1),
+                ("b".to_owned(), SENTINEL_PORT)
+            ]
+        );
+        assert_eq!(s.master, "my master");
+        assert_eq!(s.password.as_deref(), Some("sp"));
+        assert_eq!(s.username, None);
+        let (url, _) = Sentinels::split_url("rediss+sentinel://h/m")
+            .unwrap()
+            .unwrap();
+        assert_eq!(url, "rediss://h:26379");
+        assert!(Sentinels::split_url("redis://h#n").unwrap().is_none());
+        for bad in [
+            "redis+sentinel://h",
+            "redis+sentinel://h/",
+            "redis+sentinel://h:x/m",
+            "redis+sentinel://h,/m",
+            "redis+sentinel://h/m/x",
+            "redis+sentinel://h/m/1/2",
+            "redis+sentinel://[::1/m",
+        ] {
+            assert!(Sentinels::split_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
