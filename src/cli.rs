@@ -19,6 +19,7 @@ Lock specs:
   excl:PATH          an O_CREAT|O_EXCL lock file, removed on release
   @NAME, abstract:NAME   a Linux abstract unix socket; no file at all
   redis://HOST[:PORT][/DB]#NAME        a lease on a Redis server (across machines)
+  redis+sentinel://HOST:PORT[,...]/MASTER#NAME   the same on the master Sentinel names
   postgres://[USER@]HOST[:PORT]/DB#NAME   a PostgreSQL session advisory lock
 
 Exit codes:

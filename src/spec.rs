@@ -21,7 +21,9 @@ pub enum LockSpec {
     Excl(PathBuf),
     /// `abstract:NAME` or `@NAME`: a Linux abstract unix socket name.
     Abstract(Vec<u8>),
-    /// `redis://[user:pass@]host[:port][/db]#NAME` (or `rediss://`): a key on a Redis server.
+    /// `redis://[user:pass@]host[:port][/db]#NAME` (or `rediss://`): a key on a Redis server;
+    /// `redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTERNAME[/db]#NAME`
+    /// (or `rediss+sentinel://`): on the master that Redis Sentinel names.
     Redis(RemoteLock),
     /// `postgres://[user[:pass]@]host[:port]/db#NAME` (or `postgresql://`):
     /// a session advisory lock on a PostgreSQL server.
@@ -72,7 +74,8 @@ impl RemoteLock {
 }
 
 /// `url` with any password replaced by `***`: the one in the user-info part
-/// (`user:secret@host`) and any `password=` query parameter. Everything
+/// (`user:secret@host`) and any `password=` query parameter (also
+/// `sentinel_password=`: any parameter whose name ends in `password`). Everything
 /// lockwrap prints about a server lock goes through this.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -92,7 +95,9 @@ pub fn redact_url(url: &str) -> String {
             let params: Vec<String> = query
                 .split('&')
                 .map(|param| match param.split_once('=') {
-                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                    Some((key, _)) if key.to_ascii_lowercase().ends_with("password") => {
+                        format!("{key}=***")
+                    }
                     _ => param.to_owned(),
                 })
                 .collect();
@@ -104,7 +109,14 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// The URL schemes of server locks, whose URLs may carry a password.
-const SERVER_SCHEMES: [&str; 4] = ["redis://", "rediss://", "postgres://", "postgresql://"];
+const SERVER_SCHEMES: [&str; 6] = [
+    "redis://",
+    "rediss://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+    "postgres://",
+    "postgresql://",
+];
 
 /// `text` with every server URL in it shown by [`redact_url`]: for messages
 /// that echo what the user typed (a usage error quoting the LOCK argument).
@@ -167,7 +179,15 @@ impl LockSpec {
             return LockSpec::Abstract(name.to_vec());
         }
         let text_lossy = || String::from_utf8_lossy(bytes);
-        if bytes.starts_with(b"redis://") || bytes.starts_with(b"rediss://") {
+        if [
+            &b"redis://"[..],
+            b"rediss://",
+            b"redis+sentinel://",
+            b"rediss+sentinel://",
+        ]
+        .iter()
+        .any(|scheme| bytes.starts_with(scheme))
+        {
             return LockSpec::Redis(RemoteLock::parse(&text_lossy()));
         }
         if bytes.starts_with(b"postgres://") || bytes.starts_with(b"postgresql://") {
@@ -352,6 +372,15 @@ mod tests {
         assert_eq!(r.url, "redis://h:6380/2");
         assert_eq!(r.name, "jobs.nightly");
         assert!(matches!(parse("rediss://h#n"), LockSpec::Redis(_)));
+        let LockSpec::Redis(r) = parse("redis+sentinel://a:26379,b/mymaster/2#n") else {
+            panic!("not redis")
+        };
+        assert_eq!(r.url, "redis+sentinel://a:26379,b/mymaster/2");
+        assert_eq!(r.name, "n");
+        assert!(matches!(
+            parse("rediss+sentinel://a/m#n"),
+            LockSpec::Redis(_)
+        ));
         let LockSpec::Postgres(p) = parse("postgresql://u@h/db?host=/run/pg#a#b") else {
             panic!("not postgres")
         };
@@ -379,6 +408,14 @@ mod tests {
                 "postgresql:///db?host=/tmp&password=***&user=u#n",
             ),
             ("postgres://u:a@b@h/db#n", "postgres://u:***@h/db#n"),
+            (
+                "redis+sentinel://u:s3cret@a:26379,b:26380/mymaster/2#n",
+                "redis+sentinel://u:***@a:26379,b:26380/mymaster/2#n",
+            ),
+            (
+                "rediss+sentinel://:s3cret@a/m?sentinel_password=s3cret#n",
+                "rediss+sentinel://:***@a/m?sentinel_password=***#n",
+            ),
         ] {
             let spec = parse(given);
             assert_eq!(spec.to_string(), shown);
@@ -405,6 +442,14 @@ mod tests {
             ("a and b: redis://h#n, @name", "a and b: redis://h#n, @name"),
             ("./redis://:p@h", "./redis://:p@h"),
             ("no url here: e@x", "no url here: e@x"),
+            (
+                "redis+sentinel://:s3cret@h1:1,h2:2/mymaster#x: unknown master",
+                "redis+sentinel://:***@h1:1,h2:2/mymaster#x: unknown master",
+            ),
+            (
+                "'rediss+sentinel://h/m?sentinel_password=s3cret#x'",
+                "'rediss+sentinel://h/m?sentinel_password=***#x'",
+            ),
         ] {
             assert_eq!(redact_urls_in(given), shown);
             assert_eq!(

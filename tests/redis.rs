@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{Sandbox, WAIT, assert_replace_did_not_signal, catches, wait_until};
 use servers::scenarios::{self, run};
-use servers::{Engine, RedisServer, RedisTlsServer, with};
+use servers::{Engine, RedisSentinel, RedisServer, RedisTlsServer, SENTINEL_MASTER, with};
 
 #[test]
 fn wrappers_exclude_each_other_and_tokens_only_grow() {
@@ -611,4 +611,93 @@ fn rediss_to_a_plain_port_fails() {
         assert!(out.stderr.contains("(host 127.0.0.1)"), "{out:?}");
         assert!(!sb.work_path("token").exists(), "the command ran");
     });
+}
+
+/// Issue 12 (6): a lock through Redis Sentinel
+/// (`redis+sentinel://SENTINEL/MASTER#NAME`) is taken on the master the
+/// sentinel names.
+#[test]
+fn sentinel_finds_the_master() {
+    let Some(setup) = RedisSentinel::start() else {
+        return;
+    };
+    let sb = Sandbox::new("sentinel");
+    let lock = setup.lock(SENTINEL_MASTER, "viasentinel");
+    let out = run(&sb, &[&lock, "sh", "-c", "echo $LOCKWRAP_TOKEN"]);
+    out.assert_code(0);
+    let token: u64 = out.stdout.trim().parse().expect("a numeric token");
+    // Taken on the master: it handed out that fencing token.
+    assert_eq!(
+        setup.master.command(&["GET", "lockwrap:viasentinel:fence"]),
+        format!("${}\r\n{token}\r\n", token.to_string().len())
+    );
+}
+
+/// Issue 12 (6): a forced failover while a holder runs. The sentinel makes
+/// the old master a replica of the new one and drops its clients, so the
+/// holder's next renewal fails: it stops its command and exits 75. It
+/// never follows the master mid-hold: with asynchronous replication the
+/// new master may or may not have its key. A new wrapper through the
+/// sentinel then takes the lock on the new master, with a larger fencing
+/// token.
+#[test]
+fn a_sentinel_failover_stops_the_holder_with_75() {
+    let Some(setup) = RedisSentinel::start() else {
+        return;
+    };
+    let sb = Sandbox::new("failover");
+    let lock = setup.lock(SENTINEL_MASTER, "failover");
+    let token_file = sb.work_path("token");
+    let mut holder = sb.hold_after(
+        &["--lease", "1"],
+        &lock,
+        &format!("echo $LOCKWRAP_TOKEN > '{}'", token_file.display()),
+    );
+    let first: u64 = std::fs::read_to_string(&token_file)
+        .expect("the token file")
+        .trim()
+        .parse()
+        .expect("a numeric token");
+    let reply = setup.sentinel_command(&["SENTINEL", "FAILOVER", SENTINEL_MASTER]);
+    assert!(reply.starts_with("+OK"), "{reply:?}");
+    wait_until("the sentinel to name the new master", WAIT, || {
+        setup.master_port() == Some(setup.replica.port)
+    });
+    let out = holder.proc.finish();
+    out.assert_error(75);
+    assert!(out.stderr.contains("lock lost"), "{out:?}");
+    assert!(
+        !common::process_is_running(holder.child_pid),
+        "the command was stopped"
+    );
+
+    let out = run(
+        &sb,
+        &["-w", "20", &lock, "sh", "-c", "echo $LOCKWRAP_TOKEN"],
+    );
+    out.assert_code(0);
+    let second: u64 = out.stdout.trim().parse().expect("a numeric token");
+    assert!(second > first, "{second} > {first}");
+    // Taken on the new master.
+    assert_eq!(
+        setup.replica.command(&["GET", "lockwrap:failover:fence"]),
+        format!("${}\r\n{second}\r\n", second.to_string().len())
+    );
+}
+
+/// Issue 12 (6): a master name the sentinels do not know is a setting that
+/// cannot work (78); no sentinel answering may pass (75). One line each.
+#[test]
+fn an_unknown_master_name_is_78_and_no_sentinel_75() {
+    let Some(setup) = RedisSentinel::start() else {
+        return;
+    };
+    let sb = Sandbox::new("sentinel-unknown");
+    let out = run(&sb, &[&setup.lock("nosuchmaster", "x"), "true"]);
+    out.assert_error(78);
+    assert!(out.stderr.contains("nosuchmaster"), "{out:?}");
+
+    let nobody = servers::free_port();
+    let lock = format!("redis+sentinel://127.0.0.1:{nobody}/{SENTINEL_MASTER}#x");
+    run(&sb, &[&lock, "true"]).assert_error(75);
 }

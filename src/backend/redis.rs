@@ -30,6 +30,19 @@
 //! printed: messages name the lock by its redacted spec, and no message is
 //! built from the connection settings.
 //!
+//! Redis Sentinel (`redis+sentinel://[user:pass@]host1:port1,host2:port2/MASTER[/db]#NAME`,
+//! or `rediss+sentinel://` for TLS to sentinels and master alike): every
+//! connection asks the sentinels in turn for the current master and checks
+//! with `ROLE` that it is one ([`RedisLock::connect_to_master`]); a waiter
+//! does so whenever it connects. A holder never changes servers: after a
+//! failover its old master is a replica that refuses writes (READONLY) or
+//! drops its clients (Sentinel does), so its next renewal fails and the
+//! command is stopped (75). Following the master mid-hold would be
+//! unsafe: replication is asynchronous, so the new master may not have the
+//! key, and another client may already hold the lock there. What protects
+//! the resource is the fencing token, which the new master hands out
+//! larger still (its clock in microseconds).
+//!
 //! TLS (`rediss://`) is rustls with the ring provider (no shared library).
 //! The server's certificate is verified against the system trust store,
 //! or SSL_CERT_FILE / SSL_CERT_DIR when set (as OpenSSL takes them), or
@@ -256,11 +269,20 @@ impl RedisLock {
         }
         let (url, files) =
             TlsFiles::split_url(&self.remote.url).map_err(|why| self.config_error(&why))?;
+        let (url, sentinels) = match Sentinels::split_url(&url) {
+            Ok(Some((url, sentinels))) => (url, Some(sentinels)),
+            Ok(None) => (url, None),
+            Err(why) => {
+                return Err(self.config_error(&format!(
+                    "not a valid redis+sentinel:// URL ({why}; redis[s]+sentinel://[[USER]:PASS@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]#NAME)"
+                )));
+            }
+        };
         let tls = url.starts_with("rediss://");
         if !tls && !files.is_empty() {
-            return Err(
-                self.config_error("tls_ca, tls_cert and tls_key are for TLS: use a rediss:// URL")
-            );
+            return Err(self.config_error(
+                "tls_ca, tls_cert and tls_key are for TLS: use a rediss:// (or rediss+sentinel://) URL",
+            ));
         }
         let info = url.as_str().into_connection_info().map_err(|_| {
             self.config_error(
@@ -279,7 +301,137 @@ impl RedisLock {
             }
             _ => info,
         };
-        Ok(Target { info, certificates })
+        Ok(Target {
+            info,
+            certificates,
+            sentinels,
+        })
+    }
+
+    /// A connection to the server `target` names: with Sentinel, to the
+    /// master the sentinels name now ([`RedisLock::connect_to_master`]).
+    fn connect(
+        &self,
+        target: &Target,
+        timeout: Duration,
+        waiter: Option<&Waiter<'_>>,
+    ) -> Result<Connection, Error> {
+        match &target.sentinels {
+            Some(sentinels) => self.connect_to_master(target, sentinels, timeout, waiter),
+            None => self.connect_to(&target.info, &target.certificates, timeout, waiter),
+        }
+    }
+
+    /// Asks the sentinels in turn for the address of the master, and
+    /// connects to the first one named that says (`ROLE`) it is a master.
+    /// A sentinel that does not answer, or names a server that is not (or
+    /// no longer) a master, is passed over for the next one.
+    ///
+    /// When none gives a master: a master name that every sentinel that
+    /// answered does not know is a setting to fix (78); a refused login to
+    /// a sentinel is 77; else (no sentinel answers, or the master named
+    /// cannot be reached) 75, which may pass (a failover under way).
+    fn connect_to_master(
+        &self,
+        target: &Target,
+        sentinels: &Sentinels,
+        timeout: Duration,
+        waiter: Option<&Waiter<'_>>,
+    ) -> Result<Connection, Error> {
+        let ended = || waiter.and_then(Waiter::ended);
+        let mut unknown = Vec::new();
+        let mut master_error = None;
+        let mut sentinel_error = None;
+        for (host, port) in &sentinels.nodes {
+            let at = display_addr(host, *port);
+            let asked = self
+                .connect_to(
+                    &sentinels.info(&target.info, host, *port),
+                    &target.certificates,
+                    timeout,
+                    waiter,
+                )
+                .and_then(|mut con| {
+                    ::redis::cmd("SENTINEL")
+                        .arg("get-master-addr-by-name")
+                        .arg(&sentinels.master)
+                        .query::<Option<(String, u16)>>(&mut con)
+                        .map_err(|e| self.failure("cannot ask the sentinel for the master", &e))
+                });
+            let (master_host, master_port) = match asked {
+                Ok(Some(addr)) => addr,
+                Ok(None) => {
+                    unknown.push(at);
+                    continue;
+                }
+                Err(e) => {
+                    if let Some(ended) = ended() {
+                        return Err(ended);
+                    }
+                    let e = with_prefix(e, &format!("sentinel {at}: "));
+                    sentinel_error = Some(match sentinel_error {
+                        // A refused login (77) tells more than "unreachable".
+                        Some(Error::Permission { .. }) => sentinel_error.unwrap(),
+                        _ => e,
+                    });
+                    continue;
+                }
+            };
+            let master_at = display_addr(&master_host, master_port);
+            let info = target.info.clone().set_addr(match target.info.addr() {
+                ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+                    host: master_host,
+                    port: master_port,
+                    insecure: *insecure,
+                    tls_params: None,
+                },
+                _ => ConnectionAddr::Tcp(master_host, master_port),
+            });
+            let connected = self
+                .connect_to(&info, &target.certificates, timeout, waiter)
+                .and_then(|mut con| {
+                    let role = ::redis::cmd("ROLE")
+                        .query::<::redis::Value>(&mut con)
+                        .map_err(|e| self.failure("cannot ask the server for its role", &e))?;
+                    match role {
+                        ::redis::Value::Array(items)
+                            if matches!(items.first(), Some(::redis::Value::BulkString(role)) if role == b"master") =>
+                        {
+                            Ok(con)
+                        }
+                        _ => Err(Error::TempFail {
+                            lock: self.lock.clone(),
+                            reason: "it is not a master (a failover under way?)".into(),
+                        }),
+                    }
+                });
+            match connected {
+                Ok(con) => return Ok(con),
+                Err(e) => {
+                    if let Some(ended) = ended() {
+                        return Err(ended);
+                    }
+                    master_error.get_or_insert(with_prefix(
+                        e,
+                        &format!("the master {master_at} that sentinel {at} names: "),
+                    ));
+                }
+            }
+        }
+        if let Some(e) = master_error {
+            return Err(e);
+        }
+        if !unknown.is_empty() {
+            return Err(self.config_error(&format!(
+                "the sentinels know no master named {:?} (asked {}); fix the /MASTER part of the URL",
+                sentinels.master,
+                unknown.join(", ")
+            )));
+        }
+        Err(sentinel_error.unwrap_or_else(|| Error::TempFail {
+            lock: self.lock.clone(),
+            reason: "no sentinel to ask".into(),
+        }))
     }
 
     /// A connection whose every call gives up after `timeout`.
@@ -296,14 +448,14 @@ impl RedisLock {
     ///
     /// Over TLS the handshake happens with the PING: a certificate either
     /// side refuses ends it there ([`RedisLock::tls_failure`]).
-    fn connect(
+    fn connect_to(
         &self,
-        target: &Target,
+        info: &ConnectionInfo,
+        certificates: &Option<TlsCertificates>,
         timeout: Duration,
         waiter: Option<&Waiter<'_>>,
     ) -> Result<Connection, Error> {
         const CONNECT: &str = "cannot connect to the Redis server";
-        let info = &target.info;
         let handshake = waiter
             .and_then(Waiter::remaining)
             .map_or(timeout, |left| left.min(timeout))
@@ -334,7 +486,7 @@ impl RedisLock {
                 _ => self.failure(what, e),
             },
         };
-        let client = match &target.certificates {
+        let client = match certificates {
             Some(certificates) => {
                 // ring is this build's only provider; installing it (once per
                 // process) keeps rustls from guessing.
@@ -449,6 +601,175 @@ struct Target {
     /// For `rediss://`: the CA and client certificate from the URL (both
     /// None to use the trust store and no client certificate).
     certificates: Option<TlsCertificates>,
+    /// For `redis+sentinel://`: the sentinels that name the master (whose
+    /// address then replaces the one in `info`).
+    sentinels: Option<Sentinels>,
+}
+
+/// The sentinel part of a `redis[s]+sentinel://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sentinels {
+    /// The sentinels, in the order they are asked.
+    nodes: Vec<(String, u16)>,
+    /// The name the sentinels monitor the master by.
+    master: String,
+    /// `sentinel_username=`: the user to log in to the sentinels as.
+    username: Option<String>,
+    /// `sentinel_password=`: the sentinels' password (the URL's user-info
+    /// is the master's, as sentinels usually have none or another one).
+    password: Option<String>,
+}
+
+/// The port a sentinel listens on when the URL gives none.
+const SENTINEL_PORT: u16 = 26379;
+
+impl Sentinels {
+    /// For a `redis+sentinel://` (or `rediss+sentinel://`) URL: the URL of
+    /// the master as a `redis://` (or `rediss://`) URL whose address is the
+    /// first sentinel's (a stand-in, replaced by the master's once a
+    /// sentinel names it), and the sentinels. None for any other URL.
+    fn split_url(url: &str) -> Result<Option<(String, Sentinels)>, String> {
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            ("redis", rest)
+        } else if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
+            ("rediss", rest)
+        } else {
+            return Ok(None);
+        };
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => (Some(userinfo), hosts),
+            None => (None, authority),
+        };
+        let nodes = hosts
+            .split(',')
+            .map(parse_host_port)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut segments = path.split('/');
+        let master = percent_decode(segments.next().unwrap_or_default());
+        if master.is_empty() {
+            return Err("no master name".into());
+        }
+        let db = match segments.next() {
+            None | Some("") => None,
+            Some(db) => Some(
+                db.parse::<u32>()
+                    .map_err(|_| format!("{db:?} is not a database number"))?,
+            ),
+        };
+        if segments.next().is_some() {
+            return Err("more than /MASTER/DB after the sentinels".into());
+        }
+        let mut sentinels = Sentinels {
+            nodes,
+            master,
+            username: None,
+            password: None,
+        };
+        let mut kept = Vec::new();
+        for param in query.split('&').filter(|p| !p.is_empty()) {
+            match param.split_once('=') {
+                Some(("sentinel_username", value)) => {
+                    sentinels.username = Some(percent_decode(value));
+                }
+                Some(("sentinel_password", value)) => {
+                    sentinels.password = Some(percent_decode(value));
+                }
+                _ => kept.push(param),
+            }
+        }
+        let (host, port) = &sentinels.nodes[0];
+        let mut master_url = format!("{scheme}://");
+        if let Some(userinfo) = userinfo {
+            master_url.push_str(userinfo);
+            master_url.push('@');
+        }
+        master_url.push_str(&display_addr(host, *port));
+        if let Some(db) = db {
+            master_url.push_str(&format!("/{db}"));
+        }
+        if !kept.is_empty() {
+            master_url.push('?');
+            master_url.push_str(&kept.join("&"));
+        }
+        Ok(Some((master_url, sentinels)))
+    }
+
+    /// How to reach the sentinel at `host:port`: TLS as for the master
+    /// (`master`), database 0 and the sentinel credentials.
+    fn info(&self, master: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
+        let addr = match master.addr() {
+            ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: *insecure,
+                tls_params: None,
+            },
+            _ => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        let mut settings = ::redis::RedisConnectionInfo::default();
+        if let Some(username) = &self.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        master.clone().set_addr(addr).set_redis_settings(settings)
+    }
+}
+
+/// `HOST[:PORT]` or `[V6]:PORT` of a sentinel (26379 if no port is given).
+fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{text:?} lacks its closing ]"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match text.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("a sentinel without a host".into());
+    }
+    let port = match port {
+        Some(port) => port
+            .parse::<u16>()
+            .map_err(|_| format!("{port:?} is not a port"))?,
+        None => SENTINEL_PORT,
+    };
+    Ok((host.to_owned(), port))
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn display_addr(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `e` with `prefix` before its reason (which server it is about).
+fn with_prefix(e: Error, prefix: &str) -> Error {
+    match e {
+        Error::TempFail { lock, reason } => Error::TempFail {
+            lock,
+            reason: format!("{prefix}{reason}"),
+        },
+        Error::Permission { lock, reason } => Error::Permission {
+            lock,
+            reason: format!("{prefix}{reason}"),
+        },
+        Error::Config { lock, reason } => Error::Config {
+            lock,
+            reason: format!("{prefix}{reason}"),
+        },
+        other => other,
+    }
 }
 
 /// lockwrap's TLS parameters of a `rediss://` URL, which the driver does
@@ -990,6 +1311,8 @@ impl Drop for RedisHeld {
 fn describe(e: &RedisError) -> String {
     if e.is_timeout() {
         "the server did not answer in time".to_owned()
+    } else if e.is_connection_dropped() {
+        "the server closed the connection (a restart, a failover, CLIENT KILL)".to_owned()
     } else {
         e.to_string()
     }
@@ -1012,7 +1335,7 @@ fn failure(lock: &str, what: &str, e: &RedisError) -> Error {
                 .into(),
         ),
         (ErrorKind::Server(ServerErrorKind::NoPerm), _) | (_, Some("NOPERM")) => permission(format!(
-            "NOPERM {detail} (the server's ACL must allow this user EVAL, EVALSHA, PING, EXISTS, HGETALL, BLPOP and PUBLISH on the keys and channels lockwrap:*)"
+            "NOPERM {detail} (the server's ACL must allow this user EVAL, EVALSHA, PING, EXISTS, HGETALL, BLPOP and PUBLISH on the keys and channels lockwrap:*, and ROLE through Sentinel)"
         )),
         (ErrorKind::Parse | ErrorKind::UnexpectedReturnType, _) => Error::TempFail {
             lock: lock.to_owned(),
@@ -1072,6 +1395,43 @@ mod tests {
         assert!(TlsFiles::split_url("rediss://h?tls_cafile=x").is_err());
         assert!(TlsFiles::split_url("rediss://h?tls_ca=x&tls_ca=y").is_err());
         assert!(TlsFiles::split_url("rediss://h?tls_ca=").is_err());
+    }
+
+    #[test]
+    fn sentinel_urls_name_the_sentinels_and_the_master() {
+        let (url, s) = Sentinels::split_url(
+            "redis+sentinel://u:pw@a:26380,[::1]:1,b/my%20master/2?protocol=resp3&sentinel_password=sp",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(url, "redis://u:pw@a:26380/2?protocol=resp3");
+        assert_eq!(
+            s.nodes,
+            [
+                ("a".to_owned(), 26380),
+                ("::1".to_owned(), 1),
+                ("b".to_owned(), SENTINEL_PORT)
+            ]
+        );
+        assert_eq!(s.master, "my master");
+        assert_eq!(s.password.as_deref(), Some("sp"));
+        assert_eq!(s.username, None);
+        let (url, _) = Sentinels::split_url("rediss+sentinel://h/m")
+            .unwrap()
+            .unwrap();
+        assert_eq!(url, "rediss://h:26379");
+        assert!(Sentinels::split_url("redis://h#n").unwrap().is_none());
+        for bad in [
+            "redis+sentinel://h",
+            "redis+sentinel://h/",
+            "redis+sentinel://h:x/m",
+            "redis+sentinel://h,/m",
+            "redis+sentinel://h/m/x",
+            "redis+sentinel://h/m/1/2",
+            "redis+sentinel://[::1/m",
+        ] {
+            assert!(Sentinels::split_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1041,3 +1041,195 @@ impl Drop for RedisTlsServer {
         let _ = self.child.wait();
     }
 }
+
+/// A Redis Sentinel setup of our own on loopback ports: a master, one
+/// replica of it and one sentinel that monitors it as `mymaster` (quorum 1,
+/// so that the one sentinel can fail over on its own).
+pub struct RedisSentinel {
+    /// The master's port when the setup started.
+    pub master: RedisServer,
+    /// The replica's port.
+    pub replica: RedisServer,
+    /// The sentinel's port.
+    pub sentinel_port: u16,
+    sentinel: Child,
+    _dir: TempDir,
+}
+
+/// The name the sentinel monitors the master by.
+pub const SENTINEL_MASTER: &str = "mymaster";
+
+/// Starts `redis-server` with `args` on a free port (retried: another
+/// process may take the port first) and waits until it answers PING.
+fn spawn_redis(dir: &Path, args: &[&str]) -> Option<(Child, u16)> {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            if redis_ping(port, None) {
+                return Some((child, port));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
+/// Runs one command on the server at `port` and returns the raw reply
+/// (read until it stops coming for a moment: INFO and arrays may come in
+/// more than one piece).
+pub fn redis_command(port: u16, words: &[&str]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    stream.write_all(&resp(words)).expect("write");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).expect("read");
+    reply.extend_from_slice(&buf[..n]);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("read timeout");
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+impl RedisSentinel {
+    /// Starts the three, and returns once the replica is in sync and the
+    /// sentinel knows the master and its replica; None (skip) when
+    /// redis-server is missing or cannot run as a sentinel.
+    pub fn start() -> Option<RedisSentinel> {
+        let master = RedisServer::start()?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let replica_dir = dir.path().join("replica");
+        std::fs::create_dir(&replica_dir).expect("mkdir");
+        let master_port = master.port.to_string();
+        let Some((child, port)) =
+            spawn_redis(&replica_dir, &["--replicaof", "127.0.0.1", &master_port])
+        else {
+            return unavailable("redis-server did not start as a replica");
+        };
+        let replica = RedisServer {
+            child,
+            port,
+            _dir: tempfile::tempdir().expect("temp dir"),
+        };
+        wait_until("the replica to be in sync", WAIT, || {
+            redis_command(replica.port, &["INFO", "replication"]).contains("master_link_status:up")
+        });
+        // The sentinel rewrites its configuration file: it lives in our dir.
+        let sentinel = spawn_sentinel(dir.path(), master.port);
+        let Some((sentinel, sentinel_port)) = sentinel else {
+            return unavailable("redis-server did not start as a sentinel");
+        };
+        let setup = RedisSentinel {
+            master,
+            replica,
+            sentinel_port,
+            sentinel,
+            _dir: dir,
+        };
+        // The sentinel has found the replica (through the master's INFO)
+        // and sees it healthy: only then can it fail over to it.
+        let replica_port = setup.replica.port.to_string();
+        wait_until("the sentinel to know master and replica", WAIT, || {
+            setup.master_port() == Some(setup.master.port)
+                && setup
+                    .sentinel_command(&["SENTINEL", "REPLICAS", SENTINEL_MASTER])
+                    .contains(&format!("\r\n{replica_port}\r\n"))
+                && setup
+                    .sentinel_command(&["SENTINEL", "REPLICAS", SENTINEL_MASTER])
+                    .contains("master-link-status\r\n$2\r\nok")
+        });
+        Some(setup)
+    }
+
+    /// Runs one command on the sentinel.
+    pub fn sentinel_command(&self, words: &[&str]) -> String {
+        redis_command(self.sentinel_port, words)
+    }
+
+    /// The master's port as the sentinel names it now.
+    pub fn master_port(&self) -> Option<u16> {
+        let reply =
+            self.sentinel_command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER]);
+        // *2 $9 127.0.0.1 $N PORT
+        reply.split("\r\n").nth(4)?.parse().ok()
+    }
+
+    /// `redis+sentinel://127.0.0.1:SENTINEL/MASTER#NAME`.
+    pub fn lock(&self, master: &str, name: &str) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/{master}#{name}",
+            self.sentinel_port
+        )
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
+    }
+}
+
+/// Starts a sentinel that monitors the master at `master_port`, with its
+/// configuration file in `dir`, and waits until it answers PING.
+fn spawn_sentinel(dir: &Path, master_port: u16) -> Option<(Child, u16)> {
+    for _ in 0..5 {
+        let port = free_port();
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 5000\n",
+                dir = dir.display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let mut child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server --sentinel");
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            if redis_ping(port, None) {
+                return Some((child, port));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
