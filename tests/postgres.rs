@@ -303,8 +303,9 @@ fn a_missing_database_exits_78_and_names_it() {
     });
 }
 
-/// Issue 12 (4): tokens strictly increase across five holders and across a
-/// restart of the server (transaction IDs are never handed out twice).
+/// Issue 12 (4): tokens strictly increase across five holders, a restart
+/// of the server and a crash (transaction IDs are never handed out twice,
+/// once their commit is flushed).
 #[test]
 fn tokens_grow_across_holders_and_a_restart() {
     let Some(server) = PgServer::own() else {
@@ -322,11 +323,15 @@ fn tokens_grow_across_holders_and_a_restart() {
             .unwrap_or_else(|_| panic!("a numeric token: {out:?}"))
     };
     let mut tokens: Vec<u64> = (0..5).map(|_| token()).collect();
-    server.restart();
+    server.restart("fast");
+    tokens.push(token());
+    // A crash (an immediate shutdown) loses what was not flushed: the
+    // token's transaction must have been.
+    server.restart("immediate");
     tokens.push(token());
     assert!(
         tokens.windows(2).all(|w| w[0] < w[1]),
-        "{lock}: tokens {tokens:?} (the last after a restart)"
+        "{lock}: tokens {tokens:?} (the last two after a restart and a crash)"
     );
 }
 
@@ -599,4 +604,36 @@ fn a_wait_over_tls_given_up_leaves_no_waiter() {
         });
         holder.release_and_finish().assert_code(0);
     });
+}
+
+/// A FIFO or a device named as sslrootcert (or as SSL_CERT_FILE for
+/// sslrootcert=system) is refused at once with 78 instead of hanging.
+#[test]
+fn a_fifo_or_device_as_sslrootcert_is_refused() {
+    let sb = Sandbox::new("pg-tls-fifo");
+    let fifo = sb.fifo("root.crt");
+    let fifo = fifo.to_str().unwrap();
+    let url = "postgres://postgres@127.0.0.1:1/postgres";
+    for (lock, env) in [
+        (
+            format!("{url}?sslmode=verify-ca&sslrootcert={fifo}#x"),
+            None,
+        ),
+        (
+            format!("{url}?sslmode=verify-ca&sslrootcert=/dev/zero#x"),
+            None,
+        ),
+        (
+            format!("{url}?sslmode=verify-full&sslrootcert=system#x"),
+            Some(fifo),
+        ),
+    ] {
+        let mut command = sb.lockwrap([lock.as_str(), "true"]);
+        if let Some(file) = env {
+            command.env("SSL_CERT_FILE", file);
+        }
+        let mut wrapper = sb.spawn(command, "wrapper");
+        let status = wrapper.wait_timeout(WAIT);
+        wrapper.output(status).assert_error(78);
+    }
 }

@@ -701,3 +701,30 @@ fn an_unknown_master_name_is_78_and_no_sentinel_75() {
     let lock = format!("redis+sentinel://127.0.0.1:{nobody}/{SENTINEL_MASTER}#x");
     run(&sb, &[&lock, "true"]).assert_error(75);
 }
+
+/// A FIFO or a device named as a CA file (or as SSL_CERT_FILE) is refused at
+/// once with 78: it used to block lockwrap in open() (a FIFO, deaf even to
+/// SIGTERM) or fill its memory (/dev/zero).
+#[test]
+fn a_fifo_or_device_as_a_ca_file_is_refused() {
+    let sb = Sandbox::new("tls-fifo");
+    let fifo = sb.fifo("ca.pem");
+    let fifo = fifo.to_str().unwrap();
+    let port = 1; // nothing listens; the files are checked before connecting
+    for (lock, env) in [
+        (format!("rediss://127.0.0.1:{port}?tls_ca={fifo}#x"), None),
+        (
+            format!("rediss://127.0.0.1:{port}?tls_ca=/dev/zero#x"),
+            None,
+        ),
+        (format!("rediss://127.0.0.1:{port}#x"), Some(fifo)),
+    ] {
+        let mut command = sb.lockwrap([lock.as_str(), "true"]);
+        if let Some(file) = env {
+            command.env("SSL_CERT_FILE", file);
+        }
+        let mut wrapper = sb.spawn(command, "wrapper");
+        let status = wrapper.wait_timeout(WAIT);
+        wrapper.output(status).assert_error(78);
+    }
+}

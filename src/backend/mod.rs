@@ -13,6 +13,8 @@ mod path_artifact;
 mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod tls_files;
 
 use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, RawFd};

@@ -714,14 +714,20 @@ impl PgHeld {
     /// (`txid_current()`, 64 bits with the epoch): the server hands them
     /// out in increasing order, never twice, across restarts, so every new
     /// holder gets a larger one than every holder before it, shared holders
-    /// included, and nothing is created in the database. It needs a primary
-    /// (a standby assigns none), and costs the commit of an empty
-    /// transaction (with the server's `synchronous_commit`, whose flush
-    /// keeps the ID from being handed out again after a crash).
+    /// included, and nothing is created in the database. A transaction
+    /// that writes no WAL commits asynchronously, whatever
+    /// `synchronous_commit` says, and after a crash its ID could be handed
+    /// out again: so the same transaction writes a (transactional) logical
+    /// decoding message, which makes the commit wait for its flush as
+    /// `synchronous_commit` says. It needs a primary (a standby assigns no
+    /// IDs).
     fn fencing_token(&mut self) -> Result<i64, Error> {
         let token = bounded(&self.client, self.lease / 3, |client| {
             client
-                .query_one("SELECT txid_current()", &[])
+                .query_one(
+                    "SELECT txid_current(), pg_logical_emit_message(true, 'lockwrap', 'fencing token')",
+                    &[],
+                )
                 .map(|row| row.get::<_, i64>(0))
         });
         match token {

@@ -472,6 +472,13 @@ impl RedisLock {
             ConnectionAddr::TcpTls { host, .. } => Some(host.clone()),
             _ => None,
         };
+        if host.is_some() {
+            // Read by the driver's trust store code, which would block on a
+            // FIFO or read a device forever.
+            super::tls_files::check_trust_store_env().map_err(|why| {
+                self.config_error(&format!("TLS: cannot load the trust store: {why}"))
+            })?;
+        }
         // A TLS failure names the host and why; anything else as without TLS.
         let failure = |what: &str, e: &RedisError| match (&host, rustls_error(e)) {
             (Some(host), Some(tls)) => self.tls_failure(host, tls),
@@ -839,15 +846,8 @@ impl TlsFiles {
     /// unreadable or wrong file is named with its parameter and path.
     fn read(&self) -> Result<TlsCertificates, String> {
         let read = |key: &str, path: &PathBuf| {
-            std::fs::read(path).map_err(|e| {
-                let why = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0));
-                let why = if e.raw_os_error().is_some() {
-                    why.desc().to_lowercase()
-                } else {
-                    e.to_string()
-                };
-                format!("TLS: cannot read the {key} file {}: {why}", path.display())
-            })
+            super::tls_files::read(path)
+                .map_err(|why| format!("TLS: cannot read the {key} file {}: {why}", path.display()))
         };
         let certificates = |key: &str, path: &PathBuf| {
             let pem = read(key, path)?;

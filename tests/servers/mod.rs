@@ -388,13 +388,14 @@ impl PgServer {
         PgServer::start()
     }
 
-    /// Restarts the cluster (a fast shutdown, then a start with the same
-    /// options), and waits until it accepts connections.
-    pub fn restart(&self) {
+    /// Restarts the cluster (a shutdown in `mode`: `fast`, or `immediate`
+    /// as a crash, then a start with the same options), and waits until it
+    /// accepts connections.
+    pub fn restart(&self, mode: &str) {
         let restarted = pg_command(self.as_postgres, &self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(&self.data)
-            .args(["-w", "-t", "60", "-m", "fast", "-l"])
+            .args(["-w", "-t", "60", "-m", mode, "-l"])
             .arg(self.socket_dir.join("log"))
             .arg("restart")
             .stdout(Stdio::null())

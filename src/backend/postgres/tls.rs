@@ -278,6 +278,7 @@ fn load_roots(params: &UrlParams, mode: Mode) -> Result<Option<RootCertStore>, S
                 mode_name(mode)
             ));
         }
+        crate::backend::tls_files::check_trust_store_env()?;
         let found = rustls_native_certs::load_native_certs();
         let (added, _) = roots.add_parsable_certificates(found.certs);
         if added == 0 {
@@ -304,8 +305,12 @@ fn load_roots(params: &UrlParams, mode: Mode) -> Result<Option<RootCertStore>, S
         }
         return Ok(None);
     }
-    let certs = CertificateDer::pem_file_iter(&path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let certs = crate::backend::tls_files::read(&path)
+        .and_then(|pem| {
+            CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+        })
         .map_err(|e| {
             format!(
                 "cannot read root certificate file \"{}\": {e}",
@@ -345,8 +350,12 @@ fn load_client_cert(params: &UrlParams) -> Result<Option<ClientCert>, String> {
             cert.display()
         ));
     };
-    let chain = CertificateDer::pem_file_iter(&cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let chain = crate::backend::tls_files::read(&cert)
+        .and_then(|pem| {
+            CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+        })
         .map_err(|e| format!("cannot read certificate file \"{}\": {e}", cert.display()))?;
     if chain.is_empty() {
         return Err(format!("no certificate in file \"{}\"", cert.display()));
@@ -361,7 +370,8 @@ fn load_client_cert(params: &UrlParams) -> Result<Option<ClientCert>, String> {
             key.display()
         ));
     }
-    let key_der = PrivateKeyDer::from_pem_file(&key)
+    let key_der = crate::backend::tls_files::read(&key)
+        .and_then(|pem| PrivateKeyDer::from_pem_slice(&pem).map_err(|e| e.to_string()))
         .map_err(|e| format!("cannot read private key file \"{}\": {e}", key.display()))?;
     Ok(Some((chain, key_der)))
 }
