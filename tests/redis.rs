@@ -728,3 +728,24 @@ fn a_fifo_or_device_as_a_ca_file_is_refused() {
         wrapper.output(status).assert_error(78);
     }
 }
+
+/// A SIGTERM during a TLS handshake the server never answers ends lockwrap
+/// with 143 at once: the handshake's reads retry on EINTR, so it runs on a
+/// helper thread the wait can leave (it took the handshake's 10 s timeout).
+#[test]
+fn sigterm_during_a_stalled_tls_handshake_exits_143() {
+    let sb = Sandbox::new("tls-stall-term");
+    let (port, accepted) = servers::silent_server();
+    let lock = format!("rediss://127.0.0.1:{port}#x");
+    let mut wrapper = sb.spawn(sb.lockwrap([&lock, "true"]), "wrapper");
+    accepted
+        .recv_timeout(WAIT)
+        .expect("lockwrap to connect to the silent server");
+    wait_until("the wrapper to catch SIGTERM", WAIT, || {
+        catches(wrapper.pid(), libc::SIGTERM)
+    });
+    assert!(wrapper.is_running(), "{lock}: it ended before the signal");
+    wrapper.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = wrapper.wait_timeout(Duration::from_secs(1));
+    wrapper.output(status).assert_code(143);
+}

@@ -503,30 +503,62 @@ impl RedisLock {
             None => Client::open(info),
         }
         .map_err(|e| failure("cannot use the Redis server", &e))?;
-        let mut con = client
-            .get_connection_with_timeout(CONNECT_TIMEOUT.min(handshake.max(MIN_LEASE)))
-            .map_err(|e| ended(failure(CONNECT, &e)))?;
+        let limit = CONNECT_TIMEOUT.min(handshake.max(MIN_LEASE));
+        // Connecting and the first command, which carries the TLS handshake:
+        // `Ok(con)`, or the failed step (`true`: the greeting) and its error.
+        let greet = move || -> Result<Connection, (bool, RedisError)> {
+            let mut con = client
+                .get_connection_with_timeout(limit)
+                .map_err(|e| (false, e))?;
+            con.set_read_timeout(Some(handshake))
+                .and_then(|()| con.set_write_timeout(Some(handshake)))
+                .map_err(|e| (false, e))?;
+            ::redis::cmd("PING")
+                .query::<String>(&mut con)
+                .map_err(|e| (true, e))?;
+            Ok(con)
+        };
+        let greeted = match waiter {
+            // On a helper thread, so that the deadline and a signal end the
+            // wait at once, also during a TLS handshake (whose reads retry
+            // on EINTR); a thread given up on ends by itself at its
+            // timeouts.
+            Some(waiter) => {
+                let mut call = crate::wait::Background::start(greet)
+                    .map_err(|e| Error::os(&self.lock, "cannot start a thread", e))?;
+                loop {
+                    if let Some(result) = call.try_result() {
+                        break result;
+                    }
+                    waiter.watch(&[call.as_fd()], None)?;
+                }
+            }
+            None => greet(),
+        };
+        let mut con = match greeted {
+            Ok(con) => con,
+            Err((false, e)) => return Err(ended(failure(CONNECT, &e))),
+            Err((true, e)) => {
+                return Err(match &host {
+                    // The handshake goes with the first command: a server
+                    // that does not speak TLS may wait for the end of a line
+                    // forever (plain Redis does), which tells nothing about
+                    // the server and is a timeout like any other (75).
+                    Some(host) if e.is_timeout() => ended(Error::TempFail {
+                        lock: self.lock.clone(),
+                        reason: format!(
+                            "{CONNECT}: TLS: no answer to the handshake in time (host {host}; is this the server's TLS port? plain Redis is redis://)"
+                        ),
+                    }),
+                    _ => ended(failure(CONNECT, &e)),
+                });
+            }
+        };
         let set_timeouts = |con: &mut Connection, limit: Duration| {
             con.set_read_timeout(Some(limit))
                 .and_then(|()| con.set_write_timeout(Some(limit)))
                 .map_err(|e| self.failure("cannot set up the connection", &e))
         };
-        set_timeouts(&mut con, handshake)?;
-        ::redis::cmd("PING")
-            .query::<String>(&mut con)
-            .map_err(|e| match &host {
-                // The handshake goes with the first command: a server that
-                // does not speak TLS may wait for the end of a line forever
-                // (plain Redis does), which tells nothing about the server
-                // and is a timeout like any other (75).
-                Some(host) if e.is_timeout() => ended(Error::TempFail {
-                    lock: self.lock.clone(),
-                    reason: format!(
-                        "{CONNECT}: TLS: no answer to the handshake in time (host {host}; is this the server's TLS port? plain Redis is redis://)"
-                    ),
-                }),
-                _ => ended(failure(CONNECT, &e)),
-            })?;
         if db != 0 {
             ::redis::cmd("SELECT")
                 .arg(db)
