@@ -1105,6 +1105,7 @@ impl Backend for RedisLock {
                 })?;
             match reply.as_slice() {
                 [1, fence] => {
+                    let follow = info.sentinels.is_some().then(|| (self.clone(), info));
                     return Ok(Box::new(RedisHeld {
                         lock: self.lock.clone(),
                         con,
@@ -1115,6 +1116,7 @@ impl Backend for RedisLock {
                         last_ok: sent,
                         done: false,
                         broken: false,
+                        follow,
                     }));
                 }
                 [0, pttl] => {
@@ -1219,6 +1221,11 @@ struct RedisHeld {
     done: bool,
     /// A call failed: the connection may be out of step with the server.
     broken: bool,
+    /// For `redis+sentinel://`: how to reach the master the sentinels name
+    /// now. Each renewal goes there, so after a failover the lock stays
+    /// held only if the new master has our key (it replicated in time);
+    /// else the renewal finds no key and the command is stopped.
+    follow: Option<(RedisLock, Target)>,
 }
 
 impl RedisHeld {
@@ -1296,6 +1303,20 @@ impl Held for RedisHeld {
             return Err(self.lost("the lease ran out before it could be renewed".into()));
         }
         let budget = budget.min(self.lease / 3);
+        if let Some((lock, target)) = &self.follow
+            && let Ok(master) = lock.connect(target, budget / 2, None)
+        {
+            // The master the sentinels name now (ours, unless a failover
+            // promoted another); when none can be reached, the renewal
+            // goes to ours as before.
+            self.con = master;
+        }
+        let budget = (self.last_ok + self.lease * 2 / 3)
+            .saturating_duration_since(Instant::now())
+            .min(self.lease / 3);
+        if budget.is_zero() {
+            return Err(self.lost("the lease ran out before it could be renewed".into()));
+        }
         if let Err(e) = self
             .con
             .set_read_timeout(Some(budget))
