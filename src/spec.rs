@@ -74,8 +74,9 @@ impl RemoteLock {
 }
 
 /// `url` with any password replaced by `***`: the one in the user-info part
-/// (`user:secret@host`) and any `password=` query parameter (also
-/// `sentinel_password=`: any parameter whose name ends in `password`). Everything
+/// (`user:secret@host`) and any query parameter whose name looks like it
+/// holds a secret (`password=`, `sentinel_password=`, a misspelt
+/// `pasword=`, `token=`...). Everything
 /// lockwrap prints about a server lock goes through this.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -95,9 +96,7 @@ pub fn redact_url(url: &str) -> String {
             let params: Vec<String> = query
                 .split('&')
                 .map(|param| match param.split_once('=') {
-                    Some((key, _)) if key.to_ascii_lowercase().ends_with("password") => {
-                        format!("{key}=***")
-                    }
+                    Some((key, _)) if looks_secret(key) => format!("{key}=***"),
                     _ => param.to_owned(),
                 })
                 .collect();
@@ -106,6 +105,16 @@ pub fn redact_url(url: &str) -> String {
         None => tail.to_owned(),
     };
     format!("{scheme}://{authority}{tail}")
+}
+
+/// Whether a URL query parameter may hold a secret: a password (also a
+/// misspelt one, `pasword`, `passwd`, `pwd`), a secret, a token, a key's
+/// passphrase, credentials. Its value is never shown.
+fn looks_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pas", "pwd", "pw", "secret", "token", "cred", "auth"]
+        .iter()
+        .any(|part| key.contains(part))
 }
 
 /// The URL schemes of server locks, whose URLs may carry a password.
@@ -415,6 +424,10 @@ mod tests {
             (
                 "rediss+sentinel://:s3cret@a/m?sentinel_password=s3cret#n",
                 "rediss+sentinel://:***@a/m?sentinel_password=***#n",
+            ),
+            (
+                "redis+sentinel://h/m?sentinel_pasword=s3cret&passwd=s3cret&tls_ca=/ca.pem#n",
+                "redis+sentinel://h/m?sentinel_pasword=***&passwd=***&tls_ca=/ca.pem#n",
             ),
         ] {
             let spec = parse(given);
