@@ -715,9 +715,7 @@ const CANCEL_AT_MOST: Duration = Duration::from_secs(2);
 /// cancelled and joined: a wait given up leaves no thread, no fd and no lock
 /// behind, however long the wait lasted.
 pub struct Interruptible<T> {
-    result: mpsc::Receiver<T>,
-    done: OwnedFd,
-    thread: Option<std::thread::JoinHandle<()>>,
+    call: Background<T>,
     cancelled: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -729,37 +727,20 @@ impl<T: Send + 'static> Interruptible<T> {
         call: impl FnOnce(&std::sync::atomic::AtomicBool) -> T + Send + 'static,
     ) -> nix::Result<Interruptible<T>> {
         install_interrupt()?;
-        let (done, notify) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        let (sender, result) = mpsc::channel();
         let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&cancelled);
-        let thread = std::thread::Builder::new()
-            .name("lock-wait".into())
-            .spawn(move || {
-                let _ = sender.send(call(&flag));
-                let _ = nix::unistd::write(&notify, b"x");
-            })
-            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
-        Ok(Interruptible {
-            result,
-            done,
-            thread: Some(thread),
-            cancelled,
-        })
+        let call = Background::start(move || call(&flag))?;
+        Ok(Interruptible { call, cancelled })
     }
 
     /// Becomes readable when the call has returned.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.done.as_fd()
+        self.call.as_fd()
     }
 
     /// The result, once the call has returned; the thread is joined.
     pub fn try_result(&mut self) -> Option<T> {
-        let result = self.result.try_recv().ok()?;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        Some(result)
+        self.call.try_result()
     }
 
     /// Cancels the call and waits for its thread to end. Returns what the
@@ -768,12 +749,12 @@ impl<T: Send + 'static> Interruptible<T> {
     pub fn cancel(mut self) -> Option<T> {
         self.cancelled
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(thread) = &self.thread {
+        if let Some(thread) = &self.call.thread {
             use std::os::unix::thread::JoinHandleExt as _;
             let pthread = thread.as_pthread_t();
             let give_up = Instant::now() + CANCEL_AT_MOST;
             loop {
-                if poll_readable(&[self.done.as_fd()], Some(Duration::ZERO))
+                if poll_readable(&[self.call.as_fd()], Some(Duration::ZERO))
                     .is_ok_and(|ready| ready[0])
                 {
                     break;
@@ -784,11 +765,11 @@ impl<T: Send + 'static> Interruptible<T> {
                     return None;
                 }
                 let _ = nix::sys::pthread::pthread_kill(pthread, INTERRUPT);
-                let _ = poll_readable(&[self.done.as_fd()], Some(INTERRUPT_AGAIN));
+                let _ = poll_readable(&[self.call.as_fd()], Some(INTERRUPT_AGAIN));
             }
         }
-        let result = self.result.recv().ok();
-        if let Some(thread) = self.thread.take() {
+        let result = self.call.result.recv().ok();
+        if let Some(thread) = self.call.thread.take() {
             let _ = thread.join();
         }
         result

@@ -163,36 +163,17 @@ impl RedisServer {
             return unavailable("redis-server is not installed");
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        // Another process may grab the free port before the server binds it.
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(password.map(|p| ["--requirepass", p]).into_iter().flatten())
-                .arg("--dir")
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
-            let start = Instant::now();
-            while start.elapsed() < WAIT {
-                if child.try_wait().expect("try_wait").is_some() {
-                    break;
-                }
-                if redis_ping(port, password) {
-                    return Some(RedisServer {
-                        child,
-                        port,
-                        _dir: dir,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        let args: Vec<&str> = password
+            .map(|p| ["--requirepass", p])
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Some((child, port)) = spawn_redis(dir.path(), &args, password) {
+            return Some(RedisServer {
+                child,
+                port,
+                _dir: dir,
+            });
         }
         if servers_required() {
             panic!("redis-server did not start");
@@ -1060,9 +1041,27 @@ pub struct RedisSentinel {
 /// The name the sentinel monitors the master by.
 pub const SENTINEL_MASTER: &str = "mymaster";
 
+/// Waits (bounded) until the server `child` started answers PING on `port`;
+/// false (and the server killed) when it exits or never answers.
+fn answers_ping(child: &mut Child, port: u16, password: Option<&str>) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        if redis_ping(port, password) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
 /// Starts `redis-server` with `args` on a free port (retried: another
 /// process may take the port first) and waits until it answers PING.
-fn spawn_redis(dir: &Path, args: &[&str]) -> Option<(Child, u16)> {
+fn spawn_redis(dir: &Path, args: &[&str], password: Option<&str>) -> Option<(Child, u16)> {
     for _ in 0..5 {
         let port = free_port();
         let mut child = Command::new("redis-server")
@@ -1076,18 +1075,9 @@ fn spawn_redis(dir: &Path, args: &[&str]) -> Option<(Child, u16)> {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        let start = Instant::now();
-        while start.elapsed() < WAIT {
-            if child.try_wait().expect("try_wait").is_some() {
-                break;
-            }
-            if redis_ping(port, None) {
-                return Some((child, port));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if answers_ping(&mut child, port, password) {
+            return Some((child, port));
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
     None
 }
@@ -1125,9 +1115,11 @@ impl RedisSentinel {
         let replica_dir = dir.path().join("replica");
         std::fs::create_dir(&replica_dir).expect("mkdir");
         let master_port = master.port.to_string();
-        let Some((child, port)) =
-            spawn_redis(&replica_dir, &["--replicaof", "127.0.0.1", &master_port])
-        else {
+        let Some((child, port)) = spawn_redis(
+            &replica_dir,
+            &["--replicaof", "127.0.0.1", &master_port],
+            None,
+        ) else {
             return unavailable("redis-server did not start as a replica");
         };
         let replica = RedisServer {
@@ -1219,18 +1211,9 @@ fn spawn_sentinel(dir: &Path, master_port: u16) -> Option<(Child, u16)> {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server --sentinel");
-        let start = Instant::now();
-        while start.elapsed() < WAIT {
-            if child.try_wait().expect("try_wait").is_some() {
-                break;
-            }
-            if redis_ping(port, None) {
-                return Some((child, port));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if answers_ping(&mut child, port, None) {
+            return Some((child, port));
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
     None
 }
