@@ -22,6 +22,7 @@ pub mod cli;
 pub mod duration;
 pub mod error;
 pub mod holder;
+pub mod lockset;
 pub mod spec;
 pub mod status;
 pub mod takeover;
