@@ -1,8 +1,9 @@
 //! The command line: clap definitions plus flock(1)'s positional rules,
 //! turned into an [`Invocation`]. Nothing here touches a lock.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use clap::Parser;
@@ -32,6 +33,7 @@ Exit codes:
 Examples:
   */5 * * * * lockwrap -n /run/lock/backup.lock /usr/local/bin/backup
   lockwrap -w 30s mkdir:/var/tmp/deploy.lock -c 'make deploy'
+  lockwrap -w 5m /run/lock/db --also mkdir:/var/tmp/deploy.lock make migrate
   exec 9>/run/lock/app.lock; lockwrap -n 9 || exit 1
   lockwrap --status /run/lock/backup.lock";
 
@@ -42,6 +44,7 @@ Examples:
     version,
     override_usage = "lockwrap [OPTIONS] <LOCK> <COMMAND> [ARGS...]\n       \
                       lockwrap [OPTIONS] <LOCK> -c <COMMAND_STRING>\n       \
+                      lockwrap [OPTIONS] <LOCK> --also <LOCK>... <COMMAND> [ARGS...]\n       \
                       lockwrap [OPTIONS] <FD>\n       \
                       lockwrap [OPTIONS] --fd <N> <COMMAND> [ARGS...]\n       \
                       lockwrap --status [--json] <LOCK>...",
@@ -150,6 +153,11 @@ struct Cli {
     #[arg(long, value_name = "DURATION")]
     stale_after: Option<String>,
 
+    /// Also take this lock, all or none (repeatable; any kinds); may also
+    /// follow LOCK: lockwrap A --also B COMMAND
+    #[arg(long, value_name = "LOCK", action = clap::ArgAction::Append)]
+    also: Vec<OsString>,
+
     /// The lock, then the command and its arguments (or a single FD)
     #[arg(value_name = "LOCK", num_args = 0..)]
     args: Vec<OsString>,
@@ -230,6 +238,9 @@ pub struct Invocation {
     pub kill_grace: Duration,
     /// `--stale-after`.
     pub stale_after: Option<Duration>,
+    /// `--also`: more locks taken with the LOCK of [`Task::Run`], all or
+    /// none; each with its text as given, for `LOCKWRAP_LOCKS`.
+    pub also: Vec<(LockSpec, OsString)>,
 }
 
 /// `lockwrap --status LOCK...`.
@@ -302,6 +313,29 @@ fn shell_command(script: OsString) -> Vec<OsString> {
     vec![shell, OsString::from("-c"), script]
 }
 
+/// Whether `word` is `--also` or `--also=LOCK`.
+fn is_also(word: &OsStr) -> bool {
+    word == "--also" || word.as_encoded_bytes().starts_with(b"--also=")
+}
+
+/// For `--also LOCK` or `--also=LOCK` among the positionals: the LOCK
+/// (taken from `rest` after a bare `--also`); None for any other word.
+fn also_value(
+    word: &OsStr,
+    rest: &mut impl Iterator<Item = impl AsRef<OsStr>>,
+) -> Result<Option<OsString>, Error> {
+    if word == "--also" {
+        return match rest.next() {
+            Some(lock) => Ok(Some(lock.as_ref().to_owned())),
+            None => Err(usage("--also needs a LOCK after it")),
+        };
+    }
+    Ok(word
+        .as_encoded_bytes()
+        .strip_prefix(b"--also=")
+        .map(|lock| OsStr::from_bytes(lock).to_owned()))
+}
+
 fn parse_fd(text: &str) -> Result<RawFd, Error> {
     text.trim()
         .parse::<RawFd>()
@@ -348,8 +382,14 @@ impl Cli {
         if self.args.is_empty() {
             return Err(usage("--status needs at least one LOCK"));
         }
-        let locks = self
-            .args
+        let mut texts = Vec::new();
+        let mut words = self.args.iter();
+        while let Some(word) = words.next() {
+            // `--status A --also B`: positionals are all locks anyway.
+            texts.push(also_value(word, &mut words)?.unwrap_or_else(|| word.clone()));
+        }
+        texts.extend(self.also.iter().cloned());
+        let locks = texts
             .iter()
             .map(|text| {
                 let lock = LockSpec::parse(text);
@@ -378,7 +418,8 @@ impl Cli {
         })
     }
 
-    fn into_invocation(self) -> Result<Invocation, Error> {
+    fn into_invocation(mut self) -> Result<Invocation, Error> {
+        self.take_also_after_lock()?;
         if self.no_fork && self.close {
             return Err(usage("the --no-fork and --close options are incompatible"));
         }
@@ -422,6 +463,7 @@ impl Cli {
                 "--max-runtime needs lockwrap to stay: it cannot be used with -F/--no-fork",
             ));
         }
+        let also = self.also_locks(&task, slots)?;
         Ok(Invocation {
             task,
             mode,
@@ -439,7 +481,80 @@ impl Cli {
             kill_grace: parse_option_duration("--kill-grace", &self.kill_grace)?
                 .unwrap_or(crate::DEFAULT_KILL_GRACE),
             stale_after: parse_option_duration("--stale-after", &self.stale_after)?,
+            also,
         })
+    }
+
+    /// `LOCK --also B [--also C] COMMAND`: `--also` right after the LOCK is
+    /// an option, not the command (as `LOCK -c STRING` is). Moves those
+    /// locks to `self.also`.
+    fn take_also_after_lock(&mut self) -> Result<(), Error> {
+        if self.fd.is_some() || self.args.len() < 2 {
+            return Ok(());
+        }
+        let mut rest = self.args.split_off(1).into_iter().peekable();
+        while let Some(word) = rest.next_if(|w| is_also(w)) {
+            if let Some(lock) = also_value(&word, &mut rest)? {
+                self.also.push(lock);
+            }
+        }
+        self.args.extend(rest);
+        Ok(())
+    }
+
+    /// The `--also` locks, parsed as LOCK is, or why they cannot be used
+    /// with the rest of the command line.
+    fn also_locks(&self, task: &Task, slots: u32) -> Result<Vec<(LockSpec, OsString)>, Error> {
+        if self.also.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Task::Run { lock_text, .. } = task else {
+            return Err(usage(
+                "--also needs a LOCK, not an fd (--fd or a single FD)",
+            ));
+        };
+        if slots > 1 {
+            return Err(usage("--also cannot be combined with --slots"));
+        }
+        if self.replace {
+            return Err(usage(
+                "--replace cannot be combined with --also (replace the holder of each lock on its own first)",
+            ));
+        }
+        let also: Vec<(LockSpec, OsString)> = self
+            .also
+            .iter()
+            .map(|text| {
+                let lock = LockSpec::parse(text);
+                if lock.is_empty() {
+                    return Err(usage(format!(
+                        "'{lock}': the lock has an empty path or name"
+                    )));
+                }
+                let lock = lock.normalised().map_err(usage)?;
+                let lock = if self.fcntl {
+                    lock.with_fcntl().map_err(|other| {
+                        usage(format!(
+                            "{other}: --fcntl applies to file locks only (PATH or fcntl:PATH)"
+                        ))
+                    })?
+                } else {
+                    lock
+                };
+                Ok((lock, text.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        for text in std::iter::once(lock_text).chain(also.iter().map(|(_, text)| text)) {
+            if text.as_encoded_bytes().contains(&b'\n') {
+                // Shown as a lock spec (a server URL's password is
+                // redacted), on one line.
+                let lock = crate::status::escape_controls(&LockSpec::parse(text).to_string());
+                return Err(usage(format!(
+                    "'{lock}': a lock of a set cannot contain a newline (LOCKWRAP_LOCKS lists them one per line)"
+                )));
+            }
+        }
+        Ok(also)
     }
 
     /// flock(1)'s positional rules: with `--fd`, every positional is the

@@ -39,6 +39,7 @@ pub use error::Error;
 use crate::backend::{Backend, Held, Request};
 use crate::child::{ChildPlan, Ending};
 use crate::cli::{Invocation, Mode, StatusQuery, Task};
+use crate::lockset::{HeldSet, LockSet};
 use crate::spec::LockSpec;
 use crate::wait::{Signals, Waiter};
 
@@ -65,13 +66,29 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
         Task::Fd { fcntl: true, .. } => "fcntl",
         Task::Fd { fcntl: false, .. } => "flock",
     };
+    // `--also`: the locks in the order they are taken (the cli refuses it
+    // with --slots, --replace and an fd).
+    let set = match &invocation.task {
+        Task::Run {
+            lock, lock_text, ..
+        } if !invocation.also.is_empty() => Some(LockSet::new(
+            (lock.clone(), lock_text.clone()),
+            &invocation.also,
+        )?),
+        _ => None,
+    };
     let (lock, lock_text, command, backends) = match &invocation.task {
         Task::Run {
             lock,
             lock_text,
             command,
         } => {
-            let backends = if invocation.slots > 1 {
+            let backends = if let Some(set) = &set {
+                set.members()
+                    .iter()
+                    .map(|member| backend::open(&member.spec))
+                    .collect()
+            } else if invocation.slots > 1 {
                 (0..invocation.slots)
                     .map(|i| backend::open(&lock.slot(i)))
                     .collect()
@@ -79,7 +96,8 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
                 vec![backend::open(lock)]
             };
             (
-                lock.to_string(),
+                set.as_ref()
+                    .map_or_else(|| lock.to_string(), LockSet::describe),
                 lock_text.clone(),
                 Some(command.as_slice()),
                 backends,
@@ -92,7 +110,24 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
             vec![backend::for_fd(*fd, *fcntl)],
         ),
     };
-    check_supported(&invocation, backends[0].as_ref(), &lock, kind)?;
+    let checked: Vec<Checked<'_>> = match &set {
+        Some(set) => set
+            .members()
+            .iter()
+            .zip(&backends)
+            .map(|(member, backend)| Checked {
+                lock: member.spec.to_string(),
+                kind: member.spec.kind(),
+                backend: backend.as_ref(),
+            })
+            .collect(),
+        None => vec![Checked {
+            lock: lock.clone(),
+            kind,
+            backend: backends[0].as_ref(),
+        }],
+    };
+    check_supported(&invocation, &lock, &checked)?;
     let command_text = command.map(describe_command).unwrap_or_default();
     let request = Request {
         lease: invocation.lease,
@@ -126,14 +161,24 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
             }
         }
     }
-    let waiter =
-        Waiter::new(&lock, invocation.wait, &signals).with_progress(|| observe_all(&backends));
-    let acquired = acquire_any_slot(&backends, &request, &waiter);
+    let waiter = Waiter::new(&lock, invocation.wait, &signals);
+    // A set draws the waiting line of the lock it waits for.
+    let waiter = match set {
+        None => waiter.with_progress(|| observe_all(&backends)),
+        Some(_) => waiter,
+    };
+    // On failure, also the locks in the way, for --verbose.
+    let acquired = match &set {
+        None => acquire_any_slot(&backends, &request, &waiter).map_err(|e| (e, &backends[..])),
+        Some(set) => acquire_set(set, &backends, &request, &waiter)
+            .map(|held| (0, held))
+            .map_err(|(at, e)| (e, &backends[at..=at])),
+    };
     let took = waiter.elapsed();
     drop(waiter);
-    let (slot, mut held) = acquired.map_err(|e| {
+    let (slot, mut held) = acquired.map_err(|(e, in_the_way)| {
         if invocation.verbose {
-            with_holder(e, &backends)
+            with_holder(e, in_the_way)
         } else {
             e
         }
@@ -147,7 +192,13 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
     let Some(argv) = command else {
         return held.release().map(|()| Ending::Code(0));
     };
-    let mut env = vec![(OsString::from("LOCKWRAP_LOCK"), lock_text)];
+    let lock_texts = set
+        .as_ref()
+        .map_or_else(|| lock_text.clone(), LockSet::texts);
+    let mut env = vec![
+        (OsString::from("LOCKWRAP_LOCK"), lock_text),
+        (OsString::from("LOCKWRAP_LOCKS"), lock_texts),
+    ];
     if invocation.slots > 1 {
         env.push((
             OsString::from("LOCKWRAP_SLOT"),
@@ -161,7 +212,10 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
         close_in_child: invocation.close_in_child,
         max_runtime: invocation.max_runtime,
         kill_grace: invocation.kill_grace,
-        dies_with_wrapper: !backends[slot].survives_exec(),
+        dies_with_wrapper: match set {
+            Some(_) => backends.iter().any(|b| !b.survives_exec()),
+            None => !backends[slot].survives_exec(),
+        },
         verbose: invocation.verbose,
     };
     if invocation.verbose {
@@ -326,6 +380,38 @@ fn acquire_any_slot(
     })
 }
 
+/// `--also`: takes every lock of `set`, in its order (that of `backends`),
+/// or none. One wait for all: each lock is waited for under `waiter`'s
+/// deadline, keeping the locks already taken, which cannot deadlock since
+/// every wrapper takes them in the same order. A conflict, timeout, signal
+/// or error releases the locks taken, in reverse order, and returns the
+/// error (naming the lock in the way) with that lock's index.
+fn acquire_set(
+    set: &LockSet,
+    backends: &[Box<dyn Backend>],
+    request: &Request<'_>,
+    waiter: &Waiter<'_>,
+) -> Result<Box<dyn Held>, (usize, Error)> {
+    let mut held = Box::new(HeldSet::default());
+    for (at, (member, backend)) in set.members().iter().zip(backends).enumerate() {
+        let this = waiter
+            .for_lock(&member.spec.to_string())
+            .with_progress(|| observe_all(&backends[at..=at]));
+        let taken = backend.acquire(request, &this);
+        drop(this);
+        match taken {
+            Ok(lock) => held.push(member.given, member.text.clone(), lock),
+            Err(e) => {
+                if let Err(release) = held.release() {
+                    say!("warning: {release}");
+                }
+                return Err((at, e));
+            }
+        }
+    }
+    Ok(held)
+}
+
 /// What a slot thread tells the thread that waits for the slots.
 enum SlotNews {
     /// It runs, and can be interrupted so.
@@ -399,37 +485,71 @@ fn describe_all(backends: &[Box<dyn Backend>]) -> String {
     described.join("; ")
 }
 
+/// One lock as [`check_supported`] sees it.
+struct Checked<'b> {
+    /// The lock, for messages.
+    lock: String,
+    /// Its kind's name, for messages.
+    kind: &'static str,
+    backend: &'b dyn Backend,
+}
+
 /// Refuses combinations a backend cannot honour, before touching the lock.
+/// `locks` are the lock, or every lock of a set (`lock` names the whole):
+/// `--stale-after` and `--lease` apply to the locks that have them and are
+/// refused only when none does; -s, -u and -F need every lock to allow them.
 fn check_supported(
     invocation: &Invocation,
-    backend: &dyn Backend,
     lock: &str,
-    kind: &str,
+    locks: &[Checked<'_>],
 ) -> Result<(), Error> {
-    if invocation.stale_after.is_some() && !backend.reclaims_unknown_owners() {
-        return Err(Error::Usage(format!(
-            "{lock}: --stale-after applies to mkdir: and excl: locks only; a {kind} lock is freed by the kernel or server when its holder dies (drop the option)"
-        )));
+    // `--stale-after` and `--lease` need one lock of the set to have them.
+    let none_has = |option: &str, applies_to: &str, has: fn(&dyn Backend) -> bool, why: &str| {
+        match locks {
+            [one] if !has(one.backend) => Err(Error::Usage(format!(
+                "{}: {option} applies to {applies_to} locks only; a {} lock {why} (drop the option)",
+                one.lock, one.kind
+            ))),
+            _ if !locks.iter().any(|l| has(l.backend)) => Err(Error::Usage(format!(
+                "{lock}: {option} applies to {applies_to} locks only, and no lock of the set is one (drop the option)"
+            ))),
+            _ => Ok(()),
+        }
+    };
+    if invocation.stale_after.is_some() {
+        none_has(
+            "--stale-after",
+            "mkdir: and excl:",
+            |b| b.reclaims_unknown_owners(),
+            "is freed by the kernel or server when its holder dies",
+        )?;
     }
-    if invocation.lease.is_some() && !backend.has_lease() {
-        return Err(Error::Usage(format!(
-            "{lock}: --lease applies to Redis and PostgreSQL locks only; a {kind} lock has no lease (drop the option)"
-        )));
+    if invocation.lease.is_some() {
+        none_has(
+            "--lease",
+            "Redis and PostgreSQL",
+            |b| b.has_lease(),
+            "has no lease",
+        )?;
     }
-    if invocation.mode != Mode::Exclusive && !backend.supports_shared() {
-        let option = if invocation.mode == Mode::Shared {
-            "-s/--shared"
-        } else {
-            "-u/--unlock"
-        };
-        return Err(Error::Usage(format!(
-            "{lock}: {option} is not possible with this kind of lock; only flock and fcntl locks have shared holders"
-        )));
-    }
-    if invocation.no_fork && !backend.survives_exec() {
-        return Err(Error::Usage(format!(
-            "{lock}: -F/--no-fork is not possible with this kind of lock: lockwrap must stay to keep the lease alive"
-        )));
+    for one in locks {
+        if invocation.mode != Mode::Exclusive && !one.backend.supports_shared() {
+            let option = if invocation.mode == Mode::Shared {
+                "-s/--shared"
+            } else {
+                "-u/--unlock"
+            };
+            return Err(Error::Usage(format!(
+                "{}: {option} is not possible with this kind of lock; only flock and fcntl locks have shared holders",
+                one.lock
+            )));
+        }
+        if invocation.no_fork && !one.backend.survives_exec() {
+            return Err(Error::Usage(format!(
+                "{}: -F/--no-fork is not possible with this kind of lock: lockwrap must stay to keep the lease alive",
+                one.lock
+            )));
+        }
     }
     if invocation.replace && invocation.slots > 1 {
         return Err(Error::Usage(format!(

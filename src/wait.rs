@@ -365,6 +365,23 @@ impl<'a> Waiter<'a> {
         }
     }
 
+    /// The same wait (policy, deadline, signals, start) for another lock of
+    /// a set (`--also`): one deadline for all of them, and errors that name
+    /// the lock waited for. No waiting line: add one with
+    /// [`Waiter::with_progress`].
+    pub fn for_lock(&self, lock: &str) -> Waiter<'a> {
+        Waiter {
+            lock: lock.to_owned(),
+            policy: self.policy,
+            deadline: self.deadline,
+            signals: self.signals,
+            started: self.started,
+            progress: None,
+            cancel: self.cancel,
+            seen: Arc::default(),
+        }
+    }
+
     /// Whether a waiting line shows the holder: then a backend that learns
     /// who holds the lock while waiting tells [`Waiter::saw_holder`].
     pub fn wants_holder(&self) -> bool {
