@@ -637,3 +637,37 @@ fn a_fifo_or_device_as_sslrootcert_is_refused() {
         wrapper.output(status).assert_error(78);
     }
 }
+
+/// `--also` (issue 13): a PostgreSQL and a Redis lock in one set; a
+/// terminated session stops the command (75) and the Redis lock is released
+/// at once, not left to expire.
+#[cfg(feature = "redis")]
+#[test]
+fn a_lost_session_stops_a_set_and_releases_its_redis_lock() {
+    use servers::RedisServer;
+    with(|redis: &RedisServer| {
+        with(|pg: &Postgres| {
+            let sb = Sandbox::new("pg-redis-set");
+            let x = redis.lock("also-pg-x");
+            let p = pg.lock("also-pg-p");
+            let held = |lock: &str| match run(&sb, &["-n", lock, "true"]).code() {
+                0 => false,
+                1 => true,
+                other => panic!("{lock}: exit {other}"),
+            };
+            let mut args = scenarios::SHORT_LEASE.to_vec();
+            args.extend(["--also", &x]);
+            let mut holder = sb.hold(&args, &p);
+            assert!(held(&x) && held(&p));
+            let sql = format!(
+                "SELECT count(pg_terminate_backend(pid)) {}",
+                PgServer::lock_rows("also-pg-p", "granted")
+            );
+            assert_eq!(pg.sql(&sql), "1");
+            let out = holder.proc.finish();
+            out.assert_code(75);
+            assert!(out.stderr.contains("lock lost"), "{out:?}");
+            assert!(!held(&x) && !held(&p));
+        });
+    });
+}

@@ -768,3 +768,61 @@ fn sigterm_during_a_stalled_tls_handshake_exits_143() {
     let status = wrapper.wait_timeout(Duration::from_secs(1));
     wrapper.output(status).assert_code(143);
 }
+
+/// `--also` (issue 13): every Redis lock of a set is renewed (each stays
+/// held for longer than its lease), the command gets each one's fencing
+/// token, and losing any one of them stops the command (75) and releases
+/// the others at once.
+#[test]
+fn a_set_renews_every_lease_and_losing_any_stops_the_command() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-set");
+        let x = server.lock("also-x");
+        let y = server.lock("also-y");
+        let m = format!("mkdir:{}", sb.locks.join("m").display());
+        let held = |lock: &str| match run(&sb, &["-n", lock, "true"]).code() {
+            0 => false,
+            1 => true,
+            other => panic!("{lock}: exit {other}"),
+        };
+        let tokens = sb.work_path("tokens");
+        let setup = format!(
+            "printf '%s\\n%s' \"$LOCKWRAP_TOKEN\" \"$LOCKWRAP_TOKENS\" > '{}'",
+            tokens.display()
+        );
+        let mut args = scenarios::SHORT_LEASE.to_vec();
+        args.extend(["--also", &m, "--also", &x]);
+        let mut holder = sb.hold_after(&args, &y, &setup);
+        // LOCKWRAP_TOKEN: the first lock given that has one (y); then
+        // "TOKEN LOCK" for y and x, in the order given.
+        let text = std::fs::read_to_string(&tokens).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text:?}");
+        let (y_token, y_lock) = lines[1].split_once(' ').expect("TOKEN LOCK");
+        let (x_token, x_lock) = lines[2].split_once(' ').expect("TOKEN LOCK");
+        assert_eq!((y_lock, x_lock), (y.as_str(), x.as_str()), "{text:?}");
+        assert_eq!(lines[0], y_token, "{text:?}");
+        assert!(y_token.parse::<u64>().is_ok() && x_token.parse::<u64>().is_ok());
+        // Longer than the lease: every lock has been renewed.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(3500) {
+            for lock in [&x, &y, &m] {
+                assert!(held(lock), "{lock} was lost");
+            }
+        }
+        let reply = server.command(&["DEL", "lockwrap:also-x"]);
+        assert_eq!(reply, ":1\r\n");
+        let out = holder.proc.finish();
+        out.assert_code(75);
+        assert!(out.stderr.contains("lock lost"), "{out:?}");
+        assert!(
+            !common::process_is_running(holder.child_pid),
+            "the command was not stopped: {out:?}"
+        );
+        // Released, not left to expire.
+        for lock in [&x, &y, &m] {
+            assert!(!held(lock), "{lock} is still held");
+        }
+        assert_eq!(sb.lock_dir_entries(), Vec::<String>::new());
+    });
+}
