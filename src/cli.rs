@@ -150,6 +150,14 @@ struct Cli {
     #[arg(long, value_name = "DURATION")]
     stale_after: Option<String>,
 
+    // --- issue 13, item 7: once per interval across a fleet ---
+    /// Keep the lock until DURATION after it was taken, even when the
+    /// command ends sooner (also when it fails), so that a fleet whose cron
+    /// jobs fire seconds apart runs the job once. Redis hands the rest to
+    /// the server and exits at once; other locks keep lockwrap until then
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    min_hold: Option<String>,
+
     /// The lock, then the command and its arguments (or a single FD)
     #[arg(value_name = "LOCK", num_args = 0..)]
     args: Vec<OsString>,
@@ -230,6 +238,9 @@ pub struct Invocation {
     pub kill_grace: Duration,
     /// `--stale-after`.
     pub stale_after: Option<Duration>,
+    /// `--min-hold`: keep the lock this long after taking it (None: release
+    /// when the command is done).
+    pub min_hold: Option<Duration>,
 }
 
 /// `lockwrap --status LOCK...`.
@@ -417,6 +428,7 @@ impl Cli {
         if self.replace && !matches!(task, Task::Run { .. }) {
             return Err(usage("--replace needs a LOCK, not an fd"));
         }
+        let min_hold = self.min_hold(&task)?;
         if self.no_fork && self.max_runtime.is_some() {
             return Err(usage(
                 "--max-runtime needs lockwrap to stay: it cannot be used with -F/--no-fork",
@@ -439,7 +451,31 @@ impl Cli {
             kill_grace: parse_option_duration("--kill-grace", &self.kill_grace)?
                 .unwrap_or(crate::DEFAULT_KILL_GRACE),
             stale_after: parse_option_duration("--stale-after", &self.stale_after)?,
+            min_hold,
         })
+    }
+
+    /// `--min-hold DURATION` (0: none). Someone must keep the lock once the
+    /// command is done: with -F nobody is left (even a Redis lock, which the
+    /// server could keep, needs lockwrap to renew it while the command
+    /// runs), and without a command there is nothing to hold it after.
+    fn min_hold(&self, task: &Task) -> Result<Option<Duration>, Error> {
+        let Some(hold) =
+            parse_option_duration("--min-hold", &self.min_hold)?.filter(|hold| !hold.is_zero())
+        else {
+            return Ok(None);
+        };
+        if self.no_fork {
+            return Err(usage(
+                "--min-hold needs lockwrap to keep the lock after the command: it cannot be used with -F/--no-fork",
+            ));
+        }
+        if self.unlock || matches!(task, Task::Fd { command: None, .. }) {
+            return Err(usage(
+                "--min-hold needs a command to hold the lock for (not -u, nor an fd alone)",
+            ));
+        }
+        Ok(Some(hold))
     }
 
     /// flock(1)'s positional rules: with `--fd`, every positional is the

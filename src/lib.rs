@@ -129,6 +129,8 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
         Waiter::new(&lock, invocation.wait, &signals).with_progress(|| observe_all(&backends));
     let acquired = acquire_any_slot(&backends, &request, &waiter);
     let took = waiter.elapsed();
+    // --min-hold counts from here: the lock is ours (or the wait failed).
+    let acquired_at = std::time::Instant::now();
     drop(waiter);
     let (slot, mut held) = acquired.map_err(|e| {
         if invocation.verbose {
@@ -162,6 +164,9 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
         kill_grace: invocation.kill_grace,
         dies_with_wrapper: !backends[slot].survives_exec(),
         verbose: invocation.verbose,
+        hold_until: invocation
+            .min_hold
+            .and_then(|hold| acquired_at.checked_add(hold)),
     };
     if invocation.verbose {
         say!("{lock}: executing {}", argv[0].to_string_lossy());
