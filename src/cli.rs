@@ -44,7 +44,8 @@ Examples:
                       lockwrap [OPTIONS] <LOCK> -c <COMMAND_STRING>\n       \
                       lockwrap [OPTIONS] <FD>\n       \
                       lockwrap [OPTIONS] --fd <N> <COMMAND> [ARGS...]\n       \
-                      lockwrap --status [--json] <LOCK>...",
+                      lockwrap --status [--json] <LOCK>...\n       \
+                      lockwrap --check [--json] [DIR]",
     after_help = EXAMPLES,
     trailing_var_arg = true,
     infer_long_args = true,
@@ -126,8 +127,8 @@ struct Cli {
     #[arg(long)]
     status: bool,
 
-    /// With --status: one JSON object per lock
-    #[arg(long, requires = "status")]
+    /// With --status: one JSON object per lock (with --check: one object)
+    #[arg(long)]
     json: bool,
 
     /// Let up to N holders run at once (a semaphore); the command gets LOCKWRAP_SLOT
@@ -149,6 +150,18 @@ struct Cli {
     /// Reclaim a mkdir/excl lock whose owner cannot be proven dead once it is older than this
     #[arg(long, value_name = "DURATION")]
     stale_after: Option<String>,
+
+    // --- issue 13, item 8: does locking work here? ---
+    /// Prove with real processes that each lock mechanism excludes on the
+    /// filesystem of DIR (default: the current directory) and report it; exit
+    /// 0 if all work, 65 if one does not. Leaves nothing in DIR
+    #[arg(long, conflicts_with = "status")]
+    check: bool,
+
+    /// Internal to --check: take LOCK, say so on stdout, hold it until
+    /// stdin closes
+    #[arg(long, hide = true, value_name = "LOCK")]
+    check_holder: Option<OsString>,
 
     // --- issue 13, item 7: once per interval across a fleet ---
     /// Keep the lock until DURATION after it was taken, even when the
@@ -258,6 +271,15 @@ pub struct StatusQuery {
     pub conflict_exit_code: u8,
 }
 
+/// `lockwrap --check [DIR]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckQuery {
+    /// The directory whose filesystem is checked, as given (`.` by default).
+    pub dir: std::path::PathBuf,
+    /// `--json`.
+    pub json: bool,
+}
+
 /// The outcome of parsing: something to do, or text to print and exit 0.
 #[derive(Debug)]
 pub enum Parsed {
@@ -265,6 +287,10 @@ pub enum Parsed {
     Invocation(Invocation),
     /// `--status`: report on these locks.
     Status(StatusQuery),
+    /// `--check`: prove that locking works in a directory.
+    Check(CheckQuery),
+    /// `--check-holder LOCK`: a holder process of `--check`.
+    CheckHolder(OsString),
     /// `--help` or `--version`: print this to stdout and exit 0.
     Info(String),
 }
@@ -283,6 +309,15 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
             };
         }
     };
+    if let Some(lock) = cli.check_holder {
+        return Ok(Parsed::CheckHolder(lock));
+    }
+    if cli.check {
+        return cli.into_check_query().map(Parsed::Check);
+    }
+    if cli.json && !cli.status {
+        return Err(usage("--json goes with --status or --check"));
+    }
     if cli.status {
         return cli.into_status_query().map(Parsed::Status);
     }
@@ -353,6 +388,18 @@ impl Cli {
                 ))
             }),
         }
+    }
+
+    fn into_check_query(self) -> Result<CheckQuery, Error> {
+        let dir = match self.args.as_slice() {
+            [] => std::path::PathBuf::from("."),
+            [dir] => std::path::PathBuf::from(dir),
+            _ => return Err(usage("--check takes at most one DIR")),
+        };
+        Ok(CheckQuery {
+            dir,
+            json: self.json,
+        })
     }
 
     fn into_status_query(self) -> Result<StatusQuery, Error> {

@@ -17,6 +17,7 @@ macro_rules! say {
 }
 
 pub mod backend;
+pub mod check;
 pub mod child;
 pub mod cli;
 pub mod duration;

@@ -24,6 +24,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+pub mod json;
 pub mod records;
 pub mod tree;
 
