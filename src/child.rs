@@ -17,7 +17,11 @@
 //!
 //! and it ends when the command has exited and, unless the kernel keeps the
 //! lock through inherited fds (or `-o`), when no process of the tree is left.
-//! Lease renewal runs in every state.
+//! With `--min-hold`, that end is followed by `Holding {until}` (lockwrap
+//! keeps the lock until then, or until a terminating signal), unless the
+//! command was stopped on request or lost the lock, or the lock's server
+//! keeps it by itself ([`Held::release_later`]). Lease renewal runs in
+//! every state.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -65,6 +69,9 @@ pub struct ChildPlan<'a> {
     pub dies_with_wrapper: bool,
     /// `--verbose`: say when lockwrap stops the command.
     pub verbose: bool,
+    /// `--min-hold`: when the lock may be released at the earliest (its
+    /// acquisition plus the minimum hold).
+    pub hold_until: Option<Instant>,
 }
 
 /// How lockwrap ends once the command has: an exit code, or (after the
@@ -191,6 +198,9 @@ enum State {
     /// SIGKILL was sent to every process of the tree, once; the kernel is
     /// tearing them down.
     Killed,
+    /// `--min-hold`: all is done and lockwrap only keeps the lock, until
+    /// `until`, then ends so.
+    Holding { until: Instant, ending: Ending },
 }
 
 /// Why lockwrap stops the tree.
@@ -262,7 +272,7 @@ impl Supervisor<'_, '_> {
             .deadline
             .filter(|_| matches!(self.state, State::Running | State::Lingering));
         let kill_at = match self.state {
-            State::Stopping { kill_at } => Some(kill_at),
+            State::Stopping { kill_at } | State::Holding { until: kill_at, .. } => Some(kill_at),
             _ => None,
         };
         [self.renew_at, deadline, kill_at, self.rescan_at]
@@ -278,7 +288,7 @@ impl Supervisor<'_, '_> {
         let signal = match self.state {
             State::Stopping { .. } => Signal::SIGTERM,
             State::Killed => Signal::SIGKILL,
-            State::Running | State::Lingering => return,
+            State::Running | State::Lingering | State::Holding { .. } => return,
         };
         self.tree.signal_all(signal);
         self.rescan_at = Some(Instant::now() + RESCAN_EVERY);
@@ -287,6 +297,22 @@ impl Supervisor<'_, '_> {
     fn on_signal(&mut self, received: Received) {
         let signal = received.signal;
         if signal == Signal::SIGCHLD {
+            return;
+        }
+        if let State::Holding { ending, .. } = self.state {
+            // Nothing runs any more: a request to stop ends the hold at
+            // once, and lockwrap ends as the command did, except that after
+            // SIGINT or SIGQUIT it dies of it, so that a shell loop stops.
+            if is_terminating(signal) {
+                let ending = match signal {
+                    Signal::SIGINT | Signal::SIGQUIT => Ending::DieOf(signal),
+                    _ => ending,
+                };
+                self.state = State::Holding {
+                    until: Instant::now(),
+                    ending,
+                };
+            }
             return;
         }
         if !self.received.contains(&signal) {
@@ -437,6 +463,18 @@ impl Supervisor<'_, '_> {
                 self.cause = Some(StopCause::LockLost(lost));
             }
             State::Killed => self.cause = Some(StopCause::LockLost(lost)),
+            State::Holding { ending, .. } => {
+                // The command's work is done; only the rest of the interval
+                // is lost.
+                crate::say!(
+                    "warning: {}: lost the lock before --min-hold was over (the lease could not be renewed); another holder may take it early",
+                    self.plan.lock
+                );
+                self.state = State::Holding {
+                    until: Instant::now(),
+                    ending,
+                };
+            }
         }
     }
 
@@ -469,6 +507,9 @@ impl Supervisor<'_, '_> {
     /// lock must cover it or a stop is under way, so has the rest of the tree.
     fn ending(&mut self, none_left: bool) -> Option<Result<Ending, Error>> {
         let status = self.status?;
+        if let State::Holding { until, ending } = self.state {
+            return (Instant::now() >= until).then_some(Ok(ending));
+        }
         // The kernel keeps an fd-carried lock for whatever the command left
         // behind, so lockwrap may go as flock(1) does, unless it is stopping
         // the tree.
@@ -476,7 +517,65 @@ impl Supervisor<'_, '_> {
         if !none_left && !command_done {
             return None;
         }
-        Some(match self.cause.take() {
+        // A run stopped on request (even one the command ended gracefully)
+        // or by a lost lock is not held for.
+        let stopped = matches!(
+            self.cause,
+            Some(StopCause::Signal(_) | StopCause::LockLost(_))
+        ) || self.received.iter().any(|signal| is_terminating(*signal));
+        let ending = self.final_ending(status);
+        if let (Some(until), Ok(Ending::Code(code)), false) =
+            (self.plan.hold_until, &ending, stopped)
+            && self.hold(until, Ending::Code(*code))
+        {
+            return None;
+        }
+        Some(ending)
+    }
+
+    /// `--min-hold`: keeps the lock until `until` now that the command is
+    /// done (a failed one too: the run happened), or leaves it to the
+    /// lock's server. Returns whether lockwrap stays for it.
+    fn hold(&mut self, until: Instant, ending: Ending) -> bool {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        // A call on a socket: see Signals::defer.
+        let deferred = self.signals.defer();
+        let left_to_server = self.held.release_later(until);
+        drop(deferred);
+        let lock = self.plan.lock;
+        match left_to_server {
+            Ok(true) => {
+                if self.plan.verbose {
+                    crate::say!(
+                        "{lock}: --min-hold: the server keeps the lock for {} more",
+                        crate::duration::human(left)
+                    );
+                }
+                false
+            }
+            Ok(false) => {
+                if self.plan.verbose {
+                    crate::say!(
+                        "{lock}: --min-hold: keeping the lock for {} more",
+                        crate::duration::human(left)
+                    );
+                }
+                self.state = State::Holding { until, ending };
+                true
+            }
+            Err(e) => {
+                crate::say!("warning: {e}");
+                false
+            }
+        }
+    }
+
+    /// How lockwrap ends once the command and its tree are done.
+    fn final_ending(&mut self, status: WaitStatus) -> Result<Ending, Error> {
+        match self.cause.take() {
             Some(StopCause::MaxRuntime) => Ok(Ending::Code(EXIT_MAX_RUNTIME)),
             Some(StopCause::LockLost(e)) => Err(e),
             // Interrupted while the rest of the tree still ran: a shell
@@ -496,7 +595,7 @@ impl Supervisor<'_, '_> {
                 }
                 _ => Ending::Code(exit_code(status)),
             }),
-        })
+        }
     }
 }
 

@@ -47,7 +47,8 @@ Examples:
                       lockwrap [OPTIONS] <LOCK> --also <LOCK>... <COMMAND> [ARGS...]\n       \
                       lockwrap [OPTIONS] <FD>\n       \
                       lockwrap [OPTIONS] --fd <N> <COMMAND> [ARGS...]\n       \
-                      lockwrap --status [--json] <LOCK>...",
+                      lockwrap --status [--json] <LOCK>...\n       \
+                      lockwrap --check [--json] [DIR]",
     after_help = EXAMPLES,
     trailing_var_arg = true,
     infer_long_args = true,
@@ -129,8 +130,8 @@ struct Cli {
     #[arg(long)]
     status: bool,
 
-    /// With --status: one JSON object per lock
-    #[arg(long, requires = "status")]
+    /// With --status: one JSON object per lock (with --check: one object)
+    #[arg(long)]
     json: bool,
 
     /// Let up to N holders run at once (a semaphore); the command gets LOCKWRAP_SLOT
@@ -157,6 +158,26 @@ struct Cli {
     /// follow LOCK: lockwrap A --also B COMMAND
     #[arg(long, value_name = "LOCK", action = clap::ArgAction::Append)]
     also: Vec<OsString>,
+
+    // --- issue 13, item 8: does locking work here? ---
+    /// Prove with real processes that each lock mechanism excludes on the
+    /// filesystem of DIR (default: the current directory) and report it; exit
+    /// 0 if all work, 65 if one does not. Leaves nothing in DIR
+    #[arg(long, conflicts_with = "status")]
+    check: bool,
+
+    /// Internal to --check: take LOCK, say so on stdout, hold it until
+    /// stdin closes
+    #[arg(long, hide = true, value_name = "LOCK")]
+    check_holder: Option<OsString>,
+
+    // --- issue 13, item 7: once per interval across a fleet ---
+    /// Keep the lock until DURATION after it was taken, even when the
+    /// command ends sooner (also when it fails), so that a fleet whose cron
+    /// jobs fire seconds apart runs the job once. Redis hands the rest to
+    /// the server and exits at once; other locks keep lockwrap until then
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    min_hold: Option<String>,
 
     /// The lock, then the command and its arguments (or a single FD)
     #[arg(value_name = "LOCK", num_args = 0..)]
@@ -241,6 +262,9 @@ pub struct Invocation {
     /// `--also`: more locks taken with the LOCK of [`Task::Run`], all or
     /// none; each with its text as given, for `LOCKWRAP_LOCKS`.
     pub also: Vec<(LockSpec, OsString)>,
+    /// `--min-hold`: keep the lock this long after taking it (None: release
+    /// when the command is done).
+    pub min_hold: Option<Duration>,
 }
 
 /// `lockwrap --status LOCK...`.
@@ -258,13 +282,26 @@ pub struct StatusQuery {
     pub conflict_exit_code: u8,
 }
 
+/// `lockwrap --check [DIR]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckQuery {
+    /// The directory whose filesystem is checked, as given (`.` by default).
+    pub dir: std::path::PathBuf,
+    /// `--json`.
+    pub json: bool,
+}
+
 /// The outcome of parsing: something to do, or text to print and exit 0.
 #[derive(Debug)]
 pub enum Parsed {
-    /// Run this.
-    Invocation(Invocation),
+    /// Run this (boxed: it is much larger than the other variants).
+    Invocation(Box<Invocation>),
     /// `--status`: report on these locks.
     Status(StatusQuery),
+    /// `--check`: prove that locking works in a directory.
+    Check(CheckQuery),
+    /// `--check-holder LOCK`: a holder process of `--check`.
+    CheckHolder(OsString),
     /// `--help` or `--version`: print this to stdout and exit 0.
     Info(String),
 }
@@ -283,10 +320,20 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
             };
         }
     };
+    if let Some(lock) = cli.check_holder {
+        return Ok(Parsed::CheckHolder(lock));
+    }
+    if cli.check {
+        return cli.into_check_query().map(Parsed::Check);
+    }
+    if cli.json && !cli.status {
+        return Err(usage("--json goes with --status or --check"));
+    }
     if cli.status {
         return cli.into_status_query().map(Parsed::Status);
     }
-    cli.into_invocation().map(Parsed::Invocation)
+    cli.into_invocation()
+        .map(|i| Parsed::Invocation(Box::new(i)))
 }
 
 /// A usage error with the pointer to --help that every usage error ends with.
@@ -378,6 +425,18 @@ impl Cli {
         }
     }
 
+    fn into_check_query(self) -> Result<CheckQuery, Error> {
+        let dir = match self.args.as_slice() {
+            [] => std::path::PathBuf::from("."),
+            [dir] => std::path::PathBuf::from(dir),
+            _ => return Err(usage("--check takes at most one DIR")),
+        };
+        Ok(CheckQuery {
+            dir,
+            json: self.json,
+        })
+    }
+
     fn into_status_query(self) -> Result<StatusQuery, Error> {
         if self.args.is_empty() {
             return Err(usage("--status needs at least one LOCK"));
@@ -458,6 +517,7 @@ impl Cli {
         if self.replace && !matches!(task, Task::Run { .. }) {
             return Err(usage("--replace needs a LOCK, not an fd"));
         }
+        let min_hold = self.min_hold(&task)?;
         if self.no_fork && self.max_runtime.is_some() {
             return Err(usage(
                 "--max-runtime needs lockwrap to stay: it cannot be used with -F/--no-fork",
@@ -482,6 +542,7 @@ impl Cli {
                 .unwrap_or(crate::DEFAULT_KILL_GRACE),
             stale_after: parse_option_duration("--stale-after", &self.stale_after)?,
             also,
+            min_hold,
         })
     }
 
@@ -555,6 +616,29 @@ impl Cli {
             }
         }
         Ok(also)
+    }
+
+    /// `--min-hold DURATION` (0: none). Someone must keep the lock once the
+    /// command is done: with -F nobody is left (even a Redis lock, which the
+    /// server could keep, needs lockwrap to renew it while the command
+    /// runs), and without a command there is nothing to hold it after.
+    fn min_hold(&self, task: &Task) -> Result<Option<Duration>, Error> {
+        let Some(hold) =
+            parse_option_duration("--min-hold", &self.min_hold)?.filter(|hold| !hold.is_zero())
+        else {
+            return Ok(None);
+        };
+        if self.no_fork {
+            return Err(usage(
+                "--min-hold needs lockwrap to keep the lock after the command: it cannot be used with -F/--no-fork",
+            ));
+        }
+        if self.unlock || matches!(task, Task::Fd { command: None, .. }) {
+            return Err(usage(
+                "--min-hold needs a command to hold the lock for (not -u, nor an fd alone)",
+            ));
+        }
+        Ok(Some(hold))
     }
 
     /// flock(1)'s positional rules: with `--fd`, every positional is the
@@ -669,7 +753,7 @@ mod tests {
             .chain(args.iter().copied())
             .map(OsString::from);
         match parse(argv)? {
-            Parsed::Invocation(i) => Ok(i),
+            Parsed::Invocation(i) => Ok(*i),
             _ => panic!("not an invocation"),
         }
     }

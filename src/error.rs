@@ -145,6 +145,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// `--check DIR`: the directory cannot hold scratch locks.
+    #[error("--check {dir}: cannot use the directory: {}{}", .errno.desc().to_lowercase(), hint_suffix(.hint))]
+    CheckDir {
+        /// The directory as the user gave it.
+        dir: String,
+        /// What the kernel said.
+        errno: Errno,
+        /// What the user can do about it.
+        hint: &'static str,
+    },
+
     /// `--replace` cannot take the lock from its holder.
     #[error("{lock}: cannot replace the holder: {reason}")]
     Replace {
@@ -212,6 +223,10 @@ impl Error {
             Error::Permission { .. } => EXIT_NOPERM,
             Error::Config { .. } => EXIT_CONFIG,
             Error::Replace { .. } => EXIT_LOCK_FAILED,
+            Error::CheckDir { errno, .. } => match errno {
+                Errno::EACCES | Errno::EPERM => EXIT_NOPERM,
+                _ => errno_exit_code(*errno).unwrap_or(EXIT_CANNOT_OPEN),
+            },
         }
     }
 
@@ -234,6 +249,25 @@ impl Error {
         };
         Error::Open {
             lock: lock.to_owned(),
+            errno,
+            hint,
+        }
+    }
+
+    /// An [`Error::CheckDir`] with the hint that fits the errno.
+    pub fn check_dir(dir: &std::path::Path, errno: Errno) -> Self {
+        let hint = match errno {
+            Errno::ENOENT => "it does not exist; give an existing directory",
+            Errno::ENOTDIR => "give a directory, not a file",
+            Errno::EACCES | Errno::EPERM => {
+                "not writable by this user; run the check as the user whose locks will live there"
+            }
+            Errno::EROFS => "read-only filesystem: no lock that needs a file can be taken there",
+            Errno::ENOSPC | Errno::EDQUOT => "no space left; free some first",
+            _ => "",
+        };
+        Error::CheckDir {
+            dir: dir.display().to_string(),
             errno,
             hint,
         }

@@ -17,6 +17,7 @@ macro_rules! say {
 }
 
 pub mod backend;
+pub mod check;
 pub mod child;
 pub mod cli;
 pub mod duration;
@@ -175,6 +176,8 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
             .map_err(|(at, e)| (e, &backends[at..=at])),
     };
     let took = waiter.elapsed();
+    // --min-hold counts from here: the lock is ours (or the wait failed).
+    let acquired_at = std::time::Instant::now();
     drop(waiter);
     let (slot, mut held) = acquired.map_err(|(e, in_the_way)| {
         if invocation.verbose {
@@ -217,6 +220,9 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
             None => !backends[slot].survives_exec(),
         },
         verbose: invocation.verbose,
+        hold_until: invocation
+            .min_hold
+            .and_then(|hold| acquired_at.checked_add(hold)),
     };
     if invocation.verbose {
         say!("{lock}: executing {}", argv[0].to_string_lossy());

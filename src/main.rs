@@ -8,7 +8,7 @@ use lockwrap::cli::{self, Parsed};
 
 fn main() -> ExitCode {
     let invocation = match cli::parse(std::env::args_os()) {
-        Ok(Parsed::Invocation(invocation)) => invocation,
+        Ok(Parsed::Invocation(invocation)) => *invocation,
         Ok(Parsed::Status(query)) => {
             return match lockwrap::status(&query) {
                 Ok(code) => ExitCode::from(code),
@@ -18,6 +18,20 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Ok(Parsed::Check(query)) => {
+            return match lockwrap::check::run(&query) {
+                Ok(Ending::Code(code)) => ExitCode::from(code),
+                Ok(Ending::DieOf(signal)) => {
+                    lockwrap::child::die_of(signal);
+                    ExitCode::from(128u8.wrapping_add(signal as u8))
+                }
+                Err(e) => {
+                    lockwrap::say!("{e}");
+                    ExitCode::from(e.exit_code(1))
+                }
+            };
+        }
+        Ok(Parsed::CheckHolder(lock)) => return ExitCode::from(lockwrap::check::hold(&lock)),
         Ok(Parsed::Info(text)) => {
             let mut stdout = std::io::stdout().lock();
             let written = stdout

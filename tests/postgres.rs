@@ -9,6 +9,7 @@ mod common;
 mod servers;
 
 use std::ffi::OsStr;
+use std::time::Duration;
 
 use common::records::{hostname, live_process};
 use common::{Sandbox, WAIT, assert_replace_did_not_signal, wait_until};
@@ -669,5 +670,19 @@ fn a_lost_session_stops_a_set_and_releases_its_redis_lock() {
             assert!(out.stderr.contains("lock lost"), "{out:?}");
             assert!(!held(&x) && !held(&p));
         });
+    });
+}
+
+/// Issue 13 (7): a PostgreSQL lock has no lease the server could keep by
+/// itself: lockwrap stays until the end of `--min-hold`, checking its
+/// session as usual, and exits with the job's status then.
+#[test]
+fn min_hold_keeps_the_session_until_the_interval_ends() {
+    with(|server: &Postgres| {
+        let sb = Sandbox::new("min-hold");
+        let lock = server.lock("min-hold");
+        let run = common::min_hold_run(&sb, &scenarios::SHORT_LEASE, &lock, "2s");
+        run.assert_held_two_seconds();
+        assert!(run.wrapper_gone >= Duration::from_millis(1800), "{run:?}");
     });
 }

@@ -826,3 +826,21 @@ fn a_set_renews_every_lease_and_losing_any_stops_the_command() {
         assert_eq!(sb.lock_dir_entries(), Vec::<String>::new());
     });
 }
+
+/// Issue 13 (7): `--min-hold` leaves the rest of the interval to the
+/// server. lockwrap exits as soon as the job is done, with the job's status,
+/// and the key, although its lease (600 ms) is shorter, lasts the two
+/// seconds and then expires: the waiter gets the lock then.
+#[test]
+fn min_hold_leaves_the_lock_to_the_server_and_exits_at_once() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("min-hold");
+        let lock = server.lock("fleet");
+        let run = common::min_hold_run(&sb, &["--lease", "600ms"], &lock, "2s");
+        run.assert_held_two_seconds();
+        assert!(
+            run.wrapper_gone <= run.probe.0,
+            "lockwrap stayed for the interval: {run:?}"
+        );
+    });
+}

@@ -18,7 +18,7 @@ mod tls_files;
 
 use std::ffi::OsString;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
@@ -183,6 +183,16 @@ pub trait Held: Send {
     /// be ours; the child must be stopped.
     fn renew(&mut self) -> Result<(), Error> {
         Ok(())
+    }
+
+    /// `--min-hold`: the command is done, but the lock must stay taken
+    /// until `until`. Returns true when the lock's server keeps it that long
+    /// by itself, so that lockwrap may go at once (this value then has
+    /// nothing left to release); false, the default, when lockwrap must
+    /// keep holding it (renewing it as usual) and release it at `until`. An
+    /// error means the lock may no longer be ours.
+    fn release_later(&mut self, _until: Instant) -> Result<bool, Error> {
+        Ok(false)
     }
 
     /// Releases the lock.

@@ -1348,6 +1348,56 @@ impl Held for RedisHeld {
         }
     }
 
+    /// Leaves the key to the server: its lease becomes the time left until
+    /// `until`, if the key still holds our token ([`RENEW`] with that time),
+    /// so the lock expires on its own when the interval ends, and no
+    /// wrapper has to stay (or can die and free it early).
+    fn release_later(&mut self, until: Instant) -> Result<bool, Error> {
+        let left = until.saturating_duration_since(Instant::now());
+        if self.done || self.broken || left.is_zero() {
+            // Nothing to hand over: the renewal or release that follows
+            // says what became of the lock.
+            return Ok(false);
+        }
+        // Rounded up: the key must not go before `until`.
+        let left_ms = left.as_nanos().div_ceil(1_000_000) as u64;
+        let _ = self.con.set_read_timeout(Some(self.lease / 3));
+        let _ = self.con.set_write_timeout(Some(self.lease / 3));
+        let kept = ::redis::cmd("EVAL")
+            .arg(RENEW)
+            .arg(2)
+            .arg(&self.keys.lock)
+            .arg(&self.keys.holder)
+            .arg(&self.token)
+            .arg(left_ms)
+            .query::<i64>(&mut self.con);
+        match kept {
+            Ok(1) => {
+                self.done = true;
+                Ok(true)
+            }
+            Ok(_) => {
+                self.done = true;
+                Err(Error::TempFail {
+                    lock: self.lock.clone(),
+                    reason: "the lock was gone or taken before --min-hold was over".into(),
+                })
+            }
+            Err(e) => {
+                // The script may have run: the key then expires at `until`,
+                // else within the lease.
+                self.broken = true;
+                Err(Error::TempFail {
+                    lock: self.lock.clone(),
+                    reason: format!(
+                        "cannot leave the lock to the server for --min-hold ({}); it expires by itself within the lease",
+                        describe(&e)
+                    ),
+                })
+            }
+        }
+    }
+
     fn release(mut self: Box<Self>) -> Result<(), Error> {
         self.release_now()
     }

@@ -24,6 +24,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+pub mod json;
 pub mod records;
 pub mod tree;
 
@@ -638,5 +639,101 @@ impl Backend {
             Backend::Excl => Some(sandbox.locks.join(name)),
             _ => None,
         }
+    }
+}
+
+/// What a `--min-hold` run looked like from outside; times are since just
+/// before the wrapper was started (so never later than its acquisition).
+#[derive(Debug)]
+pub struct MinHoldRun {
+    /// The wrapper's outcome.
+    pub output: Output,
+    /// When its command had written its marker (the job was over).
+    pub job_done: Duration,
+    /// When the wrapper was first seen gone.
+    pub wrapper_gone: Duration,
+    /// When the `-n` probe, about a second after the job, started, and
+    /// its exit code (1: held).
+    pub probe: (Duration, i32),
+    /// When a `-w 5` waiter, started as soon as the job was over, got the lock.
+    pub waiter_got: Duration,
+}
+
+/// Runs `lockwrap ARGS --min-hold HOLD LOCK sh -c 'touch DONE; exit 3'` (a
+/// fast job that fails), then starts a `-w 5` waiter for the lock and, a
+/// second after the job, probes it with `-n`. The wrapper's outcome and when
+/// things happened are for the caller to judge.
+pub fn min_hold_run(sb: &Sandbox, args: &[&str], lock: &str, hold: &str) -> MinHoldRun {
+    let done = sb.work_path(&sb.label("done"));
+    let got = sb.work_path(&sb.label("got"));
+    let start = Instant::now();
+    let mut command = sb.lockwrap(args);
+    command.args(["--min-hold", hold, lock, "sh", "-c"]);
+    command.arg(format!("touch '{}'; exit 3", done.display()));
+    let mut wrapper = sb.spawn(command, &sb.label("wrapper"));
+    let mut wrapper_gone = None;
+    let mut watch = |wrapper: &mut Proc| {
+        if wrapper_gone.is_none() && !wrapper.is_running() {
+            wrapper_gone = Some(start.elapsed());
+        }
+    };
+    wait_until("the job to end", WAIT, || {
+        watch(&mut wrapper);
+        done.exists()
+    });
+    let job_done = start.elapsed();
+    let mut command = sb.lockwrap(["-w", "5", lock, "touch"]);
+    command.arg(&got);
+    let mut waiter = sb.spawn(command, &sb.label("waiter"));
+    // The moment under test, not a synchronisation: a second after the job.
+    while start.elapsed() < job_done + Duration::from_secs(1) {
+        watch(&mut wrapper);
+        std::thread::sleep(POLL);
+    }
+    let probe_started = start.elapsed();
+    let probe = sb.run(sb.lockwrap(["-n", lock, "true"]));
+    wait_until("the waiter to get the lock", WAIT, || {
+        watch(&mut wrapper);
+        got.exists()
+    });
+    let waiter_got = start.elapsed();
+    waiter.finish().assert_code(0);
+    let output = wrapper.finish();
+    watch(&mut wrapper);
+    MinHoldRun {
+        output,
+        job_done,
+        wrapper_gone: wrapper_gone.expect("the wrapper has exited"),
+        probe: (probe_started, probe.code()),
+        waiter_got,
+    }
+}
+
+impl MinHoldRun {
+    /// Asserts what every backend must do with `--min-hold 2s`: the
+    /// wrapper exits with the command's status (3: a failed job holds the
+    /// lock too); the lock is held a second after the job ended, and the
+    /// waiter gets it when the two seconds from acquisition are over.
+    #[track_caller]
+    pub fn assert_held_two_seconds(&self) {
+        self.output.assert_code(3);
+        assert!(self.output.stderr.is_empty(), "{self:?}");
+        let (probe_started, probe_code) = self.probe;
+        if probe_started < Duration::from_millis(1900) {
+            assert_eq!(probe_code, 1, "not held a second after the job: {self:?}");
+        } else {
+            eprintln!("machine too slow for the probe at one second: {self:?}");
+        }
+        // Acquired after the start, so held until 2 s after it at least.
+        assert!(
+            self.waiter_got >= Duration::from_millis(1800),
+            "freed before the minimum hold was over: {self:?}"
+        );
+        // Acquired before the job ended, so free 2 s after it at the
+        // latest; a second of slack for a loaded machine.
+        assert!(
+            self.waiter_got <= self.job_done + Duration::from_secs(3),
+            "held long after the minimum hold: {self:?}"
+        );
     }
 }
