@@ -389,9 +389,13 @@ fn acquire_any_slot(
 /// `--also`: takes every lock of `set`, in its order (that of `backends`),
 /// or none. One wait for all: each lock is waited for under `waiter`'s
 /// deadline, keeping the locks already taken, which cannot deadlock since
-/// every wrapper takes them in the same order. A conflict, timeout, signal
-/// or error releases the locks taken, in reverse order, and returns the
-/// error (naming the lock in the way) with that lock's index.
+/// every wrapper takes them in the same order. The leases of the locks
+/// taken are renewed while lockwrap waits for the next (a wait may outlast
+/// them), and renewed once more when the set is complete if they were
+/// waited with, so the command starts with every lease fresh. A conflict,
+/// timeout, signal, error or lost lease releases the locks taken, in
+/// reverse order, and returns the error (naming the lock in the way or
+/// lost) with the index of the lock waited for.
 fn acquire_set(
     set: &LockSet,
     backends: &[Box<dyn Backend>],
@@ -399,23 +403,83 @@ fn acquire_set(
     waiter: &Waiter<'_>,
 ) -> Result<Box<dyn Held>, (usize, Error)> {
     let mut held = Box::new(HeldSet::default());
+    let mut renew_at = None;
+    let give_up = |held: Box<HeldSet>, at: usize, e: Error| {
+        if let Err(release) = held.release() {
+            say!("warning: {release}");
+        }
+        Err((at, e))
+    };
     for (at, (member, backend)) in set.members().iter().zip(backends).enumerate() {
         let this = waiter
             .for_lock(&member.spec.to_string())
             .with_progress(|| observe_all(&backends[at..=at]));
-        let taken = backend.acquire(request, &this);
+        let (taken, renewed) =
+            while_renewing(&mut held, &mut renew_at, || backend.acquire(request, &this));
         drop(this);
-        match taken {
-            Ok(lock) => held.push(member.given, member.text.clone(), lock),
-            Err(e) => {
-                if let Err(release) = held.release() {
+        match (taken, renewed) {
+            (Ok(lock), Ok(())) => held.push(member.given, member.text.clone(), lock),
+            (Ok(lock), Err(lost)) => {
+                if let Err(release) = lock.release() {
                     say!("warning: {release}");
                 }
-                return Err((at, e));
+                return give_up(held, at, lost);
             }
+            (Err(_), Err(lost)) => return give_up(held, at, lost),
+            (Err(e), Ok(())) => return give_up(held, at, e),
         }
     }
+    if renew_at.is_some()
+        && let Err(lost) = held.renew()
+    {
+        return give_up(held, set.members().len() - 1, lost);
+    }
     Ok(held)
+}
+
+/// Runs `wait` (the wait for the next lock of a set) while a helper thread
+/// renews the leases of the locks in `held` when due: at `renew_at`, then
+/// every [`Held::renew_every`]. `renew_at` carries the schedule from one
+/// wait to the next (None before the first renewal is scheduled). Returns
+/// what `wait` returned and the first renewal failure (then no further
+/// renewal is tried; the lock is lost).
+fn while_renewing<T>(
+    held: &mut HeldSet,
+    renew_at: &mut Option<std::time::Instant>,
+    wait: impl FnOnce() -> T,
+) -> (T, Result<(), Error>) {
+    let Some(every) = held.renew_every() else {
+        return (wait(), Ok(()));
+    };
+    let due = renew_at.get_or_insert_with(|| std::time::Instant::now() + every);
+    std::thread::scope(|scope| {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let renewer = std::thread::Builder::new()
+            .name("renew".into())
+            .spawn_scoped(scope, move || {
+                loop {
+                    let nap = due.saturating_duration_since(std::time::Instant::now());
+                    match stopped.recv_timeout(nap) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            held.renew()?;
+                            *due = std::time::Instant::now() + every;
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+            });
+        let result = wait();
+        drop(stop);
+        // Without the thread (none could be started) the renewal after the
+        // last lock still tells whether the leases held.
+        let renewed = match renewer {
+            Ok(renewer) => renewer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => Ok(()),
+        };
+        (result, renewed)
+    })
 }
 
 /// What a slot thread tells the thread that waits for the slots.

@@ -159,12 +159,18 @@ fn server_place(remote: &RemoteLock) -> Vec<u8> {
 }
 
 /// `path` made absolute, with symlinks resolved in its directory (and in
-/// its last component too when `follow`); lexically cleaned where the
+/// its last component too when `follow`, even a dangling one: the lock
+/// file it names is created there); lexically cleaned where the
 /// filesystem cannot tell (a missing directory: the lock fails anyway).
 fn canonical_path(path: &Path, follow: bool) -> Vec<u8> {
     let absolute = match std::env::current_dir() {
         Ok(dir) if path.is_relative() => dir.join(path),
         _ => path.to_path_buf(),
+    };
+    let absolute = if follow {
+        dangling_target(absolute)
+    } else {
+        absolute
     };
     let resolved = match (absolute.parent(), absolute.file_name()) {
         (Some(parent), Some(name)) => follow
@@ -175,6 +181,25 @@ fn canonical_path(path: &Path, follow: bool) -> Vec<u8> {
     };
     let cleaned = resolved.unwrap_or_else(|| absolute.components().collect::<PathBuf>());
     cleaned.as_os_str().as_bytes().to_vec()
+}
+
+/// Where a chain of symlinks ending in a missing file leads: opening it
+/// with O_CREAT creates that file, and once it exists the place is the
+/// file's (canonicalize). Without this, the first wrapper (before the file
+/// exists) and every later one would order the lock differently.
+/// Anything else (not a symlink, a loop) is left as it is.
+fn dangling_target(mut path: PathBuf) -> PathBuf {
+    // As the kernel's limit on symlinks followed in one lookup.
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&path) else {
+            return path;
+        };
+        path = match path.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    path
 }
 
 /// Whether two members name the same lock, or locks that would wait for

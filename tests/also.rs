@@ -161,6 +161,33 @@ fn a_waiter_keeps_the_earlier_locks_and_gets_all_when_freed() {
     assert_only_entries(&sb, &["z"]);
 }
 
+/// A flock lock reached through a dangling symlink (its file not created
+/// yet: the first run, or after a cleanup) is ordered by the file the
+/// symlink names, as it is once that file exists. Ordered by the symlink's
+/// own name instead, a first wrapper would take the set in one order and
+/// every later one in another: a deadlock. Here the symlink `z-sym` names
+/// `a-file`, which sorts before `m`: the waiter takes it first and keeps
+/// it while it waits for `m`.
+#[test]
+fn a_dangling_symlink_is_ordered_by_the_file_it_names() {
+    let sb = Sandbox::new("dangling");
+    std::os::unix::fs::symlink("a-file", sb.locks.join("z-sym")).unwrap();
+    let through_symlink = Backend::Flock.spec(&sb, "z-sym");
+    let target = Backend::Flock.spec(&sb, "a-file");
+    let middle = Backend::Flock.spec(&sb, "m");
+    let mut holder = sb.hold(&[], &middle);
+    let command = sb.lockwrap(["-w", "60", &through_symlink, "--also", &middle, "true"]);
+    let mut waiter = sb.spawn(command, "waiter");
+    wait_until(
+        "the waiter to hold the file the symlink names",
+        WAIT,
+        || run(&sb, &["--status", &target]).code() == 1,
+    );
+    holder.release_and_finish().assert_code(0);
+    waiter.finish().assert_code(0);
+    assert!(!is_held(&sb, &target) && !is_held(&sb, &middle));
+}
+
 /// `-w` is one deadline for the whole set, not one per lock: a waiter that
 /// got the first lock late still gives up at the deadline counted from its
 /// start, and then frees the first lock.

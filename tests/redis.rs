@@ -844,3 +844,33 @@ fn min_hold_leaves_the_lock_to_the_server_and_exits_at_once() {
         );
     });
 }
+
+/// `--also`: a lock of the set already taken stays held while lockwrap
+/// waits for the next one, however long the wait: its lease is renewed
+/// during the wait (not only once the command runs), so nobody else takes
+/// it meanwhile and the command, once every lock is free, runs holding all.
+#[test]
+fn a_set_renews_the_leases_it_holds_while_it_waits_for_the_next_lock() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-set-wait");
+        let first = server.lock("wait-a");
+        let second = server.lock("wait-b");
+        let mut holder = sb.hold(&[], &second);
+        let marker = sb.work_path("ran");
+        let script = format!("touch '{}'", marker.display());
+        let mut args = scenarios::SHORT_LEASE.to_vec();
+        args.extend(["-w", "60", &first, "--also", &second, "sh", "-c", &script]);
+        let mut waiter = sb.spawn(sb.lockwrap(&args), "waiter");
+        server.wait_for_waiters("wait-b", 1);
+        // Longer than the lease of the lock the waiter holds.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(3500) {
+            let out = run(&sb, &["-n", &first, "true"]);
+            assert_eq!(out.code(), 1, "{first} was lost while waiting: {out:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        holder.release_and_finish().assert_code(0);
+        waiter.finish().assert_code(0);
+        assert!(marker.exists());
+    });
+}
