@@ -112,7 +112,13 @@ fn join_lines(lines: impl Iterator<Item = Vec<u8>>) -> OsString {
 
 fn order_key(spec: &LockSpec) -> OrderKey {
     OrderKey {
-        kind: spec.kind(),
+        // flock and fcntl locks on one file conflict on NFS (where flock(2)
+        // is emulated with fcntl locks): they sort as one kind, so that
+        // `flock:X --also Y` and `fcntl:X --also Y` take X first alike.
+        kind: match spec {
+            LockSpec::Flock(_) | LockSpec::Ofd(_) => "file",
+            _ => spec.kind(),
+        },
         place: place(spec),
     }
 }
@@ -380,6 +386,15 @@ mod tests {
             .iter()
             .map(|m| m.spec.to_string())
             .collect()
+    }
+
+    #[test]
+    fn flock_and_fcntl_locks_sort_by_path_alike() {
+        // On NFS they conflict: both wrappers must take /nonexistent/a first.
+        let one = order(&["fcntl:/nonexistent/z", "/nonexistent/a"]);
+        let other = order(&["/nonexistent/z", "fcntl:/nonexistent/a"]);
+        assert_eq!(one[0], "/nonexistent/a");
+        assert_eq!(other[0], "fcntl:/nonexistent/a");
     }
 
     #[test]
