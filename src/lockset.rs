@@ -161,7 +161,46 @@ fn server_place(remote: &RemoteLock) -> Vec<u8> {
         Some(rest) => format!("postgres://{rest}"),
         None => url,
     };
-    format!("{url}#{}", remote.name).into_bytes()
+    format!("{}#{}", with_defaults_spelt_out(&url), remote.name).into_bytes()
+}
+
+/// A server URL with its defaults written out, so that `redis://h#n`,
+/// `redis://H:6379#n` and `redis://h:6379/0#n` order alike: the host in
+/// lower case, the default port (6379, 5432) and Redis's default database 0.
+/// Sentinel URLs and anything unusual are left as they are.
+fn with_defaults_spelt_out(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let default_port = match scheme {
+        "redis" | "rediss" => "6379",
+        "postgres" => "5432",
+        _ => return url.to_owned(),
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (user, host_port) = match authority.rsplit_once('@') {
+        // `redis://:pw@h` is `redis://@h` once the password is gone.
+        Some(("", host_port)) => (String::new(), host_port),
+        Some((user, host_port)) => (format!("{user}@"), host_port),
+        None => (String::new(), authority),
+    };
+    // An IPv6 address keeps its brackets; a port follows the last ':' after them.
+    let host_end = host_port.rfind(']').map_or(0, |i| i + 1);
+    let host_port = if host_port[host_end..].contains(':') {
+        host_port.to_ascii_lowercase()
+    } else {
+        format!("{}:{default_port}", host_port.to_ascii_lowercase())
+    };
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, format!("?{query}")),
+        None => (tail, String::new()),
+    };
+    let path = match (default_port, path) {
+        ("6379", "" | "/") => "/0",
+        _ => path,
+    };
+    format!("{scheme}://{user}{host_port}{path}{query}")
 }
 
 /// `path` made absolute, with symlinks resolved in its directory (and in
@@ -389,6 +428,23 @@ mod tests {
     }
 
     #[test]
+    fn server_defaults_are_spelt_out() {
+        for (a, b) in [
+            ("redis://h#n", "redis://H:6379/0#n"),
+            ("redis://:pw@h/#n", "redis://h:6379#n"),
+            ("postgres://u@h/db#n", "postgresql://u@h:5432/db#n"),
+            ("redis://[::1]#n", "redis://[::1]:6379/0#n"),
+        ] {
+            let a = order_key(&LockSpec::parse(a.as_ref()));
+            let b = order_key(&LockSpec::parse(b.as_ref()));
+            assert_eq!(a, b);
+        }
+        let a = order_key(&LockSpec::parse("redis://h/1#n".as_ref()));
+        let b = order_key(&LockSpec::parse("redis://h#n".as_ref()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
     fn flock_and_fcntl_locks_sort_by_path_alike() {
         // On NFS they conflict: both wrappers must take /nonexistent/a first.
         let one = order(&["fcntl:/nonexistent/z", "/nonexistent/a"]);
@@ -437,7 +493,7 @@ mod tests {
         ));
         assert_eq!(a, b);
         let a = order_key(&LockSpec::parse("rediss://h?tls_ca=/ca.pem#n".as_ref()));
-        assert_eq!(a.place, b"rediss://h?tls_ca=/ca.pem#n");
+        assert_eq!(a.place, b"rediss://h:6379/0?tls_ca=/ca.pem#n");
     }
 
     #[test]
