@@ -150,6 +150,10 @@ struct Cli {
     #[arg(long, value_name = "DURATION")]
     stale_after: Option<String>,
 
+    /// Serve waiters first come, first served (waiters without --fair may still overtake)
+    #[arg(long)]
+    fair: bool,
+
     /// The lock, then the command and its arguments (or a single FD)
     #[arg(value_name = "LOCK", num_args = 0..)]
     args: Vec<OsString>,
@@ -230,6 +234,8 @@ pub struct Invocation {
     pub kill_grace: Duration,
     /// `--stale-after`.
     pub stale_after: Option<Duration>,
+    /// `--fair`: wait in line behind the fair waiters that came first.
+    pub fair: bool,
 }
 
 /// `lockwrap --status LOCK...`.
@@ -417,6 +423,9 @@ impl Cli {
         if self.replace && !matches!(task, Task::Run { .. }) {
             return Err(usage("--replace needs a LOCK, not an fd"));
         }
+        if self.fair && !matches!(task, Task::Run { .. }) {
+            return Err(usage("--fair needs a LOCK, not an fd"));
+        }
         if self.no_fork && self.max_runtime.is_some() {
             return Err(usage(
                 "--max-runtime needs lockwrap to stay: it cannot be used with -F/--no-fork",
@@ -439,6 +448,7 @@ impl Cli {
             kill_grace: parse_option_duration("--kill-grace", &self.kill_grace)?
                 .unwrap_or(crate::DEFAULT_KILL_GRACE),
             stale_after: parse_option_duration("--stale-after", &self.stale_after)?,
+            fair: self.fair,
         })
     }
 

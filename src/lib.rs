@@ -21,6 +21,7 @@ pub mod child;
 pub mod cli;
 pub mod duration;
 pub mod error;
+pub mod fair;
 pub mod holder;
 pub mod spec;
 pub mod status;
@@ -125,11 +126,18 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
             }
         }
     }
-    let waiter =
-        Waiter::new(&lock, invocation.wait, &signals).with_progress(|| observe_all(&backends));
-    let acquired = acquire_any_slot(&backends, &request, &waiter);
+    // One line for all the slots of a semaphore: slot 0's.
+    let place = fair::Place::new(&lock, backends[0].as_ref(), invocation.fair, &command_text);
+    let waiter = Waiter::new(&lock, invocation.wait, &signals)
+        .with_progress(|| observe_all(&backends))
+        .on_first_wait(|| place.join());
+    let acquired = place
+        .before_first_attempt(&waiter)
+        .and_then(|()| acquire_any_slot(&backends, &request, &waiter));
     let took = waiter.elapsed();
     drop(waiter);
+    // Out of line before the command runs: the next fair waiter's turn.
+    drop(place);
     let (slot, mut held) = acquired.map_err(|e| {
         if invocation.verbose {
             with_holder(e, &backends)
@@ -178,6 +186,10 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
     if let Err(e) = held.release() {
         say!("warning: {e}");
     }
+    // What waiters killed meanwhile left in line, if nobody else removed it.
+    if let Some(line) = backends[0].line() {
+        line.tidy();
+    }
     Ok(code)
 }
 
@@ -194,7 +206,7 @@ pub fn status(query: &StatusQuery) -> Result<u8, Error> {
         };
         let mut any_slot_free = false;
         for slot in &slots {
-            let state = backend::open(slot).status()?;
+            let state = fair::status(backend::open(slot).as_ref())?;
             any_slot_free |= !state.held || state.stale || (query.shared && state.shared);
             let lock = slot.to_string();
             let line = if query.json {
@@ -428,6 +440,11 @@ fn check_supported(
     if invocation.no_fork && !backend.survives_exec() {
         return Err(Error::Usage(format!(
             "{lock}: -F/--no-fork is not possible with this kind of lock: lockwrap must stay to keep the lease alive"
+        )));
+    }
+    if invocation.fair && backend.line().is_none() && !backend.fair_by_itself() {
+        return Err(Error::Usage(format!(
+            "{lock}: --fair is not possible with this kind of lock yet: its waiters have no line to queue in (drop the option)"
         )));
     }
     if invocation.replace && invocation.slots > 1 {
