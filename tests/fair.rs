@@ -4,8 +4,10 @@
 mod common;
 
 use std::fs;
+use std::time::Duration;
 
 use common::{Backend, Proc, Sandbox, WAIT, wait_until};
+use nix::sys::signal::Signal;
 
 /// A waiter as `--status --json` lists it: pid and queue position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +176,106 @@ fn plain_waiters_are_listed(backend: Backend) {
     assert!(waiters(&status_json(&sb, &lock)).is_empty());
 }
 
+/// The head of the line is stopped (SIGSTOP) when the lock is released:
+/// the fair waiter behind it leaves the free lock alone (a waiter without
+/// `--fair` would take it), and gets it only after the head, once that
+/// continues.
+fn a_fair_waiter_never_overtakes_the_one_ahead(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-stopped-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut first = start_fair_waiter(&sb, &lock, &log, 1);
+    wait_listed(&sb, &lock, first.pid());
+    let mut second = start_fair_waiter(&sb, &lock, &log, 2);
+    wait_listed(&sb, &lock, second.pid());
+    first.signal(Signal::SIGSTOP);
+    holder.release_and_finish().assert_code(0);
+    // A negative, so it is watched for a while: the lock stays free and
+    // the second waiter stays in line (without --fair it takes the lock
+    // within milliseconds, or for mkdir/excl within the second after which
+    // a waiter queued behind a stopped one looks at the lock itself).
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_millis(1500) {
+        let out = sb.run(sb.lockwrap(["--status", "--json", &lock]));
+        assert!(
+            out.stdout.contains("\"held\":false"),
+            "{backend:?}: the lock was taken while the head of the line was stopped: {out:?}"
+        );
+        assert!(
+            waiters(&out.stdout)
+                .iter()
+                .any(|w| w.pid == Some(second.pid())),
+            "{out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.signal(Signal::SIGCONT);
+    first.finish().assert_code(0);
+    second.finish().assert_code(0);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "1\n2\n", "{backend:?}");
+}
+
+/// Fair and plain waiters on one lock: never two in the critical section,
+/// everyone gets it once.
+fn fair_and_plain_waiters_still_exclude_each_other(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-mixed-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let log = sb.work_path("sections.log");
+    let script = common::critical_section_script(&log);
+    let mut holder = sb.hold(&[], &lock);
+    let mut procs: Vec<Proc> = (0..6)
+        .map(|i| {
+            let mut args = vec![lock.as_str(), "sh", "-c", script.as_str()];
+            if i % 2 == 0 {
+                args.insert(0, "--fair");
+            }
+            sb.spawn(sb.lockwrap(args), &format!("mixed{i}"))
+        })
+        .collect();
+    for proc in &procs {
+        wait_listed(&sb, &lock, proc.pid());
+    }
+    holder.release_and_finish().assert_code(0);
+    for proc in &mut procs {
+        proc.finish().assert_code(0);
+    }
+    common::assert_no_overlap(&log, 6);
+}
+
+/// A fair waiter that gives up (-w) or is stopped by SIGTERM leaves the
+/// line; the one behind moves up.
+fn a_fair_waiter_that_gives_up_leaves_the_line(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-give-up-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut first = start_fair_waiter(&sb, &lock, &log, 1);
+    wait_listed(&sb, &lock, first.pid());
+    let mut impatient = sb.spawn(
+        sb.lockwrap(["--fair", "-w", "0.3", &lock, "true"]),
+        "impatient",
+    );
+    assert_eq!(wait_listed(&sb, &lock, impatient.pid()).position, Some(2));
+    let mut third = start_fair_waiter(&sb, &lock, &log, 3);
+    assert_eq!(wait_listed(&sb, &lock, third.pid()).position, Some(3));
+    impatient.finish().assert_code(1);
+    first.signal(Signal::SIGTERM);
+    let out = first.finish();
+    out.assert_code(143);
+    let json = status_json(&sb, &lock);
+    let listed = waiters(&json);
+    assert_eq!(listed.len(), 1, "{json}");
+    assert_eq!(
+        (listed[0].pid, listed[0].position),
+        (Some(third.pid()), Some(1)),
+        "{json}"
+    );
+    holder.release_and_finish().assert_code(0);
+    third.finish().assert_code(0);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "3\n");
+}
+
 macro_rules! fair_tests {
     ($($module:ident => $backend:expr),* $(,)?) => {$(
         mod $module {
@@ -188,6 +290,21 @@ macro_rules! fair_tests {
             fn plain_waiters_are_listed() {
                 super::plain_waiters_are_listed($backend);
             }
+
+            #[test]
+            fn a_fair_waiter_never_overtakes_the_one_ahead() {
+                super::a_fair_waiter_never_overtakes_the_one_ahead($backend);
+            }
+
+            #[test]
+            fn fair_and_plain_waiters_still_exclude_each_other() {
+                super::fair_and_plain_waiters_still_exclude_each_other($backend);
+            }
+
+            #[test]
+            fn a_fair_waiter_that_gives_up_leaves_the_line() {
+                super::a_fair_waiter_that_gives_up_leaves_the_line($backend);
+            }
         }
     )*};
 }
@@ -197,4 +314,37 @@ fair_tests! {
     fcntl => Backend::Fcntl,
     mkdir => Backend::Mkdir,
     excl => Backend::Excl,
+}
+
+#[test]
+fn fair_needs_a_lock_that_can_queue() {
+    let sb = Sandbox::new("fair-usage");
+    let out = sb.run(sb.lockwrap(["--fair", "--fd", "0", "true"]));
+    out.assert_error(64);
+    assert!(out.stderr.contains("--fair"), "{out:?}");
+    let out = sb.run(sb.lockwrap(["--fair", "-n", "9"]));
+    out.assert_error(64);
+    let out = sb.run(sb.lockwrap(["--fair", "redis://127.0.0.1:1#x", "true"]));
+    out.assert_error(64);
+    assert!(out.stderr.contains("--fair"), "{out:?}");
+}
+
+/// A plain flock(1) blocked on the file is listed, from /proc/locks.
+#[test]
+fn a_plain_flock_waiter_is_listed() {
+    let Some(flock) = common::system_flock() else {
+        eprintln!("skipped: no /usr/bin/flock");
+        return;
+    };
+    let sb = Sandbox::new("fair-flock1");
+    let lock = Backend::Flock.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let mut command = std::process::Command::new(flock);
+    command.args([&lock, "true"]);
+    let mut plain = sb.spawn(command, "flock1");
+    let listed = wait_listed(&sb, &lock, plain.pid());
+    assert!(!listed.fair && listed.position.is_none(), "{listed:?}");
+    assert!(listed.command.unwrap_or_default().contains("flock"));
+    holder.release_and_finish().assert_code(0);
+    plain.finish().assert_code(0);
 }

@@ -171,12 +171,18 @@ impl Line for FileLine {
                 Ok(file) => file,
                 // The last leaver removed the directory meanwhile.
                 Err(Errno::ENOENT) => continue,
-                Err(e) => return Err(self.cannot_join(e)),
+                Err(e) => {
+                    drop(guard);
+                    tidy(parent.as_fd(), &self.own_name(), dir.as_fd());
+                    return Err(self.cannot_join(e));
+                }
             };
             let made = super::flock_fd(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)
                 .and_then(|()| write_all(file.as_fd(), entry.record.encode().as_bytes()));
             if let Err(e) = made {
                 let _ = unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+                drop(guard);
+                tidy(parent.as_fd(), &self.own_name(), dir.as_fd());
                 return Err(self.cannot_join(e));
             }
             drop(guard);
