@@ -314,6 +314,7 @@ fair_tests! {
     fcntl => Backend::Fcntl,
     mkdir => Backend::Mkdir,
     excl => Backend::Excl,
+    abstract_socket => Backend::Abstract,
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! file and knows nothing of the others; [`open`] is the one place that maps
 //! a [`LockSpec`] to a backend.
 
+mod abstract_line;
 mod abstract_socket;
 mod excl;
 mod file_line;
