@@ -190,6 +190,12 @@ fn a_fair_waiter_never_overtakes_the_one_ahead(backend: Backend) {
     let mut second = start_fair_waiter(&sb, &lock, &log, 2);
     wait_listed(&sb, &lock, second.pid());
     first.signal(Signal::SIGSTOP);
+    // Every thread stopped, none in a lock call: a thread the stop woke
+    // just as the lock was released could take it on its way out (its
+    // turn: no overtaking, but not this test).
+    wait_until("the head of the line to stop", WAIT, || {
+        all_threads_stopped(first.pid())
+    });
     holder.release_and_finish().assert_code(0);
     // A negative, so it is watched for a while: the lock stays free and
     // the second waiter stays in line (without --fair it takes the lock
@@ -214,6 +220,21 @@ fn a_fair_waiter_never_overtakes_the_one_ahead(backend: Backend) {
     first.finish().assert_code(0);
     second.finish().assert_code(0);
     assert_eq!(fs::read_to_string(&log).unwrap(), "1\n2\n", "{backend:?}");
+}
+
+/// Whether every thread of `pid` is stopped (state T).
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                == Some("T")
+        })
+    })
 }
 
 /// Fair and plain waiters on one lock: never two in the critical section,
@@ -315,6 +336,50 @@ fair_tests! {
     mkdir => Backend::Mkdir,
     excl => Backend::Excl,
     abstract_socket => Backend::Abstract,
+}
+
+/// `--slots` with `--fair`: one line for the whole semaphore (slot 0's,
+/// where `--status --slots` lists it); fair waiters take the slots freed in
+/// the order they came.
+#[test]
+fn fair_waiters_of_a_semaphore_share_one_line() {
+    for backend in [Backend::Flock, Backend::Abstract] {
+        let sb = Sandbox::new(&format!("fair-slots-{backend:?}"));
+        let lock = backend.spec(&sb, "sem");
+        let log = sb.work_path("order.log");
+        let (mut first_holder, _) = sb.hold_slot(&["--slots", "2"], &lock);
+        let (mut second_holder, _) = sb.hold_slot(&["--slots", "2"], &lock);
+        let listed = |pid: i32| {
+            let out = sb.run(sb.lockwrap(["--status", "--json", "--slots", "2", &lock]));
+            let slot0 = out.stdout.lines().next().unwrap_or_default().to_owned();
+            waiters(&slot0).into_iter().find(|w| w.pid == Some(pid))
+        };
+        let mut procs = Vec::new();
+        for n in 1..=3 {
+            let script = format!("echo {n} >> '{}'", log.display());
+            let proc = sb.spawn(
+                sb.lockwrap(["--fair", "--slots", "2", &lock, "sh", "-c", &script]),
+                &format!("sem{n}"),
+            );
+            let mut place = None;
+            wait_until(&format!("{backend:?}: waiter {n} in line"), WAIT, || {
+                place = listed(proc.pid()).and_then(|w| w.position);
+                place.is_some()
+            });
+            assert_eq!(place, Some(n), "{backend:?}");
+            procs.push(proc);
+        }
+        first_holder.release_and_finish().assert_code(0);
+        for proc in &mut procs {
+            proc.finish().assert_code(0);
+        }
+        second_holder.release_and_finish().assert_code(0);
+        assert_eq!(
+            fs::read_to_string(&log).unwrap(),
+            "1\n2\n3\n",
+            "{backend:?}"
+        );
+    }
 }
 
 #[test]

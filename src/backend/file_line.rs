@@ -142,8 +142,9 @@ impl FileLine {
 
 impl Line for FileLine {
     fn is_empty(&self) -> bool {
+        // nix's lstat is one call; std's may probe for statx with another.
         let path = self.location.dir_path().join(self.own_name());
-        std::fs::symlink_metadata(path).is_err()
+        nix::sys::stat::lstat(&path).is_err()
     }
 
     fn join(&self, entry: &LineEntry) -> Result<Box<dyn Ticket>, Error> {
@@ -154,7 +155,8 @@ impl Line for FileLine {
             };
             let guard = DirLock::take(dir.as_fd())
                 .map_err(|e| Error::os(&self.lock, "--fair: cannot lock the line of waiters", e))?;
-            remove_dead(dir.as_fd(), &guard);
+            // Dead tickets count too: a number is used again only once every
+            // ticket above it is gone.
             let seq = list(dir.as_fd()).last().map_or(1, |t| t.seq + 1);
             let name = ticket_name(seq, entry.fair);
             let flags = OFlag::O_RDWR
@@ -251,6 +253,10 @@ impl Line for FileLine {
     }
 
     fn tidy(&self) {
+        // The usual case, nobody ever waited: one stat.
+        if self.is_empty() {
+            return;
+        }
         let Ok(parent) = self.open_parent() else {
             return;
         };
