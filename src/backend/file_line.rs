@@ -155,8 +155,9 @@ impl Line for FileLine {
             };
             let guard = DirLock::take(dir.as_fd())
                 .map_err(|e| Error::os(&self.lock, "--fair: cannot lock the line of waiters", e))?;
-            // Dead tickets count too: a number is used again only once every
-            // ticket above it is gone.
+            // Whoever joins removes what dead waiters left, so that it never
+            // piles up however many waiters are killed in a row.
+            remove_dead(dir.as_fd(), &guard);
             let seq = list(dir.as_fd()).last().map_or(1, |t| t.seq + 1);
             let name = ticket_name(seq, entry.fair);
             let flags = OFlag::O_RDWR
