@@ -33,6 +33,7 @@ Examples:
   */5 * * * * lockwrap -n /run/lock/backup.lock /usr/local/bin/backup
   lockwrap -w 30s mkdir:/var/tmp/deploy.lock -c 'make deploy'
   exec 9>/run/lock/app.lock; lockwrap -n 9 || exit 1
+  lockwrap --fair /run/lock/deploy.lock ./deploy.sh   # deploys in the order started
   lockwrap --status /run/lock/backup.lock";
 
 /// lockwrap: run a command while holding a lock; a drop-in for flock(1).
