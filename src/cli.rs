@@ -35,6 +35,7 @@ Examples:
   lockwrap -w 30s mkdir:/var/tmp/deploy.lock -c 'make deploy'
   lockwrap -w 5m /run/lock/db --also mkdir:/var/tmp/deploy.lock make migrate
   exec 9>/run/lock/app.lock; lockwrap -n 9 || exit 1
+  lockwrap --fair /run/lock/deploy.lock ./deploy.sh   # deploys in the order started
   lockwrap --status /run/lock/backup.lock";
 
 /// lockwrap: run a command while holding a lock; a drop-in for flock(1).
@@ -179,6 +180,10 @@ struct Cli {
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     min_hold: Option<String>,
 
+    /// Serve waiters first come, first served (waiters without --fair may still overtake)
+    #[arg(long)]
+    fair: bool,
+
     /// The lock, then the command and its arguments (or a single FD)
     #[arg(value_name = "LOCK", num_args = 0..)]
     args: Vec<OsString>,
@@ -265,6 +270,8 @@ pub struct Invocation {
     /// `--min-hold`: keep the lock this long after taking it (None: release
     /// when the command is done).
     pub min_hold: Option<Duration>,
+    /// `--fair`: wait in line behind the fair waiters that came first.
+    pub fair: bool,
 }
 
 /// `lockwrap --status LOCK...`.
@@ -518,6 +525,9 @@ impl Cli {
             return Err(usage("--replace needs a LOCK, not an fd"));
         }
         let min_hold = self.min_hold(&task)?;
+        if self.fair && !matches!(task, Task::Run { .. }) {
+            return Err(usage("--fair needs a LOCK, not an fd"));
+        }
         if self.no_fork && self.max_runtime.is_some() {
             return Err(usage(
                 "--max-runtime needs lockwrap to stay: it cannot be used with -F/--no-fork",
@@ -543,6 +553,7 @@ impl Cli {
             stale_after: parse_option_duration("--stale-after", &self.stale_after)?,
             also,
             min_hold,
+            fair: self.fair,
         })
     }
 

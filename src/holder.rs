@@ -421,6 +421,9 @@ mod tests {
             ("FLOCK", true, 1234, "00:2d:5678")
         );
         assert!(parse_lock_line("1: -> FLOCK  ADVISORY  WRITE 99 00:2d:5678 0 EOF").is_none());
+        let w = parse_waiter_line("1:  -> FLOCK  ADVISORY  WRITE 99 00:2d:5678 0 EOF").unwrap();
+        assert_eq!((w.pid, w.dev_ino.as_str()), (99, "00:2d:5678"));
+        assert!(parse_waiter_line("1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF").is_none());
         assert!(
             !parse_lock_line("2: OFDLCK ADVISORY  READ  -1 fd:01:7 0 EOF")
                 .unwrap()
@@ -531,6 +534,36 @@ pub fn kernel_lock_holders(kind: &str, dev: u64, ino: u64) -> Option<(bool, Vec<
     pids.sort_unstable();
     pids.dedup();
     Some((shared, pids))
+}
+
+/// The requests blocked on a kernel lock of `kind` ("FLOCK" or "OFDLCK")
+/// on the file with this device and inode ("N: -> FLOCK ..." lines of
+/// /proc/locks): the waiting pid of each, None where the kernel names none
+/// (OFD locks belong to no process).
+pub fn kernel_lock_waiters(kind: &str, dev: u64, ino: u64) -> Vec<Option<i32>> {
+    let wanted = format!(
+        "{:02x}:{:02x}:{ino}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    locks
+        .lines()
+        .filter_map(parse_waiter_line)
+        .filter(|l| l.kind == kind && l.dev_ino == wanted)
+        .map(|l| (l.pid > 0).then_some(l.pid))
+        .collect()
+}
+
+/// Parses a blocked request, "1: -> FLOCK  ADVISORY  WRITE 1234 00:2d:5678
+/// 0 EOF" (more spaces before the arrow the deeper it is nested).
+fn parse_waiter_line(line: &str) -> Option<KernelLockLine> {
+    let (number, rest) = line.split_once(':')?;
+    number.trim().parse::<u64>().ok()?;
+    let rest = rest.trim_start().strip_prefix("->")?;
+    parse_lock_line(&format!("{number}: {rest}"))
 }
 
 /// Pids whose fdinfo lists a lock that `matches`.

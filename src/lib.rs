@@ -22,6 +22,7 @@ pub mod child;
 pub mod cli;
 pub mod duration;
 pub mod error;
+pub mod fair;
 pub mod holder;
 pub mod lockset;
 pub mod spec;
@@ -163,22 +164,37 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
         }
     }
     let waiter = Waiter::new(&lock, invocation.wait, &signals);
-    // A set draws the waiting line of the lock it waits for.
-    let waiter = match set {
-        None => waiter.with_progress(|| observe_all(&backends)),
-        Some(_) => waiter,
-    };
     // On failure, also the locks in the way, for --verbose.
-    let acquired = match &set {
-        None => acquire_any_slot(&backends, &request, &waiter).map_err(|e| (e, &backends[..])),
-        Some(set) => acquire_set(set, &backends, &request, &waiter)
-            .map(|held| (0, held))
-            .map_err(|(at, e)| (e, &backends[at..=at])),
+    let (acquired, took) = match &set {
+        None => {
+            // One line for all the slots of a semaphore: slot 0's.
+            let place =
+                fair::Place::new(&lock, backends[0].as_ref(), invocation.fair, &command_text);
+            let waiter = waiter
+                .with_progress(|| observe_all(&backends))
+                .on_first_wait(|| place.join());
+            let acquired = place
+                .before_first_attempt(&waiter)
+                .and_then(|()| acquire_any_slot(&backends, &request, &waiter));
+            let took = waiter.elapsed();
+            // Out of line before the command runs: the next fair waiter's turn.
+            drop(waiter);
+            drop(place);
+            (acquired.map_err(|e| (e, &backends[..])), took)
+        }
+        // A set draws the waiting line of the lock it waits for, and waits
+        // in that lock's line.
+        Some(set) => {
+            let acquired = acquire_set(set, &backends, &request, &waiter, invocation.fair)
+                .map(|held| (0, held))
+                .map_err(|(at, e)| (e, &backends[at..=at]));
+            let took = waiter.elapsed();
+            drop(waiter);
+            (acquired, took)
+        }
     };
-    let took = waiter.elapsed();
     // --min-hold counts from here: the lock is ours (or the wait failed).
     let acquired_at = std::time::Instant::now();
-    drop(waiter);
     let (slot, mut held) = acquired.map_err(|(e, in_the_way)| {
         if invocation.verbose {
             with_holder(e, in_the_way)
@@ -239,6 +255,10 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
     if let Err(e) = held.release() {
         say!("warning: {e}");
     }
+    // What waiters killed meanwhile left in line, if nobody else removed it.
+    if let Some(line) = backends[0].line() {
+        line.tidy();
+    }
     Ok(code)
 }
 
@@ -255,7 +275,7 @@ pub fn status(query: &StatusQuery) -> Result<u8, Error> {
         };
         let mut any_slot_free = false;
         for slot in &slots {
-            let state = backend::open(slot).status()?;
+            let state = fair::status(backend::open(slot).as_ref())?;
             any_slot_free |= !state.held || state.stale || (query.shared && state.shared);
             let lock = slot.to_string();
             let line = if query.json {
@@ -401,6 +421,7 @@ fn acquire_set(
     backends: &[Box<dyn Backend>],
     request: &Request<'_>,
     waiter: &Waiter<'_>,
+    fair: bool,
 ) -> Result<Box<dyn Held>, (usize, Error)> {
     let mut held = Box::new(HeldSet::default());
     let mut renew_at = None;
@@ -411,12 +432,19 @@ fn acquire_set(
         Err((at, e))
     };
     for (at, (member, backend)) in set.members().iter().zip(backends).enumerate() {
+        let member_lock = member.spec.to_string();
+        let place = fair::Place::new(&member_lock, backend.as_ref(), fair, request.command);
         let this = waiter
-            .for_lock(&member.spec.to_string())
-            .with_progress(|| observe_all(&backends[at..=at]));
-        let (taken, renewed) =
-            while_renewing(&mut held, &mut renew_at, || backend.acquire(request, &this));
+            .for_lock(&member_lock)
+            .with_progress(|| observe_all(&backends[at..=at]))
+            .on_first_wait(|| place.join());
+        let (taken, renewed) = while_renewing(&mut held, &mut renew_at, || {
+            place
+                .before_first_attempt(&this)
+                .and_then(|()| backend.acquire(request, &this))
+        });
         drop(this);
+        drop(place);
         match (taken, renewed) {
             (Ok(lock), Ok(())) => held.push(member.given, member.text.clone(), lock),
             (Ok(lock), Err(lost)) => {
@@ -617,6 +645,14 @@ fn check_supported(
         if invocation.no_fork && !one.backend.survives_exec() {
             return Err(Error::Usage(format!(
                 "{}: -F/--no-fork is not possible with this kind of lock: lockwrap must stay to keep the lease alive",
+                one.lock
+            )));
+        }
+    }
+    for one in locks {
+        if invocation.fair && one.backend.line().is_none() && !one.backend.fair_by_itself() {
+            return Err(Error::Usage(format!(
+                "{}: --fair is not possible with this kind of lock yet: its waiters have no line to queue in (drop the option)",
                 one.lock
             )));
         }

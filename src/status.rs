@@ -4,8 +4,13 @@
 
 use std::fmt::Write as _;
 
-use crate::backend::{HolderInfo, LockStatus};
+use crate::backend::{HolderInfo, LockStatus, WaiterInfo};
 use crate::duration::human;
+
+/// The version of the `--status --json` objects (the `schema` field): it
+/// grows only when a field changes meaning or goes away; new fields may
+/// appear within a version.
+pub const JSON_SCHEMA: u32 = 1;
 
 /// "held by pid 4121 (backup.sh --full) for 12m3s", or "held, owner unknown".
 pub fn describe_holders(status: &LockStatus) -> String {
@@ -62,20 +67,61 @@ pub fn escape_controls(text: &str) -> String {
     out
 }
 
-/// One `--status` line: "LOCK: free", "LOCK: exclusive, held by ..." or
-/// "LOCK: stale, held by ... (gone; ...)".
+/// One lock's `--status` text: "LOCK: free", "LOCK: exclusive, held by
+/// ..." or "LOCK: stale, held by ... (gone; ...)", then one indented line per
+/// waiter, first come first.
 pub fn text_line(lock: &str, status: &LockStatus) -> String {
-    if !status.held {
-        return format!("{lock}: free");
-    }
-    if status.stale {
-        return format!(
+    let mut text = if !status.held {
+        format!("{lock}: free")
+    } else if status.stale {
+        format!(
             "{lock}: stale, {} (gone; the next lockwrap reclaims it)",
             describe_holders(status)
-        );
+        )
+    } else {
+        let mode = if status.shared { "shared" } else { "exclusive" };
+        format!("{lock}: {mode}, {}", describe_holders(status))
+    };
+    for waiter in &status.waiters {
+        let _ = write!(text, "\n  waiting: {}", describe_waiter(waiter));
     }
-    let mode = if status.shared { "shared" } else { "exclusive" };
-    format!("{lock}: {mode}, {}", describe_holders(status))
+    text
+}
+
+/// "pid 4122 (backup.sh) for 3s, fair #1".
+fn describe_waiter(w: &WaiterInfo) -> String {
+    let me = nix::unistd::getuid().as_raw();
+    let here = crate::holder::hostname();
+    let mut text = match w.pid {
+        Some(pid) => format!("pid {pid}"),
+        None => "an unknown process".to_owned(),
+    };
+    if let Some(host) = w.host.as_deref().filter(|host| *host != here) {
+        let _ = write!(text, " on {}", escape_controls(host));
+    }
+    if let Some(uid) = w.uid.filter(|uid| *uid != me) {
+        let _ = write!(text, " of uid {uid}");
+    }
+    if let Some(command) = &w.command {
+        let _ = write!(text, " ({})", escape_controls(command));
+    }
+    if let Some(waited) = waiting_for(w) {
+        let _ = write!(text, " for {}", human(waited));
+    }
+    if let Some(position) = w.position {
+        let _ = write!(text, ", fair #{position}");
+    }
+    text
+}
+
+/// How long `w` has waited, when known.
+fn waiting_for(w: &WaiterInfo) -> Option<std::time::Duration> {
+    let since = w.since_ms?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis() as u64;
+    Some(std::time::Duration::from_millis(now.saturating_sub(since)))
 }
 
 /// One `--status --json` object, on one line.
@@ -86,12 +132,30 @@ pub fn json_line(lock: &str, status: &LockStatus) -> String {
         (true, false) => json_string("exclusive"),
     };
     let holders: Vec<String> = status.holders.iter().map(json_holder).collect();
+    let waiters: Vec<String> = status.waiters.iter().map(json_waiter).collect();
     format!(
-        "{{\"lock\":{},\"held\":{},\"stale\":{},\"mode\":{mode},\"holders\":[{}]}}",
+        "{{\"schema\":{JSON_SCHEMA},\"lock\":{},\"held\":{},\"stale\":{},\"mode\":{mode},\"holders\":[{}],\"waiters\":[{}]}}",
         json_string(lock),
         status.held,
         status.stale,
-        holders.join(",")
+        holders.join(","),
+        waiters.join(",")
+    )
+}
+
+fn json_waiter(w: &WaiterInfo) -> String {
+    let number = |n: Option<i64>| n.map_or("null".to_owned(), |n| n.to_string());
+    let string = |s: &Option<String>| s.as_deref().map_or("null".to_owned(), json_string);
+    format!(
+        "{{\"pid\":{},\"uid\":{},\"host\":{},\"command\":{},\"waiting_since_ms\":{},\"waiting_seconds\":{},\"fair\":{},\"position\":{}}}",
+        number(w.pid.map(i64::from)),
+        number(w.uid.map(i64::from)),
+        string(&w.host),
+        string(&w.command),
+        number(w.since_ms.map(|ms| ms as i64)),
+        waiting_for(w).map_or("null".to_owned(), |d| format!("{:.3}", d.as_secs_f64())),
+        w.fair,
+        number(w.position.map(i64::from)),
     )
 }
 
@@ -167,7 +231,7 @@ mod tests {
         let line = json_line("/x", &LockStatus::default());
         assert_eq!(
             line,
-            "{\"lock\":\"/x\",\"held\":false,\"stale\":false,\"mode\":null,\"holders\":[]}"
+            "{\"schema\":1,\"lock\":\"/x\",\"held\":false,\"stale\":false,\"mode\":null,\"holders\":[],\"waiters\":[]}"
         );
     }
 }

@@ -218,6 +218,16 @@ pub struct Waiter<'a> {
     cancel: Option<RawFd>,
     /// What the backend learnt of the holder while waiting.
     seen: Arc<SeenHolder>,
+    /// Called at the first pause, once for all the waits on these terms.
+    first_wait: Option<Arc<FirstWait<'a>>>,
+}
+
+/// What a wait does the first time a backend finds the lock held and
+/// pauses (joining the lock's line of waiters), once per acquisition even
+/// when the slots of a semaphore are waited for on several threads.
+struct FirstWait<'a> {
+    done: AtomicBool,
+    call: Box<dyn Fn() -> Result<(), Error> + Send + Sync + 'a>,
 }
 
 /// The holder as a backend saw it while waiting (from its own connection,
@@ -264,6 +274,7 @@ pub struct WaitTerms<'a> {
     signals: &'a Signals,
     started: Instant,
     seen: Arc<SeenHolder>,
+    first_wait: Option<Arc<FirstWait<'a>>>,
 }
 
 impl<'a> WaitTerms<'a> {
@@ -279,6 +290,7 @@ impl<'a> WaitTerms<'a> {
             progress: None,
             cancel: Some(cancel),
             seen: self.seen,
+            first_wait: self.first_wait,
         }
     }
 }
@@ -316,7 +328,23 @@ impl<'a> Waiter<'a> {
             progress: None,
             cancel: None,
             seen: Arc::default(),
+            first_wait: None,
         }
+    }
+
+    /// Runs `call` the first time a backend pauses (it found the lock held
+    /// and is about to wait), once for this wait and every wait made from
+    /// its [`Waiter::terms`] or [`Waiter::within`]; not under `-n`. An error
+    /// from `call` ends the wait with that error.
+    pub fn on_first_wait(
+        mut self,
+        call: impl Fn() -> Result<(), Error> + Send + Sync + 'a,
+    ) -> Waiter<'a> {
+        self.first_wait = Some(Arc::new(FirstWait {
+            done: AtomicBool::new(false),
+            call: Box::new(call),
+        }));
+        self
     }
 
     /// The terms of this wait, for a waiter on another thread.
@@ -328,6 +356,7 @@ impl<'a> Waiter<'a> {
             signals: self.signals,
             started: self.started,
             seen: Arc::clone(&self.seen),
+            first_wait: self.first_wait.clone(),
         }
     }
 
@@ -362,6 +391,7 @@ impl<'a> Waiter<'a> {
             progress: None,
             cancel: self.cancel,
             seen: Arc::clone(&self.seen),
+            first_wait: self.first_wait.clone(),
         }
     }
 
@@ -379,6 +409,7 @@ impl<'a> Waiter<'a> {
             progress: None,
             cancel: self.cancel,
             seen: Arc::default(),
+            first_wait: None,
         }
     }
 
@@ -435,6 +466,11 @@ impl<'a> Waiter<'a> {
     pub fn pause(&self, wake: &[BorrowedFd<'_>], nap: Option<Duration>) -> Result<(), Error> {
         if self.is_nonblocking() {
             return Err(self.conflict());
+        }
+        if let Some(first) = &self.first_wait
+            && !first.done.swap(true, Ordering::SeqCst)
+        {
+            (first.call)()?;
         }
         self.watch(wake, nap)
     }

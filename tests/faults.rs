@@ -111,6 +111,60 @@ fn a_full_filesystem_gives_73_and_leaves_nothing_behind() {
     }
 }
 
+/// Issue 13 (5): on a full filesystem a `--fair` waiter cannot join the
+/// line: it fails with 73, one line, and leaves nothing, rather than wait
+/// unfairly; a waiter without `--fair` waits without a ticket and gets the
+/// lock.
+#[test]
+fn a_full_filesystem_fails_a_fair_waiter_with_73_and_lets_others_wait() {
+    let sb = Sandbox::new("enospc-fair");
+    let tmpfs = match Tmpfs::mount(&sb.work_path("fs"), "64k") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a 64 KiB tmpfs (needs root): {why}");
+            return;
+        }
+    };
+    let lock = tmpfs.0.join("L").display().to_string();
+    let mut holder = sb.hold(&[], &lock);
+    let filler = tmpfs.fill();
+    let marker = sb.work_path("fair-ran");
+    let out = sb.run(sb.lockwrap([
+        "--fair",
+        "-w",
+        "5",
+        &lock,
+        "touch",
+        marker.to_str().unwrap(),
+    ]));
+    out.assert_error(73);
+    assert!(
+        out.stderr.contains(&lock) && out.stderr.contains("--fair"),
+        "{out:?}"
+    );
+    assert!(!marker.exists());
+    assert_eq!(
+        tmpfs.entries(),
+        ["L", "filler"],
+        "left behind on the full filesystem"
+    );
+    let marker = sb.work_path("plain-ran");
+    let mut plain = sb.spawn(
+        sb.lockwrap(["-w", "10", &lock, "touch", marker.to_str().unwrap()]),
+        "plain",
+    );
+    common::wait_until("the plain waiter to block on the lock", WAIT, || {
+        sb.run(sb.lockwrap(["--status", &lock]))
+            .stdout
+            .contains(&format!("waiting: pid {}", plain.pid()))
+    });
+    holder.release_and_finish().assert_code(0);
+    plain.finish().assert_code(0);
+    assert!(marker.exists());
+    fs::remove_file(filler).unwrap();
+    assert_eq!(tmpfs.entries(), ["L"]);
+}
+
 /// Whether strace runs here (installed, and ptrace permitted).
 fn strace_works() -> bool {
     Command::new("strace")
@@ -244,4 +298,112 @@ fn running_out_of_fds_leaves_nothing_the_next_wrapper_cannot_clean() {
             "{lock}: left behind after a normal run"
         );
     }
+}
+
+/// Issue 13 (5): a `--fair` waiter SIGKILLed at any system call of joining,
+/// waiting in and leaving the line (on every thread) never holds up the
+/// line: `--status` lists only the live fair waiter ahead of it, in first
+/// place, and that one gets the lock on the release. Afterwards nothing is
+/// left beside the lock.
+#[test]
+fn a_fair_waiter_killed_at_any_line_system_call_never_blocks_the_line() {
+    if !strace_works() {
+        assert!(
+            !tools_required(),
+            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
+        );
+        eprintln!("skipped: strace is not installed or cannot trace here");
+        return;
+    }
+    let sb = Sandbox::new("sigkill-fair");
+    let lock = Backend::Flock.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let ahead_ran = sb.work_path("ahead-ran");
+    let mut ahead = sb.spawn(
+        sb.lockwrap(["--fair", &lock, "touch", ahead_ran.to_str().unwrap()]),
+        "ahead",
+    );
+    let only_ahead = |json: &str| {
+        let waiters = json.split_once("\"waiters\":").map_or("", |(_, w)| w);
+        waiters.matches("\"pid\":").count() == 1
+            && waiters.contains(&format!("\"pid\":{},", ahead.pid()))
+            && waiters.contains("\"position\":1}")
+    };
+    common::wait_until("the waiter ahead to be in line", WAIT, || {
+        only_ahead(&sb.run(sb.lockwrap(["--status", "--json", &lock])).stdout)
+    });
+    // The calls of a fair waiter that joins the line, waits behind the one
+    // ahead until -w expires, and leaves.
+    let args = ["--fair", "-w", "0.1", lock.as_str(), "true"];
+    let trace = sb.work_path("trace");
+    let mut command = Command::new("strace");
+    command
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg(common::bin())
+        .args(args);
+    sb.run(command).assert_code(1);
+    let text = fs::read_to_string(&trace).unwrap();
+    let mut names: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let call = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.split_once('('));
+        if let Some((name, _)) = call
+            && [
+                "openat",
+                "mkdir",
+                "flock",
+                "pwrite64",
+                "unlinkat",
+                "getdents64",
+                "newfstatat",
+                "fstat",
+                "close",
+                "clone3",
+                "clone",
+            ]
+            .contains(&name)
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+    }
+    assert!(
+        names.contains(&"flock") && names.contains(&"unlinkat"),
+        "{names:?}"
+    );
+    let mut kills = 0;
+    for name in names {
+        for n in 1.. {
+            assert!(n < 1000, "{name}: the injection never stops firing");
+            let inject = format!("inject={name}:signal=SIGKILL:when={n}");
+            let mut command = Command::new("strace");
+            command
+                .args(["-f", "-qq", "-o", "/dev/null", "-e", &inject])
+                .arg(common::bin())
+                .args(args);
+            let out = sb.run(command);
+            let killed = out.status.signal() == Some(libc::SIGKILL)
+                || out.status.code() == Some(128 + libc::SIGKILL);
+            if !killed {
+                out.assert_code(1);
+                break;
+            }
+            kills += 1;
+            let json = sb.run(sb.lockwrap(["--status", "--json", &lock])).stdout;
+            assert!(
+                only_ahead(&json),
+                "SIGKILL at call {n} of {name}: the line is not just the waiter ahead: {json}"
+            );
+        }
+    }
+    assert!(kills > 20, "only {kills} injections fired");
+    holder.release_and_finish().assert_code(0);
+    ahead.finish().assert_code(0);
+    assert!(ahead_ran.exists());
+    sb.run(sb.lockwrap(["--fair", "-n", &lock, "true"]))
+        .assert_code(0);
+    assert_eq!(sb.lock_dir_entries(), ["lk"], "left behind beside the lock");
 }

@@ -30,7 +30,8 @@ use nix::sys::socket::{
     UnixAddr, accept4, bind, connect, getsockopt, listen, recvmsg, sendmsg, socket, sockopt,
 };
 
-use super::{Backend, Held, HolderInfo, LockStatus, Request};
+use super::abstract_line::AbstractLine;
+use super::{Backend, Held, HolderInfo, Line, LockStatus, Request};
 use crate::error::Error;
 use crate::wait::Waiter;
 
@@ -254,6 +255,10 @@ impl Backend for AbstractLock {
             holders,
             ..LockStatus::default()
         })
+    }
+
+    fn line(&self) -> Option<Box<dyn Line>> {
+        Some(Box::new(AbstractLine::new(&self.lock, &self.name)))
     }
 }
 

@@ -11,8 +11,9 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode as Perm, SFlag, fstat};
 use nix::unistd::{UnlinkatFlags, linkat, unlinkat};
 
+use super::file_line::FileLine;
 use super::path_artifact::{self, Artifact, ArtifactHeld, Created, FileId, Location, Published};
-use super::{Backend, Held, LockStatus, Request};
+use super::{Backend, Held, Line, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::HolderRecord;
 use crate::wait::Waiter;
@@ -56,6 +57,10 @@ impl Backend for ExclLock {
 
     fn reclaims_unknown_owners(&self) -> bool {
         true
+    }
+
+    fn line(&self) -> Option<Box<dyn Line>> {
+        FileLine::new(&self.lock, self.location.clone()).map(|l| Box::new(l) as Box<dyn Line>)
     }
 }
 

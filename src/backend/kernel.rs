@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
 
-use super::{Backend, Held, HolderInfo, LockStatus, Request};
+use super::file_line::FileLine;
+use super::path_artifact::Location;
+use super::{Backend, Held, HolderInfo, Line, LockStatus, Request, WaiterInfo};
 use crate::cli::Mode;
 use crate::error::Error;
 use crate::holder;
@@ -148,12 +150,26 @@ impl Backend for KernelLock {
         else {
             return Ok(LockStatus::default());
         };
+        let waiters = holder::kernel_lock_waiters(self.ops.proc_kind, stat.st_dev, stat.st_ino)
+            .into_iter()
+            .map(|pid| pid.map(WaiterInfo::of_process).unwrap_or_default())
+            .collect();
         Ok(LockStatus {
             held: true,
             shared,
             holders: pids.into_iter().map(HolderInfo::of_process).collect(),
+            waiters,
             ..LockStatus::default()
         })
+    }
+
+    fn line(&self) -> Option<Box<dyn Line>> {
+        match &self.target {
+            FileTarget::Path(path) => {
+                FileLine::new(&self.lock, Location::new(path)).map(|l| Box::new(l) as Box<dyn Line>)
+            }
+            FileTarget::Fd(_) => None,
+        }
     }
 }
 

@@ -18,10 +18,11 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, RenameFlags, open, openat, renameat2};
 use nix::sys::stat::{Mode as Perm, mkdirat};
 
+use super::file_line::FileLine;
 use super::path_artifact::{
     self, Artifact, ArtifactHeld, Created, DIR_RECORD, FileId, Location, Published,
 };
-use super::{Backend, Held, LockStatus, Request};
+use super::{Backend, Held, Line, LockStatus, Request};
 use crate::error::Error;
 use crate::holder::HolderRecord;
 use crate::wait::Waiter;
@@ -102,6 +103,10 @@ impl Backend for MkdirLock {
 
     fn reclaims_unknown_owners(&self) -> bool {
         true
+    }
+
+    fn line(&self) -> Option<Box<dyn Line>> {
+        FileLine::new(&self.lock, self.location.clone()).map(|l| Box::new(l) as Box<dyn Line>)
     }
 }
 

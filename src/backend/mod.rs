@@ -2,8 +2,10 @@
 //! file and knows nothing of the others; [`open`] is the one place that maps
 //! a [`LockSpec`] to a backend.
 
+mod abstract_line;
 mod abstract_socket;
 mod excl;
+mod file_line;
 mod flock;
 mod kernel;
 mod mkdir;
@@ -83,6 +85,124 @@ pub trait Backend: Sync {
     fn revoke(&self, _request: &Request<'_>) -> Result<Option<usize>, Error> {
         Ok(None)
     }
+
+    /// The lock's line of waiters (see [`Line`]): where `--fair` waiters
+    /// take their turn and where `--status` finds who waits. None: this
+    /// lock has no line; its waiters are invisible unless [`Backend::status`]
+    /// finds them itself, and `--fair` is refused unless
+    /// [`Backend::fair_by_itself`].
+    fn line(&self) -> Option<Box<dyn Line>> {
+        None
+    }
+
+    /// Whether the mechanism itself grants the lock first come, first served
+    /// (a PostgreSQL advisory lock's wait queue): `--fair` then needs no line.
+    fn fair_by_itself(&self) -> bool {
+        false
+    }
+}
+
+/// The waiters of one lock, first come first (issue 13): every waiter
+/// joins once its first attempt found the lock held (a `--fair` waiter
+/// before its first attempt when the line is not empty), and leaves when
+/// it holds the lock or gives up. A `--fair` waiter takes the lock only once
+/// no fair ticket that joined before it is left ([`Ticket::wait_turn`]);
+/// other waiters only make themselves visible.
+///
+/// A ticket must stay in line without its waiter's help while the backend
+/// waits for the lock (a blocked flock, a server call), and must leave the
+/// line by itself when its process dies however it dies (SIGKILL): a kernel
+/// lock or socket the ticket holds, or a lease that expires.
+pub trait Line: Send + Sync {
+    /// Whether nobody is in line (this user's line, for a per-user line).
+    /// Cheap (one syscall at most) and possibly stale: only a `--fair`
+    /// waiter uses it, to skip joining when there is nobody to be fair to.
+    fn is_empty(&self) -> bool;
+
+    /// Puts a ticket for `entry` at the end of the line. The ticket is in
+    /// line until it is dropped or its process is gone.
+    fn join(&self, entry: &LineEntry) -> Result<Box<dyn Ticket>, Error>;
+
+    /// The waiters in line, first come first, with [`WaiterInfo::position`]
+    /// numbering the fair ones from 1. Takes no lock and removes nothing.
+    fn waiters(&self) -> Result<Vec<WaiterInfo>, Error>;
+
+    /// Removes what dead waiters left (their tickets, an empty line), at a
+    /// release: so a waiter SIGKILLed while nobody else waited leaves
+    /// nothing for long. Best effort, and cheap when there is no line.
+    fn tidy(&self) {}
+}
+
+/// A place in a [`Line`]. Dropping it leaves the line.
+pub trait Ticket: Send {
+    /// Waits until no fair ticket that joined before this one is left in
+    /// line (gone with the lock, given up, or dead), as `waiter` allows.
+    fn wait_turn(&mut self, waiter: &Waiter<'_>) -> Result<(), Error>;
+}
+
+/// What a ticket says about its waiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineEntry {
+    /// Who waits: pid, start time, host, uid, command; `acquired_ms` is
+    /// when it started waiting.
+    pub record: HolderRecord,
+    /// Whether it waits for its turn (`--fair`) or only makes itself visible.
+    pub fair: bool,
+}
+
+/// One waiter of a lock, as far as it can be known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaiterInfo {
+    /// The waiting process (the wrapper).
+    pub pid: Option<i32>,
+    /// Its uid.
+    pub uid: Option<u32>,
+    /// Its host, when it may differ from this one.
+    pub host: Option<String>,
+    /// Its command line.
+    pub command: Option<String>,
+    /// When it started waiting, milliseconds since the epoch.
+    pub since_ms: Option<u64>,
+    /// Whether it waits for its turn (`--fair`).
+    pub fair: bool,
+    /// Its place among the fair waiters, from 1 (None: not fair).
+    pub position: Option<u32>,
+}
+
+impl WaiterInfo {
+    /// A waiter the kernel shows blocked in a lock call, from /proc.
+    pub fn of_process(pid: i32) -> WaiterInfo {
+        WaiterInfo {
+            pid: Some(pid),
+            uid: holder::process_uid(pid),
+            command: holder::process_command(pid),
+            ..WaiterInfo::default()
+        }
+    }
+
+    /// What a ticket says.
+    pub fn of_entry(entry: &LineEntry) -> WaiterInfo {
+        WaiterInfo {
+            pid: Some(entry.record.pid),
+            uid: Some(entry.record.uid),
+            host: Some(entry.record.host.clone()),
+            command: Some(entry.record.command.clone()),
+            since_ms: Some(entry.record.acquired_ms),
+            fair: entry.fair,
+            position: None,
+        }
+    }
+
+    /// Numbers the fair waiters of `line` (first come first) from 1.
+    pub fn number_fair(line: &mut [WaiterInfo]) {
+        let mut next = 1;
+        for waiter in line.iter_mut() {
+            waiter.position = waiter.fair.then(|| {
+                next += 1;
+                next - 1
+            });
+        }
+    }
 }
 
 /// What `--status` reports about one lock.
@@ -101,6 +221,8 @@ pub struct LockStatus {
     /// For a lock artifact: the uid that owns it. A holder record that names
     /// another uid was not written by its holder and is not believed.
     pub owner_uid: Option<u32>,
+    /// Who waits for it, first come first (as far as it can be known).
+    pub waiters: Vec<WaiterInfo>,
 }
 
 /// How a holder is known, and so how far `--replace` may trust it.

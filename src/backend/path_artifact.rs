@@ -448,6 +448,24 @@ pub fn acquire<A: Artifact>(
     }
 }
 
+/// The name of lockwrap's side file `what` of the artifact at `location`:
+/// `.NAME.lockwrap-WHAT` in the same directory. A name cut short (see
+/// [`TempName`]) also carries a hash of the whole name, so that locks whose
+/// names only differ past the cut do not share side files.
+pub fn beside(location: &Location, what: &str) -> OsString {
+    let full = location.name().as_bytes();
+    let mut name = TempName::prefix(location.name());
+    if full.len() > TEMP_NAME_PART {
+        // FNV-1a: stable across runs and builds, unlike std's hasher.
+        let hash = full.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        name.extend_from_slice(format!("{hash:016x}-").as_bytes());
+    }
+    name.extend_from_slice(what.as_bytes());
+    OsString::from_vec(name)
+}
+
 /// How often a waiter queued in the room looks at the lock itself: only
 /// if the waiter whose turn it is cannot take a free lock (it was stopped
 /// with SIGSTOP or Ctrl-Z) does a queued waiter need to, and then one stat
@@ -481,17 +499,7 @@ impl Room {
     /// carries a hash of the whole name, so that locks whose names only
     /// differ past the cut do not share a room.
     fn name(location: &Location) -> OsString {
-        let full = location.name().as_bytes();
-        let mut name = TempName::prefix(location.name());
-        if full.len() > TEMP_NAME_PART {
-            // FNV-1a: stable across runs and builds, unlike std's hasher.
-            let hash = full.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
-            name.extend_from_slice(format!("{hash:016x}-").as_bytes());
-        }
-        name.extend_from_slice(b"queue");
-        OsString::from_vec(name)
+        beside(location, "queue")
     }
 
     fn open(location: &Location) -> Option<(OwnedFd, OwnedFd)> {
@@ -732,6 +740,7 @@ pub fn status<A: Artifact>(artifact: &A) -> Result<LockStatus, Error> {
             .ok()
             .filter(|st| st.st_mode & 0o022 == 0)
             .map(|st| st.st_uid),
+        ..LockStatus::default()
     })
 }
 

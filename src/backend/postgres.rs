@@ -352,6 +352,12 @@ impl Backend for PgLock {
         false
     }
 
+    fn fair_by_itself(&self) -> bool {
+        // Waiters block in pg_advisory_lock, and the server's lock manager
+        // grants a released lock to the one that asked first.
+        true
+    }
+
     fn status(&self) -> Result<LockStatus, Error> {
         let config = self.config("lockwrap status")?;
         let name = self.remote.name.clone();

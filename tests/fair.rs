@@ -1,0 +1,416 @@
+//! Issue 13 (5, 6): `--fair` serves waiters first come, first served, and
+//! `--status` lists who waits, on every local backend.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::{Backend, Proc, Sandbox, WAIT, wait_until};
+use nix::sys::signal::Signal;
+
+/// A waiter as `--status --json` lists it: pid and queue position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listed {
+    pid: Option<i32>,
+    position: Option<u32>,
+    fair: bool,
+    command: Option<String>,
+}
+
+/// `--status --json LOCK`, one line.
+fn status_json(sb: &Sandbox, lock: &str) -> String {
+    let out = sb.run(sb.lockwrap(["--status", "--json", lock]));
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "--status failed: {out:?}"
+    );
+    out.stdout
+}
+
+/// The value of `"key":` in one flat JSON object (as lockwrap writes it:
+/// no spaces, strings escaped), None when null or absent.
+fn field<'a>(object: &'a str, key: &str) -> Option<&'a str> {
+    let start = object.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &object[start..];
+    let value = if let Some(string) = rest.strip_prefix('"') {
+        let mut end = 0;
+        let bytes = string.as_bytes();
+        while end < bytes.len() && bytes[end] != b'"' {
+            end += if bytes[end] == b'\\' { 2 } else { 1 };
+        }
+        &rest[..end + 2]
+    } else {
+        &rest[..rest.find([',', '}']).unwrap_or(rest.len())]
+    };
+    (value != "null").then_some(value)
+}
+
+/// The waiters of a `--status --json` line, in the order listed.
+fn waiters(json: &str) -> Vec<Listed> {
+    let start = json
+        .find("\"waiters\":[")
+        .unwrap_or_else(|| panic!("no waiters array in {json}"))
+        + "\"waiters\":[".len();
+    let list = &json[start..];
+    let list = &list[..list.find(']').expect("end of the waiters")];
+    if list.is_empty() {
+        return Vec::new();
+    }
+    list.split("},{")
+        .map(|object| Listed {
+            pid: field(object, "pid").map(|p| p.parse().unwrap()),
+            position: field(object, "position").map(|p| p.parse().unwrap()),
+            fair: field(object, "fair") == Some("true"),
+            command: field(object, "command").map(str::to_owned),
+        })
+        .collect()
+}
+
+/// Waits until `--status --json` lists `pid` among the waiters, and returns it.
+#[track_caller]
+fn wait_listed(sb: &Sandbox, lock: &str, pid: i32) -> Listed {
+    let mut found = None;
+    wait_until(
+        &format!("{lock}: pid {pid} to be listed waiting"),
+        WAIT,
+        || {
+            found = waiters(&status_json(sb, lock))
+                .into_iter()
+                .find(|w| w.pid == Some(pid));
+            found.is_some()
+        },
+    );
+    found.unwrap()
+}
+
+/// A fair waiter whose command is a small process tree that appends its
+/// number to `log` (from a background job of the shell, waited for).
+fn start_fair_waiter(sb: &Sandbox, lock: &str, log: &std::path::Path, n: usize) -> Proc {
+    let script = format!("(echo {n} >> '{}') & wait", log.display());
+    let mut command = sb.lockwrap(["--fair", lock, "sh", "-c", &script]);
+    command.env_remove("LOCKWRAP_REQUIRE_SERVERS");
+    sb.spawn(command, &format!("fair{n}"))
+}
+
+/// Five fair waiters, each started once the one before is visibly waiting,
+/// get the lock in the order they came; the third, SIGKILLed while it
+/// waits, neither runs nor holds anyone up.
+fn fair_order_survives_a_killed_waiter(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-order-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut waiters_started = Vec::new();
+    for n in 1..=5 {
+        let proc = start_fair_waiter(&sb, &lock, &log, n);
+        let listed = wait_listed(&sb, &lock, proc.pid());
+        assert!(listed.fair, "{backend:?}: waiter {n} is fair: {listed:?}");
+        assert_eq!(
+            listed.position,
+            Some(n as u32),
+            "{backend:?}: waiter {n}'s place in the queue"
+        );
+        waiters_started.push(proc);
+    }
+    let json = status_json(&sb, &lock);
+    assert_eq!(
+        waiters(&json)
+            .iter()
+            .filter_map(|w| w.position)
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5],
+        "{json}"
+    );
+    assert!(json.contains("\"schema\":1"), "{json}");
+    // The one in the middle dies without a word.
+    waiters_started[2].kill_and_reap();
+    let killed = waiters_started[2].pid();
+    wait_until("the killed waiter to leave the list", WAIT, || {
+        !waiters(&status_json(&sb, &lock))
+            .iter()
+            .any(|w| w.pid == Some(killed))
+    });
+    holder.release_and_finish().assert_code(0);
+    for (n, proc) in waiters_started.iter_mut().enumerate() {
+        if n != 2 {
+            proc.finish().assert_code(0);
+        }
+    }
+    let order = fs::read_to_string(&log).unwrap();
+    assert_eq!(order, "1\n2\n4\n5\n", "{backend:?}: served out of order");
+    let json = status_json(&sb, &lock);
+    assert!(waiters(&json).is_empty(), "{json}");
+    let left: Vec<String> = sb
+        .lock_dir_entries()
+        .into_iter()
+        .filter(|e| e != "lk")
+        .collect();
+    assert!(left.is_empty(), "{backend:?}: left behind {left:?}");
+}
+
+/// A waiter without `--fair` is listed too (pid, command, not fair, no
+/// place), in text and JSON.
+fn plain_waiters_are_listed(backend: Backend) {
+    let sb = Sandbox::new(&format!("waiters-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let marker = sb.work_path("ran");
+    let mut waiter = sb.spawn(
+        sb.lockwrap([&lock, "touch", marker.to_str().unwrap()]),
+        "plain",
+    );
+    let listed = wait_listed(&sb, &lock, waiter.pid());
+    assert!(!listed.fair, "{backend:?}: {listed:?}");
+    assert_eq!(listed.position, None, "{backend:?}: {listed:?}");
+    let command = listed.command.unwrap_or_default();
+    assert!(command.contains("touch"), "{backend:?}: {command}");
+    let text = sb.run(sb.lockwrap(["--status", &lock])).stdout;
+    assert!(
+        text.contains(&format!("waiting: pid {}", waiter.pid())),
+        "{backend:?}: {text}"
+    );
+    holder.release_and_finish().assert_code(0);
+    waiter.finish().assert_code(0);
+    assert!(marker.exists());
+    assert!(waiters(&status_json(&sb, &lock)).is_empty());
+}
+
+/// The head of the line is stopped (SIGSTOP) when the lock is released:
+/// the fair waiter behind it leaves the free lock alone (a waiter without
+/// `--fair` would take it), and gets it only after the head, once that
+/// continues.
+fn a_fair_waiter_never_overtakes_the_one_ahead(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-stopped-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut first = start_fair_waiter(&sb, &lock, &log, 1);
+    wait_listed(&sb, &lock, first.pid());
+    let mut second = start_fair_waiter(&sb, &lock, &log, 2);
+    wait_listed(&sb, &lock, second.pid());
+    first.signal(Signal::SIGSTOP);
+    // Every thread stopped, none in a lock call: a thread the stop woke
+    // just as the lock was released could take it on its way out (its
+    // turn: no overtaking, but not this test).
+    wait_until("the head of the line to stop", WAIT, || {
+        all_threads_stopped(first.pid())
+    });
+    holder.release_and_finish().assert_code(0);
+    // A negative, so it is watched for a while: the lock stays free and
+    // the second waiter stays in line (without --fair it takes the lock
+    // within milliseconds, or for mkdir/excl within the second after which
+    // a waiter queued behind a stopped one looks at the lock itself).
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_millis(1500) {
+        let out = sb.run(sb.lockwrap(["--status", "--json", &lock]));
+        assert!(
+            out.stdout.contains("\"held\":false"),
+            "{backend:?}: the lock was taken while the head of the line was stopped: {out:?}"
+        );
+        assert!(
+            waiters(&out.stdout)
+                .iter()
+                .any(|w| w.pid == Some(second.pid())),
+            "{out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.signal(Signal::SIGCONT);
+    first.finish().assert_code(0);
+    second.finish().assert_code(0);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "1\n2\n", "{backend:?}");
+}
+
+/// Whether every thread of `pid` is stopped (state T).
+fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                == Some("T")
+        })
+    })
+}
+
+/// Fair and plain waiters on one lock: never two in the critical section,
+/// everyone gets it once.
+fn fair_and_plain_waiters_still_exclude_each_other(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-mixed-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let log = sb.work_path("sections.log");
+    let script = common::critical_section_script(&log);
+    let mut holder = sb.hold(&[], &lock);
+    let mut procs: Vec<Proc> = (0..6)
+        .map(|i| {
+            let mut args = vec![lock.as_str(), "sh", "-c", script.as_str()];
+            if i % 2 == 0 {
+                args.insert(0, "--fair");
+            }
+            sb.spawn(sb.lockwrap(args), &format!("mixed{i}"))
+        })
+        .collect();
+    for proc in &procs {
+        wait_listed(&sb, &lock, proc.pid());
+    }
+    holder.release_and_finish().assert_code(0);
+    for proc in &mut procs {
+        proc.finish().assert_code(0);
+    }
+    common::assert_no_overlap(&log, 6);
+}
+
+/// A fair waiter that gives up (-w) or is stopped by SIGTERM leaves the
+/// line; the one behind moves up.
+fn a_fair_waiter_that_gives_up_leaves_the_line(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-give-up-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut first = start_fair_waiter(&sb, &lock, &log, 1);
+    wait_listed(&sb, &lock, first.pid());
+    let mut impatient = sb.spawn(
+        sb.lockwrap(["--fair", "-w", "0.3", &lock, "true"]),
+        "impatient",
+    );
+    assert_eq!(wait_listed(&sb, &lock, impatient.pid()).position, Some(2));
+    let mut third = start_fair_waiter(&sb, &lock, &log, 3);
+    assert_eq!(wait_listed(&sb, &lock, third.pid()).position, Some(3));
+    impatient.finish().assert_code(1);
+    first.signal(Signal::SIGTERM);
+    let out = first.finish();
+    out.assert_code(143);
+    let json = status_json(&sb, &lock);
+    let listed = waiters(&json);
+    assert_eq!(listed.len(), 1, "{json}");
+    assert_eq!(
+        (listed[0].pid, listed[0].position),
+        (Some(third.pid()), Some(1)),
+        "{json}"
+    );
+    holder.release_and_finish().assert_code(0);
+    third.finish().assert_code(0);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "3\n");
+}
+
+macro_rules! fair_tests {
+    ($($module:ident => $backend:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn fair_order_survives_a_killed_waiter() {
+                super::fair_order_survives_a_killed_waiter($backend);
+            }
+
+            #[test]
+            fn plain_waiters_are_listed() {
+                super::plain_waiters_are_listed($backend);
+            }
+
+            #[test]
+            fn a_fair_waiter_never_overtakes_the_one_ahead() {
+                super::a_fair_waiter_never_overtakes_the_one_ahead($backend);
+            }
+
+            #[test]
+            fn fair_and_plain_waiters_still_exclude_each_other() {
+                super::fair_and_plain_waiters_still_exclude_each_other($backend);
+            }
+
+            #[test]
+            fn a_fair_waiter_that_gives_up_leaves_the_line() {
+                super::a_fair_waiter_that_gives_up_leaves_the_line($backend);
+            }
+        }
+    )*};
+}
+
+fair_tests! {
+    flock => Backend::Flock,
+    fcntl => Backend::Fcntl,
+    mkdir => Backend::Mkdir,
+    excl => Backend::Excl,
+    abstract_socket => Backend::Abstract,
+}
+
+/// `--slots` with `--fair`: one line for the whole semaphore (slot 0's,
+/// where `--status --slots` lists it); fair waiters take the slots freed in
+/// the order they came.
+#[test]
+fn fair_waiters_of_a_semaphore_share_one_line() {
+    for backend in [Backend::Flock, Backend::Abstract] {
+        let sb = Sandbox::new(&format!("fair-slots-{backend:?}"));
+        let lock = backend.spec(&sb, "sem");
+        let log = sb.work_path("order.log");
+        let (mut first_holder, _) = sb.hold_slot(&["--slots", "2"], &lock);
+        let (mut second_holder, _) = sb.hold_slot(&["--slots", "2"], &lock);
+        let listed = |pid: i32| {
+            let out = sb.run(sb.lockwrap(["--status", "--json", "--slots", "2", &lock]));
+            let slot0 = out.stdout.lines().next().unwrap_or_default().to_owned();
+            waiters(&slot0).into_iter().find(|w| w.pid == Some(pid))
+        };
+        let mut procs = Vec::new();
+        for n in 1..=3 {
+            let script = format!("echo {n} >> '{}'", log.display());
+            let proc = sb.spawn(
+                sb.lockwrap(["--fair", "--slots", "2", &lock, "sh", "-c", &script]),
+                &format!("sem{n}"),
+            );
+            let mut place = None;
+            wait_until(&format!("{backend:?}: waiter {n} in line"), WAIT, || {
+                place = listed(proc.pid()).and_then(|w| w.position);
+                place.is_some()
+            });
+            assert_eq!(place, Some(n), "{backend:?}");
+            procs.push(proc);
+        }
+        first_holder.release_and_finish().assert_code(0);
+        for proc in &mut procs {
+            proc.finish().assert_code(0);
+        }
+        second_holder.release_and_finish().assert_code(0);
+        assert_eq!(
+            fs::read_to_string(&log).unwrap(),
+            "1\n2\n3\n",
+            "{backend:?}"
+        );
+    }
+}
+
+#[test]
+fn fair_needs_a_lock_that_can_queue() {
+    let sb = Sandbox::new("fair-usage");
+    let out = sb.run(sb.lockwrap(["--fair", "--fd", "0", "true"]));
+    out.assert_error(64);
+    assert!(out.stderr.contains("--fair"), "{out:?}");
+    let out = sb.run(sb.lockwrap(["--fair", "-n", "9"]));
+    out.assert_error(64);
+    let out = sb.run(sb.lockwrap(["--fair", "redis://127.0.0.1:1#x", "true"]));
+    out.assert_error(64);
+    assert!(out.stderr.contains("--fair"), "{out:?}");
+}
+
+/// A plain flock(1) blocked on the file is listed, from /proc/locks.
+#[test]
+fn a_plain_flock_waiter_is_listed() {
+    let Some(flock) = common::system_flock() else {
+        eprintln!("skipped: no /usr/bin/flock");
+        return;
+    };
+    let sb = Sandbox::new("fair-flock1");
+    let lock = Backend::Flock.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let mut command = std::process::Command::new(flock);
+    command.args([&lock, "true"]);
+    let mut plain = sb.spawn(command, "flock1");
+    let listed = wait_listed(&sb, &lock, plain.pid());
+    assert!(!listed.fair && listed.position.is_none(), "{listed:?}");
+    assert!(listed.command.unwrap_or_default().contains("flock"));
+    holder.release_and_finish().assert_code(0);
+    plain.finish().assert_code(0);
+}
