@@ -9,7 +9,8 @@ use clap::Parser;
 
 use crate::duration::parse_duration;
 use crate::error::Error;
-use crate::spec::LockSpec;
+use crate::size::{SizeError, parse_size};
+use crate::spec::{ByteRange, LockSpec};
 
 const EXAMPLES: &str = "\
 Lock specs:
@@ -112,6 +113,14 @@ struct Cli {
     #[arg(long)]
     fcntl: bool,
 
+    /// Lock bytes from OFFSET on (4096, 4K, 4KB, 1M); implies --fcntl
+    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    start: Option<String>,
+
+    /// Lock N bytes (0, the default: to the end of the file); implies --fcntl
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    length: Option<String>,
+
     /// Redis and PostgreSQL locks: how long the server keeps a lock whose
     /// holder stops renewing it (default 30s); renewed every third of it
     #[arg(long, value_name = "DURATION")]
@@ -194,8 +203,9 @@ pub enum Task {
     Fd {
         /// The caller's file descriptor.
         fd: RawFd,
-        /// Use OFD fcntl locks instead of flock(2).
-        fcntl: bool,
+        /// OFD fcntl locks on this byte range instead of flock(2)
+        /// (`--fcntl`, `--start`, `--length`).
+        fcntl: Option<ByteRange>,
         /// argv of the command, if any.
         command: Option<Vec<OsString>>,
     },
@@ -360,13 +370,7 @@ impl Cli {
                 }
                 // As -n would refuse them.
                 let lock = lock.normalised().map_err(usage)?;
-                if self.fcntl {
-                    lock.with_fcntl().map_err(|other| {
-                        usage(format!("{other}: --fcntl applies to file locks only"))
-                    })
-                } else {
-                    Ok(lock)
-                }
+                self.kernel_lock(lock)
             })
             .collect::<Result<_, _>>()?;
         Ok(StatusQuery {
@@ -458,7 +462,7 @@ impl Cli {
             };
             return Ok(Task::Fd {
                 fd,
-                fcntl: self.fcntl,
+                fcntl: self.fcntl_range()?,
                 command: Some(command),
             });
         }
@@ -475,7 +479,7 @@ impl Cli {
                 if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
                     Ok(Task::Fd {
                         fd: parse_fd(&text)?,
-                        fcntl: self.fcntl,
+                        fcntl: self.fcntl_range()?,
                         command: None,
                     })
                 } else {
@@ -497,13 +501,7 @@ impl Cli {
                     )));
                 }
                 lock = lock.normalised().map_err(usage)?;
-                if self.fcntl {
-                    lock = lock.with_fcntl().map_err(|other| {
-                        usage(format!(
-                            "{other}: --fcntl applies to file locks only (PATH or fcntl:PATH)"
-                        ))
-                    })?;
-                }
+                lock = self.kernel_lock(lock)?;
                 let command = self.split_command(positional)?;
                 Ok(Task::Run {
                     lock,
@@ -512,6 +510,52 @@ impl Cli {
                 })
             }
         }
+    }
+
+    /// `--fcntl`, `--start`, `--length`: None for flock(2) locks, else the
+    /// byte range of an OFD fcntl lock (the whole file for `--fcntl` alone).
+    fn fcntl_range(&self) -> Result<Option<ByteRange>, Error> {
+        if !self.fcntl && self.start.is_none() && self.length.is_none() {
+            return Ok(None);
+        }
+        let size = |text: &Option<String>, option: &str, what: &str| {
+            match text {
+            None => Ok(0),
+            Some(text) => parse_size(text).map_err(|e| {
+                usage(match e {
+                    SizeError::Invalid => format!(
+                        "invalid {option}: '{text}' is not {what} (a number of bytes, with K, M, G... for 1024s or KB, MB, GB... for 1000s)"
+                    ),
+                    SizeError::TooLarge => format!(
+                        "invalid {option}: '{text}' is larger than a file offset can be (2^63 - 1)"
+                    ),
+                })
+            }),
+        }
+        };
+        Ok(Some(ByteRange {
+            start: size(&self.start, "--start", "a byte offset")?,
+            length: size(&self.length, "--length", "a byte count")?,
+        }))
+    }
+
+    /// A LOCK made an OFD fcntl lock on its byte range when `--fcntl`,
+    /// `--start` or `--length` asks for one; they apply to file locks only.
+    fn kernel_lock(&self, lock: LockSpec) -> Result<LockSpec, Error> {
+        let Some(range) = self.fcntl_range()? else {
+            return Ok(lock);
+        };
+        lock.with_fcntl(range).map_err(|other| {
+            let options = if self.start.is_some() || self.length.is_some() {
+                "--start and --length apply"
+            } else {
+                "--fcntl applies"
+            };
+            usage(format!(
+                "{other}: {options} to file locks only (PATH or fcntl:PATH), not to {} locks",
+                other.kind()
+            ))
+        })
     }
 
     /// `--lease DURATION`, which must be positive.

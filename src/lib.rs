@@ -22,6 +22,7 @@ pub mod cli;
 pub mod duration;
 pub mod error;
 pub mod holder;
+pub mod size;
 pub mod spec;
 pub mod status;
 pub mod takeover;
@@ -61,8 +62,8 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
     })?;
     let kind = match &invocation.task {
         Task::Run { lock, .. } => lock.kind(),
-        Task::Fd { fcntl: true, .. } => "fcntl",
-        Task::Fd { fcntl: false, .. } => "flock",
+        Task::Fd { fcntl: Some(_), .. } => "fcntl",
+        Task::Fd { fcntl: None, .. } => "flock",
     };
     let (lock, lock_text, command, backends) = match &invocation.task {
         Task::Run {

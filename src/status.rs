@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::backend::{HolderInfo, LockStatus};
 use crate::duration::human;
+use crate::spec::ByteRange;
 
 /// "held by pid 4121 (backup.sh --full) for 12m3s", or "held, owner unknown".
 pub fn describe_holders(status: &LockStatus) -> String {
@@ -63,8 +64,13 @@ pub fn escape_controls(text: &str) -> String {
 }
 
 /// One `--status` line: "LOCK: free", "LOCK: exclusive, held by ..." or
-/// "LOCK: stale, held by ... (gone; ...)".
+/// "LOCK: stale, held by ... (gone; ...)". A byte range other than the
+/// whole file follows the lock: "fcntl:/x (bytes 0-9): free".
 pub fn text_line(lock: &str, status: &LockStatus) -> String {
+    let lock = match status.range {
+        Some(range) if range != ByteRange::WHOLE => format!("{lock} ({range})"),
+        _ => lock.to_owned(),
+    };
     if !status.held {
         return format!("{lock}: free");
     }
@@ -78,7 +84,9 @@ pub fn text_line(lock: &str, status: &LockStatus) -> String {
     format!("{lock}: {mode}, {}", describe_holders(status))
 }
 
-/// One `--status --json` object, on one line.
+/// One `--status --json` object, on one line. `range` is the byte range of
+/// an fcntl lock (`{"start":0,"length":0}`: the whole file), null for the
+/// other kinds.
 pub fn json_line(lock: &str, status: &LockStatus) -> String {
     let mode = match (status.held, status.shared) {
         (false, _) => "null".to_owned(),
@@ -86,8 +94,11 @@ pub fn json_line(lock: &str, status: &LockStatus) -> String {
         (true, false) => json_string("exclusive"),
     };
     let holders: Vec<String> = status.holders.iter().map(json_holder).collect();
+    let range = status.range.map_or("null".to_owned(), |r| {
+        format!("{{\"start\":{},\"length\":{}}}", r.start, r.length)
+    });
     format!(
-        "{{\"lock\":{},\"held\":{},\"stale\":{},\"mode\":{mode},\"holders\":[{}]}}",
+        "{{\"lock\":{},\"range\":{range},\"held\":{},\"stale\":{},\"mode\":{mode},\"holders\":[{}]}}",
         json_string(lock),
         status.held,
         status.stale,
@@ -167,7 +178,7 @@ mod tests {
         let line = json_line("/x", &LockStatus::default());
         assert_eq!(
             line,
-            "{\"lock\":\"/x\",\"held\":false,\"stale\":false,\"mode\":null,\"holders\":[]}"
+            "{\"lock\":\"/x\",\"range\":null,\"held\":false,\"stale\":false,\"mode\":null,\"holders\":[]}"
         );
     }
 }
