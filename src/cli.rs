@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::duration::parse_duration;
 use crate::error::Error;
+use crate::program;
 use crate::size::{SizeError, parse_size};
 use crate::spec::{ByteRange, LockSpec};
 
@@ -105,7 +106,7 @@ struct Cli {
     #[arg(short = 'F', long = "no-fork")]
     no_fork: bool,
 
-    /// Say how long the lock took and who holds it on conflict (on stderr)
+    /// Report how long the lock took and what runs (stdout), who holds it on conflict (stderr)
     #[arg(long)]
     verbose: bool,
 
@@ -270,7 +271,14 @@ pub enum Parsed {
 
 /// Parses argv (including argv\[0\]) the way flock(1) does.
 pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error> {
-    let cli = match Cli::try_parse_from(argv) {
+    let argv: Vec<OsString> = argv.into_iter().collect();
+    if argv.len() < 2 && program::is_flock() {
+        return Err(Error::Usage(format!(
+            "not enough arguments\n{}",
+            flock_try_help()
+        )));
+    }
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -278,6 +286,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                     Ok(Parsed::Info(e.render().to_string()))
                 }
+                _ if program::is_flock() => Err(getopt_error(&e, &argv)),
                 _ => Err(usage(first_line_of(&e.render().to_string()))),
             };
         }
@@ -290,7 +299,72 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
 
 /// A usage error with the pointer to --help that every usage error ends with.
 fn usage(message: impl AsRef<str>) -> Error {
-    Error::Usage(format!("{} (see 'lockwrap --help')", message.as_ref()))
+    Error::Usage(format!(
+        "{} (see '{} --help')",
+        message.as_ref(),
+        program::prefix()
+    ))
+}
+
+/// A usage error in lockwrap's words, or, under flock's name, in flock(1)'s
+/// (util-linux 2.38's where it has the option, newer ones' for --fd,
+/// --start and --length), which add no pointer to --help.
+fn usage_as(lockwrap: impl AsRef<str>, flock: impl Into<String>) -> Error {
+    if program::is_flock() {
+        Error::Usage(flock.into())
+    } else {
+        usage(lockwrap)
+    }
+}
+
+fn flock_try_help() -> String {
+    format!("Try '{} --help' for more information.", program::prefix())
+}
+
+/// clap's complaint about an option in glibc getopt's words, as flock(1)
+/// prints them (argv: the command line as given, to quote the option the
+/// way it was typed).
+fn getopt_error(e: &clap::Error, argv: &[OsString]) -> Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split(' ').next().unwrap_or_default(),
+        _ => "",
+    };
+    let typed = |prefix: &str| {
+        argv.iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .find(|a| !prefix.is_empty() && a.starts_with(prefix))
+    };
+    let last = argv
+        .last()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = match e.kind() {
+        ErrorKind::UnknownArgument if arg.starts_with("--") => format!(
+            "unrecognized option '{}'",
+            typed(arg).unwrap_or_else(|| arg.to_owned())
+        ),
+        ErrorKind::UnknownArgument if arg.starts_with('-') => {
+            format!("invalid option -- '{}'", &arg[1..])
+        }
+        // The option that lacks its argument ends the command line.
+        ErrorKind::InvalidValue if last.starts_with("--") => {
+            // getopt names the option in full; a word that does not
+            // abbreviate clap's name is an alias (--wait for --timeout).
+            let name = if arg.starts_with(&last) { arg } else { &last };
+            format!("option '{name}' requires an argument")
+        }
+        ErrorKind::InvalidValue if last.starts_with('-') => format!(
+            "option requires an argument -- '{}'",
+            last.chars().last().unwrap_or('?')
+        ),
+        ErrorKind::TooManyValues if !arg.is_empty() => {
+            format!("option '{arg}' doesn't allow an argument")
+        }
+        _ => first_line_of(&e.render().to_string()),
+    };
+    Error::Getopt(text)
 }
 
 /// clap's message up to its first blank line, on one line.
@@ -317,7 +391,44 @@ fn parse_fd(text: &str) -> Result<RawFd, Error> {
         .parse::<RawFd>()
         .ok()
         .filter(|fd| *fd >= 0)
-        .ok_or_else(|| usage(format!("invalid file descriptor: '{text}'")))
+        .ok_or_else(|| {
+            let message = format!("invalid file descriptor: '{text}'");
+            usage_as(&message, message.clone())
+        })
+}
+
+/// flock(1) 2.38's words for a single argument that is not an fd number.
+fn flock_bad_fd(text: &str) -> String {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        format!("bad file descriptor: '{text}': Numerical result out of range")
+    } else {
+        format!("bad file descriptor: '{text}'")
+    }
+}
+
+/// `--start` or `--length` (0 when not given); refused in lockwrap's words
+/// or flock(1) 2.42's (`flock`: what strtosize_or_err() is told).
+fn parse_byte_option(
+    text: &Option<String>,
+    option: &str,
+    what: &str,
+    flock: &str,
+) -> Result<u64, Error> {
+    let Some(text) = text else {
+        return Ok(0);
+    };
+    parse_size(text).map_err(|e| match e {
+        SizeError::Invalid => usage_as(
+            format!(
+                "invalid {option}: '{text}' is not {what} (a number of bytes, with K, M, G... for 1024s or KB, MB, GB... for 1000s)"
+            ),
+            format!("{flock}: '{text}': Invalid argument"),
+        ),
+        SizeError::TooLarge => usage_as(
+            format!("invalid {option}: '{text}' is larger than a file offset can be (2^63 - 1)"),
+            format!("{flock}: '{text}': Numerical result out of range"),
+        ),
+    })
 }
 
 fn parse_option_duration(option: &str, text: &Option<String>) -> Result<Option<Duration>, Error> {
@@ -344,14 +455,28 @@ impl Cli {
     }
 
     fn conflict_exit_code(&self) -> Result<u8, Error> {
-        match &self.conflict_exit_code {
-            None => Ok(1),
-            Some(text) => text.trim().parse::<u8>().map_err(|_| {
-                usage(format!(
-                    "invalid exit code (allowed values: 0-255): '{text}'"
-                ))
-            }),
-        }
+        let Some(text) = &self.conflict_exit_code else {
+            return Ok(1);
+        };
+        text.trim().parse::<u8>().map_err(|_| {
+            // flock(1) 2.38 reads an int, then checks the range.
+            let flock = match text.trim().parse::<i32>() {
+                Ok(_) => "exit code out of range (expected 0 to 255)".to_owned(),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
+                    ) =>
+                {
+                    format!("invalid exit code: '{text}': Numerical result out of range")
+                }
+                Err(_) => format!("invalid exit code: '{text}'"),
+            };
+            usage_as(
+                format!("invalid exit code (allowed values: 0-255): '{text}'"),
+                flock,
+            )
+        })
     }
 
     fn into_status_query(self) -> Result<StatusQuery, Error> {
@@ -384,7 +509,8 @@ impl Cli {
 
     fn into_invocation(self) -> Result<Invocation, Error> {
         if self.no_fork && self.close {
-            return Err(usage("the --no-fork and --close options are incompatible"));
+            let message = "the --no-fork and --close options are incompatible";
+            return Err(usage_as(message, message));
         }
         let mode = if self.shared {
             Mode::Shared
@@ -393,19 +519,17 @@ impl Cli {
         } else {
             Mode::Exclusive
         };
-        let conflict_exit_code = match &self.conflict_exit_code {
-            None => 1,
-            Some(text) => text.trim().parse::<u8>().map_err(|_| {
-                usage(format!(
-                    "invalid exit code (allowed values: 0-255): '{text}'"
-                ))
-            })?,
-        };
+        let conflict_exit_code = self.conflict_exit_code()?;
         let wait = match (&self.timeout, self.nonblock) {
             (_, true) => WaitPolicy::NonBlocking,
             (None, false) => WaitPolicy::Forever,
             (Some(text), false) => {
-                let d = parse_duration(text).map_err(|e| usage(format!("invalid timeout: {e}")))?;
+                let d = parse_duration(text).map_err(|e| {
+                    usage_as(
+                        format!("invalid timeout: {e}"),
+                        format!("invalid timeout value: '{text}'"),
+                    )
+                })?;
                 if d.is_zero() {
                     WaitPolicy::NonBlocking
                 } else {
@@ -455,10 +579,13 @@ impl Cli {
             let command = match (&self.command, positional.is_empty()) {
                 (Some(script), true) => shell_command(script.clone()),
                 (Some(_), false) => {
-                    return Err(usage("-c requires exactly one command argument"));
+                    let message = "-c requires exactly one command argument";
+                    return Err(usage_as(message, message));
                 }
                 (None, false) => self.split_command(positional)?,
-                (None, true) => return Err(usage("missing command after --fd N")),
+                (None, true) => {
+                    return Err(usage_as("missing command after --fd N", "missing command"));
+                }
             };
             return Ok(Task::Fd {
                 fd,
@@ -467,27 +594,44 @@ impl Cli {
             });
         }
         if self.command.is_some() {
+            if program::is_flock() {
+                // flock(1) 2.38 knows -c only after the file.
+                return Err(Error::Getopt("invalid option -- 'c'".to_owned()));
+            }
             return Err(usage(
                 "-c before the lock is only valid with --fd; write: lockwrap LOCK -c 'COMMAND'",
             ));
         }
         match positional.len() {
-            0 => Err(usage("missing lock: give a LOCK and a COMMAND, or an FD")),
+            0 => Err(usage_as(
+                "missing lock: give a LOCK and a COMMAND, or an FD",
+                "requires file descriptor, file or directory",
+            )),
             1 => {
                 let text = positional.remove(0);
                 let text = text.to_string_lossy();
                 if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+                    let fd = parse_fd(&text).map_err(|e| {
+                        if program::is_flock() {
+                            Error::Usage(flock_bad_fd(&text))
+                        } else {
+                            e
+                        }
+                    })?;
                     Ok(Task::Fd {
-                        fd: parse_fd(&text)?,
+                        fd,
                         fcntl: self.fcntl_range()?,
                         command: None,
                     })
                 } else {
                     // Shown as a lock spec: a server URL's password is redacted.
                     let lock = LockSpec::parse(text.as_ref().as_ref());
-                    Err(usage(format!(
-                        "{lock}: missing command (lockwrap LOCK COMMAND [ARGS...], or lockwrap LOCK -c 'COMMAND')"
-                    )))
+                    Err(usage_as(
+                        format!(
+                            "{lock}: missing command (lockwrap LOCK COMMAND [ARGS...], or lockwrap LOCK -c 'COMMAND')"
+                        ),
+                        flock_bad_fd(&text),
+                    ))
                 }
             }
             _ => {
@@ -518,24 +662,19 @@ impl Cli {
         if !self.fcntl && self.start.is_none() && self.length.is_none() {
             return Ok(None);
         }
-        let size = |text: &Option<String>, option: &str, what: &str| {
-            match text {
-            None => Ok(0),
-            Some(text) => parse_size(text).map_err(|e| {
-                usage(match e {
-                    SizeError::Invalid => format!(
-                        "invalid {option}: '{text}' is not {what} (a number of bytes, with K, M, G... for 1024s or KB, MB, GB... for 1000s)"
-                    ),
-                    SizeError::TooLarge => format!(
-                        "invalid {option}: '{text}' is larger than a file offset can be (2^63 - 1)"
-                    ),
-                })
-            }),
-        }
-        };
         Ok(Some(ByteRange {
-            start: size(&self.start, "--start", "a byte offset")?,
-            length: size(&self.length, "--length", "a byte count")?,
+            start: parse_byte_option(
+                &self.start,
+                "--start",
+                "a byte offset",
+                "invalid as start offset",
+            )?,
+            length: parse_byte_option(
+                &self.length,
+                "--length",
+                "a byte count",
+                "invalid as length of lock range",
+            )?,
         }))
     }
 
@@ -578,9 +717,8 @@ impl Cli {
         match first {
             Some(flag @ ("-c" | "--command")) => {
                 if words.len() != 2 {
-                    return Err(usage(format!(
-                        "{flag} requires exactly one command argument"
-                    )));
+                    let message = format!("{flag} requires exactly one command argument");
+                    return Err(usage_as(&message, message.clone()));
                 }
                 Ok(shell_command(words[1].clone()))
             }

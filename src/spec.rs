@@ -353,6 +353,9 @@ impl fmt::Display for LockSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockSpec::Flock(p) => write!(f, "{}", p.display()),
+            // flock(1) has no lock specs: under its name a file is named
+            // by its path alone, also with --fcntl.
+            LockSpec::Ofd(p, _) if crate::program::is_flock() => write!(f, "{}", p.display()),
             LockSpec::Ofd(p, _) => write!(f, "fcntl:{}", p.display()),
             LockSpec::Mkdir(p) => write!(f, "mkdir:{}", p.display()),
             LockSpec::Excl(p) => write!(f, "excl:{}", p.display()),

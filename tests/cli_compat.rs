@@ -596,21 +596,60 @@ fn help_and_version_print_to_stdout_and_exit_0() {
     }
 }
 
+/// `--verbose`: the lines flock(1) prints on stdout (how long the lock
+/// took, what runs) go to stdout, naming the lock, before the command's
+/// output; conflicts and errors stay on stderr.
 #[test]
-fn verbose_writes_to_stderr_only() {
+fn verbose_reports_on_stdout_and_conflicts_on_stderr() {
     let sb = Sandbox::new("verbose");
     let lock = sb.locks.join("lk");
-    let out = sb.run(sb.lockwrap(["--verbose", lock.to_str().unwrap(), "echo", "hi"]));
+    let lock = lock.to_str().unwrap();
+    let out = sb.run(sb.lockwrap(["--verbose", lock, "echo", "hi"]));
     out.assert_code(0);
-    assert_eq!(
-        out.stdout, "hi\n",
-        "--verbose must not mix with the command's output"
-    );
-    assert!(!out.stderr.is_empty());
+    let took = out.stdout.lines().next().unwrap_or_default();
+    let number = took
+        .strip_prefix(&format!("lockwrap: {lock}: getting lock took "))
+        .and_then(|rest| rest.strip_suffix(" seconds"))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    // flock(1)'s format: seconds and six digits of microseconds.
+    let (seconds, micros) = number.split_once('.').unwrap();
     assert!(
-        out.stderr.lines().all(|l| l.starts_with("lockwrap: ")),
+        seconds.parse::<u64>().is_ok() && micros.len() == 6,
         "{out:?}"
     );
+    assert_eq!(
+        out.stdout.lines().skip(1).collect::<Vec<_>>(),
+        [&format!("lockwrap: {lock}: executing echo"), "hi"],
+        "{out:?}"
+    );
+    assert_eq!(out.stderr, "");
+
+    let mut holder = sb.hold(&[], lock);
+    let out = sb.run(sb.lockwrap(["--verbose", "-n", lock, "true"]));
+    out.assert_error(1);
+    assert_eq!(out.stdout, "");
+    holder.release_and_finish().assert_code(0);
+}
+
+/// As flock(1): when the --verbose lines cannot be written, the command
+/// still runs, and lockwrap then exits 1 with one line.
+#[test]
+fn a_failed_verbose_write_exits_1_after_the_command() {
+    let sb = Sandbox::new("verbose-full");
+    let lock = sb.locks.join("lk");
+    let marker = sb.work_path("ran");
+    let script = format!(
+        "\"$LW\" --verbose '{}' sh -c 'touch \"$0\"; exit 5' '{}' >/dev/full",
+        lock.display(),
+        marker.display()
+    );
+    let out = run_script(&sb, &common::bin(), &script);
+    out.assert_error(1);
+    assert!(out.stderr.contains("stdout"), "{out:?}");
+    assert!(marker.exists(), "the command did not run");
+    // Without --verbose nothing is written, so nothing fails.
+    let script = format!("\"$LW\" '{}' sh -c 'exit 5' >/dev/full", lock.display());
+    run_script(&sb, &common::bin(), &script).assert_code(5);
 }
 
 #[test]

@@ -65,7 +65,7 @@ impl<O: KernelOps> KernelLock<O> {
     /// flock(1)'s fd mode: a lock on an open fd of the caller.
     pub fn fd(fd: RawFd, ops: O) -> KernelLock<O> {
         KernelLock {
-            lock: format!("fd {fd}"),
+            lock: crate::program::fd_lock_name(fd),
             target: FileTarget::Fd(fd),
             ops,
         }
