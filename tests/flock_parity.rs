@@ -234,7 +234,6 @@ exit $rc"#
 fn timeouts_and_conflicts_exit_with_the_conflict_code() {
     let p = Parity::new("parity-expire");
     let mut holder = p.sb.hold(&[], &p.lock("lockfile"));
-    let started = Instant::now();
     p.check(
         Installed,
         r#""$FLOCK" -w 0.3 -E 5 lockfile true"#,
@@ -242,7 +241,16 @@ fn timeouts_and_conflicts_exit_with_the_conflict_code() {
         "",
         "",
     );
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    for program in [Some(&p.ours), p.theirs.as_ref()].into_iter().flatten() {
+        let started = Instant::now();
+        p.run(program, r#""$FLOCK" -w 0.3 lockfile true"#)
+            .assert_code(1);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300),
+            "{program:?}: {waited:?}"
+        );
+    }
     p.check(
         Installed,
         r#""$FLOCK" --verbose -w 0.3 -E 5 lockfile true"#,
