@@ -10,7 +10,9 @@ use clap::Parser;
 
 use crate::duration::parse_duration;
 use crate::error::Error;
-use crate::spec::LockSpec;
+use crate::program;
+use crate::size::{SizeError, parse_size};
+use crate::spec::{ByteRange, LockSpec};
 
 const EXAMPLES: &str = "\
 Lock specs:
@@ -109,13 +111,21 @@ struct Cli {
     #[arg(short = 'F', long = "no-fork")]
     no_fork: bool,
 
-    /// Say how long the lock took and who holds it on conflict (on stderr)
+    /// Report how long the lock took and what runs (stdout), who holds it on conflict (stderr)
     #[arg(long)]
     verbose: bool,
 
     /// Use open-file-description fcntl locks for a PATH or an fd (NFS-safe)
     #[arg(long)]
     fcntl: bool,
+
+    /// Lock bytes from OFFSET on (4096, 4K, 4KB, 1M); implies --fcntl
+    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    start: Option<String>,
+
+    /// Lock N bytes (0, the default: to the end of the file); implies --fcntl
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    length: Option<String>,
 
     /// Redis and PostgreSQL locks: how long the server keeps a lock whose
     /// holder stops renewing it (default 30s); renewed every third of it
@@ -228,8 +238,9 @@ pub enum Task {
     Fd {
         /// The caller's file descriptor.
         fd: RawFd,
-        /// Use OFD fcntl locks instead of flock(2).
-        fcntl: bool,
+        /// OFD fcntl locks on this byte range instead of flock(2)
+        /// (`--fcntl`, `--start`, `--length`).
+        fcntl: Option<ByteRange>,
         /// argv of the command, if any.
         command: Option<Vec<OsString>>,
     },
@@ -315,7 +326,14 @@ pub enum Parsed {
 
 /// Parses argv (including argv\[0\]) the way flock(1) does.
 pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error> {
-    let cli = match Cli::try_parse_from(argv) {
+    let argv: Vec<OsString> = argv.into_iter().collect();
+    if argv.len() < 2 && program::is_flock() {
+        return Err(Error::Usage(format!(
+            "not enough arguments\n{}",
+            flock_try_help()
+        )));
+    }
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -323,6 +341,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                     Ok(Parsed::Info(e.render().to_string()))
                 }
+                _ if program::is_flock() => Err(getopt_error(&e, &argv)),
                 _ => Err(usage(first_line_of(&e.render().to_string()))),
             };
         }
@@ -345,7 +364,72 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
 
 /// A usage error with the pointer to --help that every usage error ends with.
 fn usage(message: impl AsRef<str>) -> Error {
-    Error::Usage(format!("{} (see 'lockwrap --help')", message.as_ref()))
+    Error::Usage(format!(
+        "{} (see '{} --help')",
+        message.as_ref(),
+        program::prefix()
+    ))
+}
+
+/// A usage error in lockwrap's words, or, under flock's name, in flock(1)'s
+/// (util-linux 2.38's where it has the option, newer ones' for --fd,
+/// --start and --length), which add no pointer to --help.
+fn usage_as(lockwrap: impl AsRef<str>, flock: impl Into<String>) -> Error {
+    if program::is_flock() {
+        Error::Usage(flock.into())
+    } else {
+        usage(lockwrap)
+    }
+}
+
+fn flock_try_help() -> String {
+    format!("Try '{} --help' for more information.", program::prefix())
+}
+
+/// clap's complaint about an option in glibc getopt's words, as flock(1)
+/// prints them (argv: the command line as given, to quote the option the
+/// way it was typed).
+fn getopt_error(e: &clap::Error, argv: &[OsString]) -> Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split(' ').next().unwrap_or_default(),
+        _ => "",
+    };
+    let typed = |prefix: &str| {
+        argv.iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .find(|a| !prefix.is_empty() && a.starts_with(prefix))
+    };
+    let last = argv
+        .last()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = match e.kind() {
+        ErrorKind::UnknownArgument if arg.starts_with("--") => format!(
+            "unrecognized option '{}'",
+            typed(arg).unwrap_or_else(|| arg.to_owned())
+        ),
+        ErrorKind::UnknownArgument if arg.starts_with('-') => {
+            format!("invalid option -- '{}'", &arg[1..])
+        }
+        // The option that lacks its argument ends the command line.
+        ErrorKind::InvalidValue if last.starts_with("--") => {
+            // getopt names the option in full; a word that does not
+            // abbreviate clap's name is an alias (--wait for --timeout).
+            let name = if arg.starts_with(&last) { arg } else { &last };
+            format!("option '{name}' requires an argument")
+        }
+        ErrorKind::InvalidValue if last.starts_with('-') => format!(
+            "option requires an argument -- '{}'",
+            last.chars().last().unwrap_or('?')
+        ),
+        ErrorKind::TooManyValues if !arg.is_empty() => {
+            format!("option '{arg}' doesn't allow an argument")
+        }
+        _ => first_line_of(&e.render().to_string()),
+    };
+    Error::Getopt(text)
 }
 
 /// clap's message up to its first blank line, on one line.
@@ -395,7 +479,44 @@ fn parse_fd(text: &str) -> Result<RawFd, Error> {
         .parse::<RawFd>()
         .ok()
         .filter(|fd| *fd >= 0)
-        .ok_or_else(|| usage(format!("invalid file descriptor: '{text}'")))
+        .ok_or_else(|| {
+            let message = format!("invalid file descriptor: '{text}'");
+            usage_as(&message, message.clone())
+        })
+}
+
+/// flock(1) 2.38's words for a single argument that is not an fd number.
+fn flock_bad_fd(text: &str) -> String {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        format!("bad file descriptor: '{text}': Numerical result out of range")
+    } else {
+        format!("bad file descriptor: '{text}'")
+    }
+}
+
+/// `--start` or `--length` (0 when not given); refused in lockwrap's words
+/// or flock(1) 2.42's (`flock`: what strtosize_or_err() is told).
+fn parse_byte_option(
+    text: &Option<String>,
+    option: &str,
+    what: &str,
+    flock: &str,
+) -> Result<u64, Error> {
+    let Some(text) = text else {
+        return Ok(0);
+    };
+    parse_size(text).map_err(|e| match e {
+        SizeError::Invalid => usage_as(
+            format!(
+                "invalid {option}: '{text}' is not {what} (a number of bytes, with K, M, G... for 1024s or KB, MB, GB... for 1000s)"
+            ),
+            format!("{flock}: '{text}': Invalid argument"),
+        ),
+        SizeError::TooLarge => usage_as(
+            format!("invalid {option}: '{text}' is larger than a file offset can be (2^63 - 1)"),
+            format!("{flock}: '{text}': Numerical result out of range"),
+        ),
+    })
 }
 
 fn parse_option_duration(option: &str, text: &Option<String>) -> Result<Option<Duration>, Error> {
@@ -422,14 +543,28 @@ impl Cli {
     }
 
     fn conflict_exit_code(&self) -> Result<u8, Error> {
-        match &self.conflict_exit_code {
-            None => Ok(1),
-            Some(text) => text.trim().parse::<u8>().map_err(|_| {
-                usage(format!(
-                    "invalid exit code (allowed values: 0-255): '{text}'"
-                ))
-            }),
-        }
+        let Some(text) = &self.conflict_exit_code else {
+            return Ok(1);
+        };
+        text.trim().parse::<u8>().map_err(|_| {
+            // flock(1) 2.38 reads an int, then checks the range.
+            let flock = match text.trim().parse::<i32>() {
+                Ok(_) => "exit code out of range (expected 0 to 255)".to_owned(),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
+                    ) =>
+                {
+                    format!("invalid exit code: '{text}': Numerical result out of range")
+                }
+                Err(_) => format!("invalid exit code: '{text}'"),
+            };
+            usage_as(
+                format!("invalid exit code (allowed values: 0-255): '{text}'"),
+                flock,
+            )
+        })
     }
 
     fn into_check_query(self) -> Result<CheckQuery, Error> {
@@ -466,13 +601,7 @@ impl Cli {
                 }
                 // As -n would refuse them.
                 let lock = lock.normalised().map_err(usage)?;
-                if self.fcntl {
-                    lock.with_fcntl().map_err(|other| {
-                        usage(format!("{other}: --fcntl applies to file locks only"))
-                    })
-                } else {
-                    Ok(lock)
-                }
+                self.kernel_lock(lock)
             })
             .collect::<Result<_, _>>()?;
         Ok(StatusQuery {
@@ -487,7 +616,8 @@ impl Cli {
     fn into_invocation(mut self) -> Result<Invocation, Error> {
         self.take_also_after_lock()?;
         if self.no_fork && self.close {
-            return Err(usage("the --no-fork and --close options are incompatible"));
+            let message = "the --no-fork and --close options are incompatible";
+            return Err(usage_as(message, message));
         }
         let mode = if self.shared {
             Mode::Shared
@@ -496,19 +626,17 @@ impl Cli {
         } else {
             Mode::Exclusive
         };
-        let conflict_exit_code = match &self.conflict_exit_code {
-            None => 1,
-            Some(text) => text.trim().parse::<u8>().map_err(|_| {
-                usage(format!(
-                    "invalid exit code (allowed values: 0-255): '{text}'"
-                ))
-            })?,
-        };
+        let conflict_exit_code = self.conflict_exit_code()?;
         let wait = match (&self.timeout, self.nonblock) {
             (_, true) => WaitPolicy::NonBlocking,
             (None, false) => WaitPolicy::Forever,
             (Some(text), false) => {
-                let d = parse_duration(text).map_err(|e| usage(format!("invalid timeout: {e}")))?;
+                let d = parse_duration(text).map_err(|e| {
+                    usage_as(
+                        format!("invalid timeout: {e}"),
+                        format!("invalid timeout value: '{text}'"),
+                    )
+                })?;
                 if d.is_zero() {
                     WaitPolicy::NonBlocking
                 } else {
@@ -588,6 +716,11 @@ impl Cli {
         if slots > 1 {
             return Err(usage("--also cannot be combined with --slots"));
         }
+        if self.start.is_some() || self.length.is_some() {
+            return Err(usage(
+                "--start and --length cannot be combined with --also (lock a byte range on its own)",
+            ));
+        }
         if self.replace {
             return Err(usage(
                 "--replace cannot be combined with --also (replace the holder of each lock on its own first)",
@@ -603,16 +736,7 @@ impl Cli {
                         "'{lock}': the lock has an empty path or name"
                     )));
                 }
-                let lock = lock.normalised().map_err(usage)?;
-                let lock = if self.fcntl {
-                    lock.with_fcntl().map_err(|other| {
-                        usage(format!(
-                            "{other}: --fcntl applies to file locks only (PATH or fcntl:PATH)"
-                        ))
-                    })?
-                } else {
-                    lock
-                };
+                let lock = self.kernel_lock(lock.normalised().map_err(usage)?)?;
                 Ok((lock, text.clone()))
             })
             .collect::<Result<_, _>>()?;
@@ -661,39 +785,59 @@ impl Cli {
             let command = match (&self.command, positional.is_empty()) {
                 (Some(script), true) => shell_command(script.clone()),
                 (Some(_), false) => {
-                    return Err(usage("-c requires exactly one command argument"));
+                    let message = "-c requires exactly one command argument";
+                    return Err(usage_as(message, message));
                 }
                 (None, false) => self.split_command(positional)?,
-                (None, true) => return Err(usage("missing command after --fd N")),
+                (None, true) => {
+                    return Err(usage_as("missing command after --fd N", "missing command"));
+                }
             };
             return Ok(Task::Fd {
                 fd,
-                fcntl: self.fcntl,
+                fcntl: self.fcntl_range()?,
                 command: Some(command),
             });
         }
         if self.command.is_some() {
+            if program::is_flock() {
+                // flock(1) 2.38 knows -c only after the file.
+                return Err(Error::Getopt("invalid option -- 'c'".to_owned()));
+            }
             return Err(usage(
                 "-c before the lock is only valid with --fd; write: lockwrap LOCK -c 'COMMAND'",
             ));
         }
         match positional.len() {
-            0 => Err(usage("missing lock: give a LOCK and a COMMAND, or an FD")),
+            0 => Err(usage_as(
+                "missing lock: give a LOCK and a COMMAND, or an FD",
+                "requires file descriptor, file or directory",
+            )),
             1 => {
                 let text = positional.remove(0);
                 let text = text.to_string_lossy();
                 if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+                    let fd = parse_fd(&text).map_err(|e| {
+                        if program::is_flock() {
+                            Error::Usage(flock_bad_fd(&text))
+                        } else {
+                            e
+                        }
+                    })?;
                     Ok(Task::Fd {
-                        fd: parse_fd(&text)?,
-                        fcntl: self.fcntl,
+                        fd,
+                        fcntl: self.fcntl_range()?,
                         command: None,
                     })
                 } else {
                     // Shown as a lock spec: a server URL's password is redacted.
                     let lock = LockSpec::parse(text.as_ref().as_ref());
-                    Err(usage(format!(
-                        "{lock}: missing command (lockwrap LOCK COMMAND [ARGS...], or lockwrap LOCK -c 'COMMAND')"
-                    )))
+                    Err(usage_as(
+                        format!(
+                            "{lock}: missing command (lockwrap LOCK COMMAND [ARGS...], or lockwrap LOCK -c 'COMMAND')"
+                        ),
+                        flock_bad_fd(&text),
+                    ))
                 }
             }
             _ => {
@@ -707,13 +851,7 @@ impl Cli {
                     )));
                 }
                 lock = lock.normalised().map_err(usage)?;
-                if self.fcntl {
-                    lock = lock.with_fcntl().map_err(|other| {
-                        usage(format!(
-                            "{other}: --fcntl applies to file locks only (PATH or fcntl:PATH)"
-                        ))
-                    })?;
-                }
+                lock = self.kernel_lock(lock)?;
                 let command = self.split_command(positional)?;
                 Ok(Task::Run {
                     lock,
@@ -722,6 +860,47 @@ impl Cli {
                 })
             }
         }
+    }
+
+    /// `--fcntl`, `--start`, `--length`: None for flock(2) locks, else the
+    /// byte range of an OFD fcntl lock (the whole file for `--fcntl` alone).
+    fn fcntl_range(&self) -> Result<Option<ByteRange>, Error> {
+        if !self.fcntl && self.start.is_none() && self.length.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(ByteRange {
+            start: parse_byte_option(
+                &self.start,
+                "--start",
+                "a byte offset",
+                "invalid as start offset",
+            )?,
+            length: parse_byte_option(
+                &self.length,
+                "--length",
+                "a byte count",
+                "invalid as length of lock range",
+            )?,
+        }))
+    }
+
+    /// A LOCK made an OFD fcntl lock on its byte range when `--fcntl`,
+    /// `--start` or `--length` asks for one; they apply to file locks only.
+    fn kernel_lock(&self, lock: LockSpec) -> Result<LockSpec, Error> {
+        let Some(range) = self.fcntl_range()? else {
+            return Ok(lock);
+        };
+        lock.with_fcntl(range).map_err(|other| {
+            let options = if self.start.is_some() || self.length.is_some() {
+                "--start and --length apply"
+            } else {
+                "--fcntl applies"
+            };
+            usage(format!(
+                "{other}: {options} to file locks only (PATH or fcntl:PATH), not to {} locks",
+                other.kind()
+            ))
+        })
     }
 
     /// `--lease DURATION`, which must be positive.
@@ -744,9 +923,8 @@ impl Cli {
         match first {
             Some(flag @ ("-c" | "--command")) => {
                 if words.len() != 2 {
-                    return Err(usage(format!(
-                        "{flag} requires exactly one command argument"
-                    )));
+                    let message = format!("{flag} requires exactly one command argument");
+                    return Err(usage_as(&message, message.clone()));
                 }
                 Ok(shell_command(words[1].clone()))
             }

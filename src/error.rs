@@ -164,6 +164,21 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+
+    /// An unknown option or a missing option argument under flock(1)'s
+    /// name, in glibc getopt's words ("invalid option -- 'Z'"). Printed
+    /// after argv\[0\] as invoked and followed by flock's "Try" line
+    /// ([`crate::program::invoked_as`]).
+    #[error("{0}")]
+    Getopt(String),
+
+    /// The `--verbose` lines could not be written to stdout (a full disk):
+    /// exit 1 once the command has run, as flock(1).
+    #[error("cannot write the --verbose lines to stdout: {}", .errno.desc().to_lowercase())]
+    Stdout {
+        /// What the kernel said.
+        errno: Errno,
+    },
 }
 
 /// The exit code an errno implies wherever it occurs while creating or
@@ -227,7 +242,59 @@ impl Error {
                 Errno::EACCES | Errno::EPERM => EXIT_NOPERM,
                 _ => errno_exit_code(*errno).unwrap_or(EXIT_CANNOT_OPEN),
             },
+            Error::Getopt(_) => EXIT_USAGE,
+            // flock(1)'s close_stdout() exit code.
+            Error::Stdout { .. } => 1,
         }
+    }
+
+    /// The message to print (after the program's name and `: `): as
+    /// [`Display`](std::fmt::Display) says it, or, under flock's name,
+    /// in flock(1)'s words where flock has words for it.
+    pub fn message(&self) -> String {
+        if crate::program::is_flock()
+            && let Some(text) = self.flock_wording()
+        {
+            return text;
+        }
+        self.to_string()
+    }
+
+    /// Prints the message on stderr, after the program's name: one line,
+    /// or getopt's message after argv\[0\] as invoked with flock(1)'s "Try"
+    /// line. Never panics: a broken stderr loses the message.
+    pub fn print(&self) {
+        match self {
+            Error::Getopt(text) => {
+                use std::io::Write as _;
+                let _ = write!(
+                    std::io::stderr(),
+                    "{}: {text}\nTry '{} --help' for more information.\n",
+                    crate::program::invoked_as(),
+                    crate::program::prefix()
+                );
+            }
+            _ => crate::say!("{}", self.message()),
+        }
+    }
+
+    /// flock(1)'s text for the errors it reports itself, with the C
+    /// library's strerror; None for what flock(1) has no words for.
+    fn flock_wording(&self) -> Option<String> {
+        let strerror = |errno: &Errno| crate::program::strerror(*errno);
+        Some(match self {
+            Error::Conflict { .. } => "failed to get lock".to_owned(),
+            Error::Timeout { .. } => "timeout while waiting to get lock".to_owned(),
+            Error::Open { lock, errno, .. } => {
+                format!("cannot open lock file {lock}: {}", strerror(errno))
+            }
+            Error::Lock { lock, errno, .. } => format!("{lock}: {}", strerror(errno)),
+            Error::Exec { program, errno, .. } => {
+                format!("failed to execute {program}: {}", strerror(errno))
+            }
+            Error::Stdout { errno } => format!("write error: {}", strerror(errno)),
+            _ => return None,
+        })
     }
 
     /// Whether this error is the ordinary "someone else holds it" outcome, which

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 
+use crate::spec::ByteRange;
+
 /// A holder as recorded in a lock artifact: enough to prove it dead.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HolderRecord {
@@ -420,6 +422,9 @@ mod tests {
             (l.kind.as_str(), l.write, l.pid, l.dev_ino.as_str()),
             ("FLOCK", true, 1234, "00:2d:5678")
         );
+        assert_eq!((l.first, l.last), (0, None));
+        let l = parse_lock_line("3: OFDLCK ADVISORY  WRITE -1 00:2d:5678 1000 2023").unwrap();
+        assert_eq!((l.first, l.last), (1000, Some(2023)));
         assert!(parse_lock_line("1: -> FLOCK  ADVISORY  WRITE 99 00:2d:5678 0 EOF").is_none());
         let w = parse_waiter_line("1:  -> FLOCK  ADVISORY  WRITE 99 00:2d:5678 0 EOF").unwrap();
         assert_eq!((w.pid, w.dev_ino.as_str()), (99, "00:2d:5678"));
@@ -481,10 +486,15 @@ struct KernelLockLine {
     write: bool,
     pid: i32,
     dev_ino: String,
+    /// The first byte locked.
+    first: u64,
+    /// The last byte locked; None: to the end of the file ("EOF").
+    last: Option<u64>,
 }
 
-/// Parses "1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF"; None for a
-/// waiter ("1: -> FLOCK ...") or anything else.
+/// Parses "1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF" (the last two
+/// fields are the first and last byte locked); None for a waiter
+/// ("1: -> FLOCK ...") or anything else.
 fn parse_lock_line(line: &str) -> Option<KernelLockLine> {
     let mut words = line.split_whitespace();
     words.next()?.strip_suffix(':')?;
@@ -498,25 +508,41 @@ fn parse_lock_line(line: &str) -> Option<KernelLockLine> {
         "READ" => false,
         _ => return None,
     };
+    let pid = words.next()?.parse().ok()?;
+    let dev_ino = words.next()?.to_owned();
+    let first = words.next()?.parse().ok()?;
+    let last = match words.next()? {
+        "EOF" => None,
+        last => Some(last.parse().ok()?),
+    };
     Some(KernelLockLine {
         kind: kind.to_owned(),
         write,
-        pid: words.next()?.parse().ok()?,
-        dev_ino: words.next()?.to_owned(),
+        pid,
+        dev_ino,
+        first,
+        last,
     })
 }
 
 /// The holders of a kernel lock of `kind` ("FLOCK" or "OFDLCK") on the file
-/// with this device and inode: whether it is held shared, and the pids that
-/// hold an fd carrying it (a child that inherited the fd counts). None when
-/// the kernel reports no such lock.
-pub fn kernel_lock_holders(kind: &str, dev: u64, ino: u64) -> Option<(bool, Vec<i32>)> {
+/// with this device and inode, on bytes that overlap `range`: whether it is
+/// held shared, and the pids that hold an fd carrying it (a child that
+/// inherited the fd counts). None when the kernel reports no such lock.
+pub fn kernel_lock_holders(
+    kind: &str,
+    dev: u64,
+    ino: u64,
+    range: ByteRange,
+) -> Option<(bool, Vec<i32>)> {
     let wanted = format!(
         "{:02x}:{:02x}:{ino}",
         nix::sys::stat::major(dev),
         nix::sys::stat::minor(dev)
     );
-    let matches = |l: &KernelLockLine| l.kind == kind && l.dev_ino == wanted;
+    let matches = |l: &KernelLockLine| {
+        l.kind == kind && l.dev_ino == wanted && range.overlaps(l.first, l.last)
+    };
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
     let held: Vec<KernelLockLine> = locks
         .lines()

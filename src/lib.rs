@@ -5,14 +5,20 @@
 //! result to [`run`] or [`status()`], which return the exit code or an
 //! [`Error`] that knows its own.
 
-/// Writes one message line to stderr, prefixed with `lockwrap: `. Unlike
+/// Writes one message line to stderr, prefixed with the program's name
+/// (`lockwrap: `, or `flock: ` under that name, see [`program`]). Unlike
 /// `eprintln!` it never panics: a closed or broken stderr loses the message,
 /// not the exit code.
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "lockwrap: {}", format_args!($($arg)*));
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}: {}",
+            $crate::program::prefix(),
+            format_args!($($arg)*)
+        );
     }};
 }
 
@@ -25,6 +31,8 @@ pub mod error;
 pub mod fair;
 pub mod holder;
 pub mod lockset;
+pub mod program;
+pub mod size;
 pub mod spec;
 pub mod status;
 pub mod takeover;
@@ -59,14 +67,14 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
     let signals = Signals::install().map_err(|e| {
         let lock = match &invocation.task {
             Task::Run { lock, .. } => lock.to_string(),
-            Task::Fd { fd, .. } => format!("fd {fd}"),
+            Task::Fd { fd, .. } => program::fd_lock_name(*fd),
         };
         Error::os(&lock, "cannot set up signal handling", e)
     })?;
     let kind = match &invocation.task {
         Task::Run { lock, .. } => lock.kind(),
-        Task::Fd { fcntl: true, .. } => "fcntl",
-        Task::Fd { fcntl: false, .. } => "flock",
+        Task::Fd { fcntl: Some(_), .. } => "fcntl",
+        Task::Fd { fcntl: None, .. } => "flock",
     };
     // `--also`: the locks in the order they are taken (the cli refuses it
     // with --slots, --replace and an fd).
@@ -106,7 +114,7 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
             )
         }
         Task::Fd { fd, fcntl, command } => (
-            format!("fd {fd}"),
+            program::fd_lock_name(*fd),
             OsString::from(fd.to_string()),
             command.as_deref(),
             vec![backend::for_fd(*fd, *fcntl)],
@@ -203,9 +211,14 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
         }
     })?;
     if invocation.verbose {
-        say!(
-            "{lock}: getting lock took {:.6} seconds",
-            took.as_secs_f64()
+        // flock(1)'s format: whole microseconds, not rounded.
+        program::report(
+            &lock,
+            format_args!(
+                "getting lock took {}.{:06} seconds",
+                took.as_secs(),
+                took.subsec_micros()
+            ),
         );
     }
     let Some(argv) = command else {
@@ -241,9 +254,14 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
             .and_then(|hold| acquired_at.checked_add(hold)),
     };
     if invocation.verbose {
-        say!("{lock}: executing {}", argv[0].to_string_lossy());
+        program::report(
+            &lock,
+            format_args!("executing {}", argv[0].to_string_lossy()),
+        );
     }
     if invocation.no_fork {
+        // As flock(1)'s stdio buffer, lines not written yet die with the exec.
+        program::discard_unwritten_report();
         // The exec'd program cannot receive what arrived before it exists.
         if let Some(signal) = signals.take_forwarded() {
             return Err(Error::Interrupted { lock, signal });

@@ -116,7 +116,7 @@ fn order_key(spec: &LockSpec) -> OrderKey {
         // is emulated with fcntl locks): they sort as one kind, so that
         // `flock:X --also Y` and `fcntl:X --also Y` take X first alike.
         kind: match spec {
-            LockSpec::Flock(_) | LockSpec::Ofd(_) => "file",
+            LockSpec::Flock(_) | LockSpec::Ofd(..) => "file",
             _ => spec.kind(),
         },
         place: place(spec),
@@ -130,7 +130,7 @@ fn order_key(spec: &LockSpec) -> OrderKey {
 /// [`server_place`].
 fn place(spec: &LockSpec) -> Vec<u8> {
     match spec {
-        LockSpec::Flock(path) | LockSpec::Ofd(path) => canonical_path(path, true),
+        LockSpec::Flock(path) | LockSpec::Ofd(path, _) => canonical_path(path, true),
         LockSpec::Mkdir(path) | LockSpec::Excl(path) => canonical_path(path, false),
         LockSpec::Abstract(name) => name.clone(),
         LockSpec::Redis(remote) | LockSpec::Postgres(remote) => server_place(remote),
@@ -254,7 +254,7 @@ fn dangling_target(mut path: PathBuf) -> PathBuf {
 /// or server lock.
 fn same_lock(a: &Member, b: &Member) -> bool {
     let on_path = |spec: &LockSpec| match spec {
-        LockSpec::Flock(p) | LockSpec::Ofd(p) | LockSpec::Mkdir(p) | LockSpec::Excl(p) => {
+        LockSpec::Flock(p) | LockSpec::Ofd(p, _) | LockSpec::Mkdir(p) | LockSpec::Excl(p) => {
             Some(p.clone())
         }
         _ => None,
@@ -269,7 +269,7 @@ fn same_lock(a: &Member, b: &Member) -> bool {
 /// Whether two flock/fcntl paths name one existing file (hard links; the
 /// key already resolved symlinks and `..`).
 fn same_file(a: &LockSpec, pa: &Path, b: &LockSpec, pb: &Path) -> bool {
-    let follows = |spec: &LockSpec| matches!(spec, LockSpec::Flock(_) | LockSpec::Ofd(_));
+    let follows = |spec: &LockSpec| matches!(spec, LockSpec::Flock(_) | LockSpec::Ofd(..));
     follows(a)
         && follows(b)
         && match (std::fs::metadata(pa), std::fs::metadata(pb)) {

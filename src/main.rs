@@ -5,64 +5,80 @@ use std::process::ExitCode;
 
 use lockwrap::child::Ending;
 use lockwrap::cli::{self, Parsed};
+use lockwrap::{Error, program};
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
 
 fn main() -> ExitCode {
-    let invocation = match cli::parse(std::env::args_os()) {
+    let argv: Vec<_> = std::env::args_os().collect();
+    program::set_from_argv0(argv.first().map(|a| a.as_os_str()));
+    let ending = run(argv);
+    // As flock(1)'s close_stdout(): --verbose lines that could not be
+    // written make the exit status 1, once the command has run; a reader
+    // that went away kills with SIGPIPE, as it kills flock(1).
+    let ending = match program::finish_stdout() {
+        None => ending,
+        Some(Errno::EPIPE) => Ending::DieOf(Signal::SIGPIPE),
+        Some(errno) => {
+            let e = Error::Stdout { errno };
+            e.print();
+            Ending::Code(e.exit_code(1))
+        }
+    };
+    match ending {
+        Ending::Code(code) => ExitCode::from(code),
+        Ending::DieOf(signal) => {
+            lockwrap::child::die_of(signal);
+            ExitCode::from(128u8.wrapping_add(signal as u8))
+        }
+    }
+}
+
+fn run(argv: Vec<std::ffi::OsString>) -> Ending {
+    let invocation = match cli::parse(argv) {
         Ok(Parsed::Invocation(invocation)) => *invocation,
         Ok(Parsed::Status(query)) => {
-            return match lockwrap::status(&query) {
-                Ok(code) => ExitCode::from(code),
+            return Ending::Code(match lockwrap::status(&query) {
+                Ok(code) => code,
                 Err(e) => {
-                    lockwrap::say!("{e}");
-                    ExitCode::from(e.exit_code(query.conflict_exit_code))
+                    e.print();
+                    e.exit_code(query.conflict_exit_code)
                 }
-            };
+            });
         }
         Ok(Parsed::Check(query)) => {
             return match lockwrap::check::run(&query) {
-                Ok(Ending::Code(code)) => ExitCode::from(code),
-                Ok(Ending::DieOf(signal)) => {
-                    lockwrap::child::die_of(signal);
-                    ExitCode::from(128u8.wrapping_add(signal as u8))
-                }
+                Ok(ending) => ending,
                 Err(e) => {
-                    lockwrap::say!("{e}");
-                    ExitCode::from(e.exit_code(1))
+                    e.print();
+                    Ending::Code(e.exit_code(1))
                 }
             };
         }
-        Ok(Parsed::CheckHolder(lock)) => return ExitCode::from(lockwrap::check::hold(&lock)),
+        Ok(Parsed::CheckHolder(lock)) => return Ending::Code(lockwrap::check::hold(&lock)),
         Ok(Parsed::Info(text)) => {
             let mut stdout = std::io::stdout().lock();
             let written = stdout
                 .write_all(text.as_bytes())
                 .and_then(|()| stdout.flush());
-            return if written.is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            };
+            return Ending::Code(if written.is_ok() { 0 } else { 1 });
         }
         Err(e) => {
-            lockwrap::say!("{e}");
-            return ExitCode::from(e.exit_code(1));
+            e.print();
+            return Ending::Code(e.exit_code(1));
         }
     };
     let verbose = invocation.verbose;
     let conflict_code = invocation.conflict_exit_code;
     match lockwrap::run(invocation) {
-        Ok(Ending::Code(code)) => ExitCode::from(code),
-        Ok(Ending::DieOf(signal)) => {
-            lockwrap::child::die_of(signal);
-            ExitCode::from(128u8.wrapping_add(signal as u8))
-        }
+        Ok(ending) => ending,
         Err(e) => {
             // A held lock under -n or -w is an expected outcome: silent, as
             // with flock(1), so cron mails stay empty; --verbose tells.
             if verbose || !e.is_conflict() {
-                lockwrap::say!("{e}");
+                e.print();
             }
-            ExitCode::from(e.exit_code(conflict_code))
+            Ending::Code(e.exit_code(conflict_code))
         }
     }
 }

@@ -13,8 +13,9 @@ use std::path::PathBuf;
 pub enum LockSpec {
     /// `PATH` or `flock:PATH`: flock(2) on a file or directory.
     Flock(PathBuf),
-    /// `fcntl:PATH` or `--fcntl PATH`: open-file-description record locks.
-    Ofd(PathBuf),
+    /// `fcntl:PATH` or `--fcntl PATH`: open-file-description record locks
+    /// on a byte range (`--start`, `--length`; the whole file by default).
+    Ofd(PathBuf, ByteRange),
     /// `mkdir:PATH`: an atomically created directory.
     Mkdir(PathBuf),
     /// `excl:PATH`: an O_CREAT|O_EXCL file.
@@ -28,6 +29,49 @@ pub enum LockSpec {
     /// `postgres://[user[:pass]@]host[:port]/db#NAME` (or `postgresql://`):
     /// a session advisory lock on a PostgreSQL server.
     Postgres(RemoteLock),
+}
+
+/// The bytes an fcntl lock covers (`--start OFFSET`, `--length N`), as in
+/// fcntl(2): from `start`, `length` bytes; a length of 0 runs to the end of
+/// the file, however far it grows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByteRange {
+    /// The first byte (`l_start`, from the start of the file).
+    pub start: u64,
+    /// How many bytes (`l_len`); 0: to the end of the file.
+    pub length: u64,
+}
+
+impl ByteRange {
+    /// The whole file: what `--fcntl` locks without `--start`/`--length`.
+    pub const WHOLE: ByteRange = ByteRange {
+        start: 0,
+        length: 0,
+    };
+
+    /// The last byte covered; None: to the end of the file.
+    pub fn last(&self) -> Option<u64> {
+        // The parser keeps both below 2^63, so the sum cannot overflow.
+        (self.length > 0).then(|| self.start + self.length - 1)
+    }
+
+    /// Whether it shares a byte with the bytes `first..=last` (`last`
+    /// None: to the end of the file), as /proc/locks lists a lock.
+    pub fn overlaps(&self, first: u64, last: Option<u64>) -> bool {
+        self.last().is_none_or(|mine| first <= mine)
+            && last.is_none_or(|theirs| self.start <= theirs)
+    }
+}
+
+/// "bytes 1000-2023", or "bytes 1000-EOF" for a range to the end of the
+/// file: first and last byte, as /proc/locks and lslocks(8) show them.
+impl fmt::Display for ByteRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.last() {
+            Some(last) => write!(f, "bytes {}-{last}", self.start),
+            None => write!(f, "bytes {}-EOF", self.start),
+        }
+    }
 }
 
 /// A lock on a server: where to connect, and the lock's name there.
@@ -204,7 +248,7 @@ impl LockSpec {
         }
         for (prefix, make) in [
             ("flock:", LockSpec::Flock as fn(PathBuf) -> LockSpec),
-            ("fcntl:", LockSpec::Ofd),
+            ("fcntl:", |path| LockSpec::Ofd(path, ByteRange::WHOLE)),
             ("mkdir:", LockSpec::Mkdir),
             ("excl:", LockSpec::Excl),
         ] {
@@ -215,10 +259,11 @@ impl LockSpec {
         LockSpec::Flock(PathBuf::from(text))
     }
 
-    /// `--fcntl`: a file lock becomes an OFD fcntl lock; other kinds come back as `Err`.
-    pub fn with_fcntl(self) -> Result<LockSpec, LockSpec> {
+    /// `--fcntl`, `--start`, `--length`: a file lock becomes an OFD fcntl
+    /// lock on `range`; other kinds come back as `Err`.
+    pub fn with_fcntl(self, range: ByteRange) -> Result<LockSpec, LockSpec> {
         match self {
-            LockSpec::Flock(path) | LockSpec::Ofd(path) => Ok(LockSpec::Ofd(path)),
+            LockSpec::Flock(path) | LockSpec::Ofd(path, _) => Ok(LockSpec::Ofd(path, range)),
             other => Err(other),
         }
     }
@@ -226,7 +271,7 @@ impl LockSpec {
     /// Whether the path or name is empty (`excl:`, `@`): nothing to lock.
     pub fn is_empty(&self) -> bool {
         match self {
-            LockSpec::Flock(p) | LockSpec::Ofd(p) | LockSpec::Mkdir(p) | LockSpec::Excl(p) => {
+            LockSpec::Flock(p) | LockSpec::Ofd(p, _) | LockSpec::Mkdir(p) | LockSpec::Excl(p) => {
                 p.as_os_str().is_empty()
             }
             LockSpec::Abstract(name) => name.is_empty(),
@@ -239,7 +284,7 @@ impl LockSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             LockSpec::Flock(_) => "flock",
-            LockSpec::Ofd(_) => "fcntl",
+            LockSpec::Ofd(..) => "fcntl",
             LockSpec::Mkdir(_) => "mkdir",
             LockSpec::Excl(_) => "excl",
             LockSpec::Abstract(_) => "abstract",
@@ -292,7 +337,7 @@ impl LockSpec {
         };
         match self {
             LockSpec::Flock(p) => LockSpec::Flock(path(p)),
-            LockSpec::Ofd(p) => LockSpec::Ofd(path(p)),
+            LockSpec::Ofd(p, range) => LockSpec::Ofd(path(p), *range),
             LockSpec::Mkdir(p) => LockSpec::Mkdir(path(p)),
             LockSpec::Excl(p) => LockSpec::Excl(path(p)),
             LockSpec::Abstract(name) => {
@@ -308,7 +353,10 @@ impl fmt::Display for LockSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockSpec::Flock(p) => write!(f, "{}", p.display()),
-            LockSpec::Ofd(p) => write!(f, "fcntl:{}", p.display()),
+            // flock(1) has no lock specs: under its name a file is named
+            // by its path alone, also with --fcntl.
+            LockSpec::Ofd(p, _) if crate::program::is_flock() => write!(f, "{}", p.display()),
+            LockSpec::Ofd(p, _) => write!(f, "fcntl:{}", p.display()),
             LockSpec::Mkdir(p) => write!(f, "mkdir:{}", p.display()),
             LockSpec::Excl(p) => write!(f, "excl:{}", p.display()),
             LockSpec::Abstract(name) => write!(f, "@{}", String::from_utf8_lossy(name)),
@@ -329,11 +377,34 @@ mod tests {
     fn schemes_are_recognised() {
         assert_eq!(parse("/tmp/x"), LockSpec::Flock("/tmp/x".into()));
         assert_eq!(parse("flock:/tmp/x"), LockSpec::Flock("/tmp/x".into()));
-        assert_eq!(parse("fcntl:x"), LockSpec::Ofd("x".into()));
+        assert_eq!(
+            parse("fcntl:x"),
+            LockSpec::Ofd("x".into(), ByteRange::WHOLE)
+        );
         assert_eq!(parse("mkdir:/a/b"), LockSpec::Mkdir("/a/b".into()));
         assert_eq!(parse("excl:f"), LockSpec::Excl("f".into()));
         assert_eq!(parse("@name"), LockSpec::Abstract(b"name".to_vec()));
         assert_eq!(parse("abstract:n"), LockSpec::Abstract(b"n".to_vec()));
+    }
+
+    #[test]
+    fn byte_ranges_overlap_as_fcntl_locks_do() {
+        let range = |start, length| ByteRange { start, length };
+        // bytes 100-109
+        let r = range(100, 10);
+        assert!(r.overlaps(109, Some(109)));
+        assert!(r.overlaps(0, None));
+        assert!(r.overlaps(105, Some(200)));
+        assert!(!r.overlaps(110, Some(110)));
+        assert!(!r.overlaps(110, None));
+        assert!(!r.overlaps(0, Some(99)));
+        // bytes 100-EOF
+        let r = range(100, 0);
+        assert!(r.overlaps(1 << 40, Some(1 << 40)));
+        assert!(!r.overlaps(0, Some(99)));
+        assert!(ByteRange::WHOLE.overlaps(5, Some(5)));
+        assert_eq!(range(1000, 1024).to_string(), "bytes 1000-2023");
+        assert_eq!(range(7, 0).to_string(), "bytes 7-EOF");
     }
 
     #[test]

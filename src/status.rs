@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::backend::{HolderInfo, LockStatus, WaiterInfo};
 use crate::duration::human;
+use crate::spec::ByteRange;
 
 /// The version of the `--status --json` objects (the `schema` field): it
 /// grows only when a field changes meaning or goes away; new fields may
@@ -69,8 +70,13 @@ pub fn escape_controls(text: &str) -> String {
 
 /// One lock's `--status` text: "LOCK: free", "LOCK: exclusive, held by
 /// ..." or "LOCK: stale, held by ... (gone; ...)", then one indented line per
-/// waiter, first come first.
+/// waiter, first come first. A byte range other than the whole file follows
+/// the lock: "fcntl:/x (bytes 0-9): free".
 pub fn text_line(lock: &str, status: &LockStatus) -> String {
+    let lock = match status.range {
+        Some(range) if range != ByteRange::WHOLE => format!("{lock} ({range})"),
+        _ => lock.to_owned(),
+    };
     let mut text = if !status.held {
         format!("{lock}: free")
     } else if status.stale {
@@ -124,7 +130,9 @@ fn waiting_for(w: &WaiterInfo) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_millis(now.saturating_sub(since)))
 }
 
-/// One `--status --json` object, on one line.
+/// One `--status --json` object, on one line. `range` is the byte range of
+/// an fcntl lock (`{"start":0,"length":0}`: the whole file), null for the
+/// other kinds.
 pub fn json_line(lock: &str, status: &LockStatus) -> String {
     let mode = match (status.held, status.shared) {
         (false, _) => "null".to_owned(),
@@ -133,8 +141,11 @@ pub fn json_line(lock: &str, status: &LockStatus) -> String {
     };
     let holders: Vec<String> = status.holders.iter().map(json_holder).collect();
     let waiters: Vec<String> = status.waiters.iter().map(json_waiter).collect();
+    let range = status.range.map_or("null".to_owned(), |r| {
+        format!("{{\"start\":{},\"length\":{}}}", r.start, r.length)
+    });
     format!(
-        "{{\"schema\":{JSON_SCHEMA},\"lock\":{},\"held\":{},\"stale\":{},\"mode\":{mode},\"holders\":[{}],\"waiters\":[{}]}}",
+        "{{\"schema\":{JSON_SCHEMA},\"lock\":{},\"range\":{range},\"held\":{},\"stale\":{},\"mode\":{mode},\"holders\":[{}],\"waiters\":[{}]}}",
         json_string(lock),
         status.held,
         status.stale,
@@ -231,7 +242,7 @@ mod tests {
         let line = json_line("/x", &LockStatus::default());
         assert_eq!(
             line,
-            "{\"schema\":1,\"lock\":\"/x\",\"held\":false,\"stale\":false,\"mode\":null,\"holders\":[],\"waiters\":[]}"
+            "{\"schema\":1,\"lock\":\"/x\",\"range\":null,\"held\":false,\"stale\":false,\"mode\":null,\"holders\":[],\"waiters\":[]}"
         );
     }
 }

@@ -596,21 +596,60 @@ fn help_and_version_print_to_stdout_and_exit_0() {
     }
 }
 
+/// `--verbose`: the lines flock(1) prints on stdout (how long the lock
+/// took, what runs) go to stdout, naming the lock, before the command's
+/// output; conflicts and errors stay on stderr.
 #[test]
-fn verbose_writes_to_stderr_only() {
+fn verbose_reports_on_stdout_and_conflicts_on_stderr() {
     let sb = Sandbox::new("verbose");
     let lock = sb.locks.join("lk");
-    let out = sb.run(sb.lockwrap(["--verbose", lock.to_str().unwrap(), "echo", "hi"]));
+    let lock = lock.to_str().unwrap();
+    let out = sb.run(sb.lockwrap(["--verbose", lock, "echo", "hi"]));
     out.assert_code(0);
-    assert_eq!(
-        out.stdout, "hi\n",
-        "--verbose must not mix with the command's output"
-    );
-    assert!(!out.stderr.is_empty());
+    let took = out.stdout.lines().next().unwrap_or_default();
+    let number = took
+        .strip_prefix(&format!("lockwrap: {lock}: getting lock took "))
+        .and_then(|rest| rest.strip_suffix(" seconds"))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    // flock(1)'s format: seconds and six digits of microseconds.
+    let (seconds, micros) = number.split_once('.').unwrap();
     assert!(
-        out.stderr.lines().all(|l| l.starts_with("lockwrap: ")),
+        seconds.parse::<u64>().is_ok() && micros.len() == 6,
         "{out:?}"
     );
+    assert_eq!(
+        out.stdout.lines().skip(1).collect::<Vec<_>>(),
+        [&format!("lockwrap: {lock}: executing echo"), "hi"],
+        "{out:?}"
+    );
+    assert_eq!(out.stderr, "");
+
+    let mut holder = sb.hold(&[], lock);
+    let out = sb.run(sb.lockwrap(["--verbose", "-n", lock, "true"]));
+    out.assert_error(1);
+    assert_eq!(out.stdout, "");
+    holder.release_and_finish().assert_code(0);
+}
+
+/// As flock(1): when the --verbose lines cannot be written, the command
+/// still runs, and lockwrap then exits 1 with one line.
+#[test]
+fn a_failed_verbose_write_exits_1_after_the_command() {
+    let sb = Sandbox::new("verbose-full");
+    let lock = sb.locks.join("lk");
+    let marker = sb.work_path("ran");
+    let script = format!(
+        "\"$LW\" --verbose '{}' sh -c 'touch \"$0\"; exit 5' '{}' >/dev/full",
+        lock.display(),
+        marker.display()
+    );
+    let out = run_script(&sb, &common::bin(), &script);
+    out.assert_error(1);
+    assert!(out.stderr.contains("stdout"), "{out:?}");
+    assert!(marker.exists(), "the command did not run");
+    // Without --verbose nothing is written, so nothing fails.
+    let script = format!("\"$LW\" '{}' sh -c 'exit 5' >/dev/full", lock.display());
+    run_script(&sb, &common::bin(), &script).assert_code(5);
 }
 
 #[test]
@@ -641,4 +680,144 @@ fn repeated_options_are_accepted_and_the_last_one_wins() {
     )
     .assert_code(7);
     holder.release_and_finish().assert_code(0);
+}
+
+/// `lockwrap -n -E 9 ARGS LOCK true`: 0 if the lock could be taken, 9 if it
+/// is held.
+fn probe(sb: &Sandbox, args: &[&str], lock: &str) -> i32 {
+    let mut all = vec!["-n", "-E", "9"];
+    all.extend(args);
+    all.extend([lock, "true"]);
+    let out = sb.run(sb.lockwrap(&all));
+    assert!(
+        matches!(out.status.code(), Some(0 | 9)) && out.stderr.is_empty(),
+        "{all:?}: {out:?}"
+    );
+    out.code()
+}
+
+#[test]
+fn byte_ranges_conflict_only_where_they_overlap() {
+    let sb = Sandbox::new("ranges");
+    let lock = sb.locks.join("lk");
+    let lock = lock.to_str().unwrap();
+    // Bytes 100-109, exclusive.
+    let mut holder = sb.hold(&["--start", "100", "--length", "10"], lock);
+    for (args, code) in [
+        (&["--start", "105", "--length", "1"][..], 9),
+        (&["--start", "109", "--length", "1"], 9),
+        (&["--start", "90", "--length", "11"], 9),
+        (&["--start", "0"], 9),
+        (&["--fcntl"], 9),
+        (&["--start", "110", "--length", "1"], 0),
+        (&["--start", "110"], 0),
+        (&["--start", "0", "--length", "100"], 0),
+        // A shared lock is refused on held bytes, granted beside them.
+        (&["-s", "--start", "100", "--length", "1"], 9),
+        (&["-s", "--start", "99", "--length", "1"], 0),
+        // flock(2) locks are independent of fcntl locks, as with flock(1).
+        (&[], 0),
+    ] {
+        assert_eq!(probe(&sb, args, lock), code, "{args:?}");
+    }
+    holder.release_and_finish().assert_code(0);
+    assert_eq!(probe(&sb, &["--start", "105", "--length", "1"], lock), 0);
+
+    // A length of 0 (the default) runs to the end of the file and beyond.
+    let mut holder = sb.hold(&["--start", "200"], lock);
+    assert_eq!(probe(&sb, &["--start", "1T", "--length", "1"], lock), 9);
+    assert_eq!(probe(&sb, &["--start", "150", "--length", "50"], lock), 0);
+    holder.release_and_finish().assert_code(0);
+
+    // Shared holders of overlapping bytes admit each other.
+    let mut holder = sb.hold(&["-s", "--start", "0", "--length", "10"], lock);
+    assert_eq!(
+        probe(&sb, &["-s", "--start", "5", "--length", "10"], lock),
+        0
+    );
+    assert_eq!(probe(&sb, &["--start", "9", "--length", "1"], lock), 9);
+    holder.release_and_finish().assert_code(0);
+}
+
+#[test]
+fn byte_range_sizes_are_read_as_flock1_reads_them() {
+    let sb = Sandbox::new("range-sizes");
+    let lock = sb.locks.join("lk");
+    let lock = lock.to_str().unwrap();
+    // 1KB = 1000, 1K = 1024: bytes 1000-2023, as in util-linux's strtosize.
+    let mut holder = sb.hold(&["--start", "1KB", "--length", "1K"], lock);
+    for (start, code) in [
+        ("999", 0),
+        ("1000", 9),
+        ("0x3e8", 9),
+        ("1KiB", 9),
+        ("2KB", 9),
+        ("2023", 9),
+        ("2024", 0),
+        ("1.5K", 9),
+        ("1M", 0),
+    ] {
+        assert_eq!(
+            probe(&sb, &["--start", start, "--length", "1"], lock),
+            code,
+            "--start {start}"
+        );
+    }
+    holder.release_and_finish().assert_code(0);
+}
+
+#[test]
+fn bad_byte_ranges_are_usage_errors() {
+    for args in [
+        &["--start", "-1", "LOCK", "true"][..],
+        &["--start", "abc", "LOCK", "true"],
+        &["--start", "", "LOCK", "true"],
+        &["--length", "1.5", "LOCK", "true"],
+        &["--length", "1B", "LOCK", "true"],
+        &["--length", "-5", "LOCK", "true"],
+        &["--start", "9223372036854775808", "LOCK", "true"],
+        &["--length", "8E", "LOCK", "true"],
+        &["--start", "1", "--status", "--length", "x", "LOCK"],
+    ] {
+        // flock(1) 2.38 has no --start or --length.
+        assert_usage_error_leaves_lock_alone(args, false);
+    }
+    // They apply to file locks only.
+    let sb = Sandbox::new("range-kinds");
+    let marker = sb.work_path("ran");
+    for backend in [Backend::Mkdir, Backend::Excl, Backend::Abstract] {
+        let spec = backend.spec(&sb, "lk");
+        for option in ["--start", "--length"] {
+            let out = sb.run(sb.lockwrap([option, "1", &spec, "touch", marker.to_str().unwrap()]));
+            out.assert_error(64);
+            assert!(out.stderr.contains(option), "{out:?}");
+            sb.run(sb.lockwrap([option, "1", "--status", &spec]))
+                .assert_error(64);
+        }
+        assert!(!marker.exists());
+        assert_eq!(sb.lock_dir_entries(), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn byte_ranges_apply_to_the_callers_fd() {
+    let sb = Sandbox::new("range-fd");
+    let lock = sb.locks.join("lk");
+    let script = format!(
+        r#"exec 9<>'{f}'
+"$LW" -n --start 0 --length 5 9 || exit 10
+"$LW" -n -E 7 --start 4 --length 1 '{f}' true; a=$?
+"$LW" -n -E 7 --start 5 --length 1 '{f}' true; b=$?
+"$LW" --fd 9 --start 10 --length 1 sh -c '"$LW" -n -E 7 --start 10 "$0" true; echo "inside $?"' '{f}' || exit 11
+"$LW" -u --start 0 --length 5 9 || exit 12
+"$LW" -n -E 7 --start 4 --length 1 '{f}' true; c=$?
+"$LW" -n -E 7 --start 10 --length 1 '{f}' true; d=$?
+echo "$a $b $c $d""#,
+        f = lock.display()
+    );
+    let out = run_script(&sb, &common::bin(), &script);
+    out.assert_code(0);
+    // Bytes 0-4 held, then released by -u; byte 10 stays locked on fd 9.
+    assert_eq!(out.stdout, "inside 7\n7 0 0 7\n", "{out:?}");
+    assert_eq!(out.stderr, "");
 }

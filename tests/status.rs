@@ -248,3 +248,52 @@ fn status_names_a_holder_with_a_20_kb_command() {
         holder.release_and_finish().assert_code(0);
     }
 }
+
+#[test]
+fn status_of_a_byte_range_shows_it_and_the_holders_of_overlapping_bytes() {
+    let sb = Sandbox::new("range-status");
+    let path = sb.locks.join("lk").display().to_string();
+    let mut holder = sb.hold(&["--start", "100", "--length", "10"], &path);
+    let pid = holder.proc.pid();
+    let out = sb.run(sb.lockwrap(["--status", "--start", "105", "--length", "1", &path]));
+    out.assert_code(1);
+    assert!(
+        out.stdout.starts_with(&format!(
+            "fcntl:{path} (bytes 105-105): exclusive, held by pid {pid}"
+        )),
+        "{out:?}"
+    );
+    let json = sb.run(sb.lockwrap([
+        "--status", "--json", "--start", "105", "--length", "1", &path,
+    ]));
+    json.assert_code(1);
+    assert!(
+        json.stdout
+            .contains("\"range\":{\"start\":105,\"length\":1}")
+            && json.stdout.contains("\"held\":true")
+            && json.stdout.contains(&format!("\"pid\":{pid}")),
+        "{json:?}"
+    );
+    // Beside the held bytes: free.
+    let out = sb.run(sb.lockwrap(["--status", "--start", "110", &path]));
+    out.assert_code(0);
+    assert_eq!(out.stdout, format!("fcntl:{path} (bytes 110-EOF): free\n"));
+    // The whole file overlaps; a flock(2) lock is another lock.
+    let fcntl = format!("fcntl:{path}");
+    let out = sb.run(sb.lockwrap(["--status", &fcntl]));
+    out.assert_code(1);
+    assert!(
+        out.stdout
+            .starts_with(&format!("{fcntl}: exclusive, held by pid {pid}")),
+        "{out:?}"
+    );
+    let json = sb.run(sb.lockwrap(["--status", "--json", &fcntl])).stdout;
+    assert!(
+        json.contains("\"range\":{\"start\":0,\"length\":0}"),
+        "{json}"
+    );
+    let json = sb.run(sb.lockwrap(["--status", "--json", &path]));
+    json.assert_code(0);
+    assert!(json.stdout.contains("\"range\":null"), "{json:?}");
+    holder.release_and_finish().assert_code(0);
+}

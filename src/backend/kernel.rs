@@ -16,18 +16,26 @@ use super::{Backend, Held, HolderInfo, Line, LockStatus, Request, WaiterInfo};
 use crate::cli::Mode;
 use crate::error::Error;
 use crate::holder;
+use crate::spec::ByteRange;
 use crate::wait::{Interruptible, Waiter};
 
-/// What distinguishes one kernel lock mechanism from another.
-pub struct KernelOps {
+/// What distinguishes one kernel lock mechanism from another. `Copy`: the
+/// thread that blocks in the lock call takes its own copy.
+pub trait KernelOps: Copy + Send + Sync + 'static {
     /// The lock call, for messages.
-    pub what: &'static str,
+    fn what(&self) -> &'static str;
     /// Whether the file must be opened for writing to take a lock in `mode`.
-    pub needs_write: fn(Mode) -> bool,
-    /// The lock syscall: take (or drop, for Mode::Unlock) the lock on `fd`.
-    pub call: fn(RawFd, Mode, bool) -> nix::Result<()>,
+    fn needs_write(&self, mode: Mode) -> bool;
+    /// The lock syscall: take (or drop, for Mode::Unlock) the lock on `fd`,
+    /// waiting for it when `blocking`.
+    fn call(&self, fd: RawFd, mode: Mode, blocking: bool) -> nix::Result<()>;
     /// How /proc/locks names these locks.
-    pub proc_kind: &'static str,
+    fn proc_kind(&self) -> &'static str;
+    /// The bytes a byte-range lock covers; None: the lock has no range
+    /// (flock(2) locks the whole file, whatever its size).
+    fn range(&self) -> Option<ByteRange> {
+        None
+    }
 }
 
 /// Where a kernel lock is taken.
@@ -40,15 +48,15 @@ enum FileTarget {
 }
 
 /// A flock(2) or OFD lock on a path or on an fd of the caller.
-pub struct KernelLock {
+pub struct KernelLock<O> {
     lock: String,
     target: FileTarget,
-    ops: &'static KernelOps,
+    ops: O,
 }
 
-impl KernelLock {
+impl<O: KernelOps> KernelLock<O> {
     /// A lock on a file or directory, created if missing.
-    pub fn path(lock: String, path: PathBuf, ops: &'static KernelOps) -> KernelLock {
+    pub fn path(lock: String, path: PathBuf, ops: O) -> KernelLock<O> {
         KernelLock {
             lock,
             target: FileTarget::Path(path),
@@ -57,9 +65,9 @@ impl KernelLock {
     }
 
     /// flock(1)'s fd mode: a lock on an open fd of the caller.
-    pub fn fd(fd: RawFd, ops: &'static KernelOps) -> KernelLock {
+    pub fn fd(fd: RawFd, ops: O) -> KernelLock<O> {
         KernelLock {
-            lock: format!("fd {fd}"),
+            lock: crate::program::fd_lock_name(fd),
             target: FileTarget::Fd(fd),
             ops,
         }
@@ -68,13 +76,13 @@ impl KernelLock {
     fn lock_failed(&self, errno: Errno) -> Error {
         Error::Lock {
             lock: self.lock.clone(),
-            what: self.ops.what,
+            what: self.ops.what(),
             errno,
         }
     }
 }
 
-impl Backend for KernelLock {
+impl<O: KernelOps> Backend for KernelLock<O> {
     fn acquire(&self, request: &Request<'_>, waiter: &Waiter<'_>) -> Result<Box<dyn Held>, Error> {
         let mut fd = match &self.target {
             FileTarget::Fd(fd) => {
@@ -90,7 +98,7 @@ impl Backend for KernelLock {
             FileTarget::Path(path) => LockFd::Owned(Arc::new(open_lock_file(
                 &self.lock,
                 path,
-                (self.ops.needs_write)(request.mode),
+                self.ops.needs_write(request.mode),
             )?)),
         };
         match self.take(&fd, request.mode, waiter) {
@@ -123,6 +131,10 @@ impl Backend for KernelLock {
     }
 
     fn status(&self) -> Result<LockStatus, Error> {
+        let free = LockStatus {
+            range: self.ops.range(),
+            ..LockStatus::default()
+        };
         let stat = match &self.target {
             FileTarget::Path(path) => nix::sys::stat::stat(path.as_path()),
             // SAFETY: fstat only reads; a closed fd gives EBADF.
@@ -140,17 +152,21 @@ impl Backend for KernelLock {
                     {
                         Err(Error::open(&self.lock, Errno::ENOENT))
                     }
-                    _ => Ok(LockStatus::default()),
+                    _ => Ok(free),
                 };
             }
             Err(e) => return Err(Error::open(&self.lock, e)),
         };
-        let Some((shared, pids)) =
-            holder::kernel_lock_holders(self.ops.proc_kind, stat.st_dev, stat.st_ino)
-        else {
-            return Ok(LockStatus::default());
+        // Only holders of bytes that overlap ours are in the way.
+        let Some((shared, pids)) = holder::kernel_lock_holders(
+            self.ops.proc_kind(),
+            stat.st_dev,
+            stat.st_ino,
+            self.ops.range().unwrap_or(ByteRange::WHOLE),
+        ) else {
+            return Ok(free);
         };
-        let waiters = holder::kernel_lock_waiters(self.ops.proc_kind, stat.st_dev, stat.st_ino)
+        let waiters = holder::kernel_lock_waiters(self.ops.proc_kind(), stat.st_dev, stat.st_ino)
             .into_iter()
             .map(|pid| pid.map(WaiterInfo::of_process).unwrap_or_default())
             .collect();
@@ -159,7 +175,7 @@ impl Backend for KernelLock {
             shared,
             holders: pids.into_iter().map(HolderInfo::of_process).collect(),
             waiters,
-            ..LockStatus::default()
+            ..free
         })
     }
 
@@ -173,12 +189,12 @@ impl Backend for KernelLock {
     }
 }
 
-impl KernelLock {
+impl<O: KernelOps> KernelLock<O> {
     /// One non-blocking try, then, if waiting is allowed, a blocking call on
     /// a helper thread so the deadline and signals still count.
     fn take(&self, fd: &LockFd, mode: Mode, waiter: &Waiter<'_>) -> Result<(), Error> {
-        let call = self.ops.call;
-        match call(fd.raw(), mode, false) {
+        let ops = self.ops;
+        match ops.call(fd.raw(), mode, false) {
             Ok(()) => return Ok(()),
             Err(Errno::EWOULDBLOCK | Errno::EACCES) => {}
             Err(e) => return Err(self.lock_failed(e)),
@@ -196,7 +212,7 @@ impl KernelLock {
         let mut blocked = Interruptible::start(move |cancelled| {
             let _keep_open = keep_open;
             loop {
-                match call(raw, mode, true) {
+                match ops.call(raw, mode, true) {
                     Err(Errno::EINTR) if !cancelled.load(Ordering::SeqCst) => continue,
                     other => return other,
                 }
@@ -209,7 +225,7 @@ impl KernelLock {
                 // back: neither lockwrap's fd nor the caller's (fd mode) may
                 // keep a lock nobody asked for any more.
                 if let Some(Ok(())) = blocked.cancel() {
-                    let _ = call(raw, Mode::Unlock, false);
+                    let _ = ops.call(raw, Mode::Unlock, false);
                 }
                 return Err(gave_up);
             }

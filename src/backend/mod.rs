@@ -27,7 +27,7 @@ use nix::unistd::Pid;
 use crate::cli::Mode;
 use crate::error::Error;
 use crate::holder::{self, HolderRecord};
-use crate::spec::LockSpec;
+use crate::spec::{ByteRange, LockSpec};
 use crate::wait::Waiter;
 
 /// What an acquisition asks for.
@@ -223,6 +223,9 @@ pub struct LockStatus {
     pub owner_uid: Option<u32>,
     /// Who waits for it, first come first (as far as it can be known).
     pub waiters: Vec<WaiterInfo>,
+    /// For a byte-range (fcntl) lock: the bytes asked about; the holders
+    /// are those of overlapping bytes.
+    pub range: Option<ByteRange>,
 }
 
 /// How a holder is known, and so how far `--replace` may trust it.
@@ -358,9 +361,13 @@ pub fn open(spec: &LockSpec) -> Box<dyn Backend> {
     let lock = spec.to_string();
     match spec {
         LockSpec::Flock(path) => {
-            Box::new(kernel::KernelLock::path(lock, path.clone(), &flock::OPS))
+            Box::new(kernel::KernelLock::path(lock, path.clone(), flock::Flock))
         }
-        LockSpec::Ofd(path) => Box::new(kernel::KernelLock::path(lock, path.clone(), &ofd::OPS)),
+        LockSpec::Ofd(path, range) => Box::new(kernel::KernelLock::path(
+            lock,
+            path.clone(),
+            ofd::Ofd { range: *range },
+        )),
         LockSpec::Mkdir(path) => Box::new(mkdir::MkdirLock::new(lock, path.clone())),
         LockSpec::Excl(path) => Box::new(excl::ExclLock::new(lock, path.clone())),
         LockSpec::Abstract(name) => {
@@ -400,10 +407,13 @@ impl Backend for NotBuilt {
     }
 }
 
-/// The backend for flock(1)'s fd mode: an already-open fd of the caller.
-pub fn for_fd(fd: RawFd, fcntl: bool) -> Box<dyn Backend> {
-    let ops = if fcntl { &ofd::OPS } else { &flock::OPS };
-    Box::new(kernel::KernelLock::fd(fd, ops))
+/// The backend for flock(1)'s fd mode: an already-open fd of the caller,
+/// locked with flock(2), or with OFD fcntl locks on `fcntl`'s byte range.
+pub fn for_fd(fd: RawFd, fcntl: Option<ByteRange>) -> Box<dyn Backend> {
+    match fcntl {
+        Some(range) => Box::new(kernel::KernelLock::fd(fd, ofd::Ofd { range })),
+        None => Box::new(kernel::KernelLock::fd(fd, flock::Flock)),
+    }
 }
 
 /// flock(2) on a raw fd. nix offers it only as `Flock`, which unlocks on

@@ -740,6 +740,7 @@ pub fn status<A: Artifact>(artifact: &A) -> Result<LockStatus, Error> {
             .ok()
             .filter(|st| st.st_mode & 0o022 == 0)
             .map(|st| st.st_uid),
+        range: None,
         ..LockStatus::default()
     })
 }
