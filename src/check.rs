@@ -281,9 +281,7 @@ fn prove(mechanism: &'static str, spec: &OsStr, signals: &Signals) -> Result<Out
             false,
             "still held after its holder released it and exited".into(),
         ),
-        Err(e) if cannot_create(&e) => {
-            unchecked(format!("taking the released lock failed: {e}"))
-        }
+        Err(e) if cannot_create(&e) => unchecked(format!("taking the released lock failed: {e}")),
         Err(e) => outcome(false, format!("taking the released lock failed: {e}")),
     })
 }

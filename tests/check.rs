@@ -325,7 +325,10 @@ fn a_report_that_cannot_be_written_is_one_line() {
         assert_eq!(out.status.code(), Some(code), "{out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
-        assert!(stderr.contains("--check") && stderr.contains("report"), "{stderr:?}");
+        assert!(
+            stderr.contains("--check") && stderr.contains("report"),
+            "{stderr:?}"
+        );
         assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
     }
 }
@@ -388,9 +391,6 @@ fn a_full_filesystem_is_73_not_65() {
     assert_eq!(mkdir.get("mechanism").str(), "mkdir");
     assert!(!mkdir.get("works").bool(), "{report:?}");
     assert!(!mkdir.get("checked").bool(), "{report:?}");
-    assert!(
-        mkdir.get("detail").str().contains("no space"),
-        "{report:?}"
-    );
+    assert!(mkdir.get("detail").str().contains("no space"), "{report:?}");
     assert_eq!(entries(&dir), ["filler"]);
 }

@@ -855,12 +855,7 @@ fn min_hold_leaves_every_redis_lock_of_a_set_to_the_server() {
         let sb = Sandbox::new("min-hold-set");
         let lock = server.lock("fleet-a");
         let other = server.lock("fleet-b");
-        let run = common::min_hold_run(
-            &sb,
-            &["--lease", "600ms", "--also", &other],
-            &lock,
-            "2s",
-        );
+        let run = common::min_hold_run(&sb, &["--lease", "600ms", "--also", &other], &lock, "2s");
         run.assert_held_two_seconds();
         assert!(
             run.wrapper_gone <= run.probe.0,
