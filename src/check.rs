@@ -30,7 +30,7 @@ use nix::sys::signal::Signal;
 use crate::backend::{self, Backend, Request};
 use crate::child::Ending;
 use crate::cli::{CheckQuery, Mode, WaitPolicy};
-use crate::error::{EXIT_LOCK_FAILED, EXIT_OS_ERROR, Error};
+use crate::error::{EXIT_CANNOT_CREATE, EXIT_LOCK_FAILED, EXIT_OS_ERROR, Error};
 use crate::spec::LockSpec;
 use crate::status::json_string;
 use crate::wait::{Signals, Waiter, poll_readable};
@@ -115,6 +115,9 @@ pub struct Outcome {
     pub works: bool,
     /// What was seen, or what went wrong.
     pub detail: String,
+    /// False when the filesystem could not make the lock for want of
+    /// space or because it is read-only: nothing was proven either way.
+    pub checked: bool,
 }
 
 /// The filesystem a directory is on, as statfs(2) and the mount table
@@ -151,7 +154,8 @@ pub fn run(query: &CheckQuery) -> Result<Ending, Error> {
         return Err(Error::check_dir(given, Errno::ENOTDIR));
     }
     let nonce = nonce();
-    let scratch = Scratch::create(&dir, &nonce).map_err(|errno| Error::check_dir(given, errno))?;
+    let scratch =
+        Scratch::create(&dir, &nonce).map_err(|errno| Error::check_dir_create(given, errno))?;
     let filesystem = filesystem_of(&dir, metadata.dev());
     let net_namespace = net_namespace();
     let mut outcomes = Vec::new();
@@ -188,18 +192,29 @@ pub fn run(query: &CheckQuery) -> Result<Ending, Error> {
         text_report(&dir, &filesystem, &outcomes)
     };
     let mut out = std::io::stdout().lock();
-    if out
-        .write_all(report.as_bytes())
+    out.write_all(report.as_bytes())
         .and_then(|()| out.flush())
-        .is_err()
-    {
-        return Ok(Ending::Code(EXIT_OS_ERROR));
-    }
-    Ok(Ending::Code(if outcomes.iter().all(|o| o.works) {
-        0
-    } else {
+        .map_err(|e| {
+            Error::os(
+                &format!("--check {}", given.display()),
+                "cannot write the report",
+                errno_of(&e),
+            )
+        })?;
+    Ok(Ending::Code(exit_code(&outcomes)))
+}
+
+/// 0 when every mechanism works; 65 when one was seen not to; else 73
+/// when one could not be checked because the filesystem is full or
+/// read-only (saying 65 then would claim that locking does not work there).
+fn exit_code(outcomes: &[Outcome]) -> u8 {
+    if outcomes.iter().any(|o| !o.works && o.checked) {
         EXIT_LOCK_FAILED
-    }))
+    } else if outcomes.iter().any(|o| !o.checked) {
+        EXIT_CANNOT_CREATE
+    } else {
+        0
+    }
 }
 
 /// Checks one mechanism on the lock `spec`. Err: a terminating signal
@@ -209,7 +224,16 @@ fn prove(mechanism: &'static str, spec: &OsStr, signals: &Signals) -> Result<Out
         mechanism,
         works,
         detail,
+        checked: true,
     };
+    // The filesystem could not make the lock (full, read-only).
+    let unchecked = |detail: String| Outcome {
+        mechanism,
+        works: false,
+        detail: format!("could not be checked: {detail}"),
+        checked: false,
+    };
+    let cannot_create = |e: &Error| e.exit_code(1) == EXIT_CANNOT_CREATE;
     let lock = LockSpec::parse(spec);
     let name = lock.to_string();
     let backend = backend::open(&lock);
@@ -223,10 +247,14 @@ fn prove(mechanism: &'static str, spec: &OsStr, signals: &Signals) -> Result<Out
         }
     };
     if let Err(why) = holder.wait_until_held(signals)? {
-        return Ok(outcome(
-            false,
-            format!("a process cannot take the lock: {why}"),
-        ));
+        let why = format!("a process cannot take the lock: {why}");
+        return Ok(
+            if holder.exit_code() == Some(i32::from(EXIT_CANNOT_CREATE)) {
+                unchecked(why)
+            } else {
+                outcome(false, why)
+            },
+        );
     }
     match try_lock(backend.as_ref(), &name, signals) {
         Err(Error::Conflict { .. }) => {}
@@ -235,6 +263,9 @@ fn prove(mechanism: &'static str, spec: &OsStr, signals: &Signals) -> Result<Out
                 false,
                 "another process took the lock while it was held: it does not exclude here".into(),
             ));
+        }
+        Err(e) if cannot_create(&e) => {
+            return Ok(unchecked(format!("trying the held lock failed: {e}")));
         }
         Err(e) => return Ok(outcome(false, format!("trying the held lock failed: {e}"))),
     }
@@ -250,6 +281,7 @@ fn prove(mechanism: &'static str, spec: &OsStr, signals: &Signals) -> Result<Out
             false,
             "still held after its holder released it and exited".into(),
         ),
+        Err(e) if cannot_create(&e) => unchecked(format!("taking the released lock failed: {e}")),
         Err(e) => outcome(false, format!("taking the released lock failed: {e}")),
     })
 }
@@ -349,6 +381,21 @@ impl Holder {
         } else {
             line.to_owned()
         }
+    }
+
+    /// The holder's exit code once it has exited (it does at once after
+    /// failing to take the lock); None if it did not in time or died of a
+    /// signal.
+    fn exit_code(&mut self) -> Option<i32> {
+        let give_up = Instant::now() + HOLDER_WITHIN;
+        while Instant::now() < give_up {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.code(),
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// Closes the holder's stdin and waits for it to release and exit
@@ -619,7 +666,11 @@ fn text_report(dir: &Path, filesystem: &Filesystem, outcomes: &[Outcome]) -> Str
         text.push_str(&format!(
             "{:<9}  {:<5}  {}\n",
             o.mechanism,
-            if o.works { "yes" } else { "no" },
+            match (o.works, o.checked) {
+                (true, _) => "yes",
+                (false, true) => "no",
+                (false, false) => "?",
+            },
             crate::status::escape_controls(&o.detail)
         ));
     }
@@ -645,9 +696,10 @@ fn json_report(
                 String::new()
             };
             format!(
-                "{{\"mechanism\":{},\"works\":{},\"detail\":{}{netns}}}",
+                "{{\"mechanism\":{},\"works\":{},\"checked\":{},\"detail\":{}{netns}}}",
                 json_string(o.mechanism),
                 o.works,
+                o.checked,
                 json_string(&o.detail)
             )
         })

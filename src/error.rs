@@ -154,6 +154,8 @@ pub enum Error {
         errno: Errno,
         /// What the user can do about it.
         hint: &'static str,
+        /// The exit code.
+        code: u8,
     },
 
     /// `--replace` cannot take the lock from its holder.
@@ -238,10 +240,7 @@ impl Error {
             Error::Permission { .. } => EXIT_NOPERM,
             Error::Config { .. } => EXIT_CONFIG,
             Error::Replace { .. } => EXIT_LOCK_FAILED,
-            Error::CheckDir { errno, .. } => match errno {
-                Errno::EACCES | Errno::EPERM => EXIT_NOPERM,
-                _ => errno_exit_code(*errno).unwrap_or(EXIT_CANNOT_OPEN),
-            },
+            Error::CheckDir { code, .. } => *code,
             Error::Getopt(_) => EXIT_USAGE,
             // flock(1)'s close_stdout() exit code.
             Error::Stdout { .. } => 1,
@@ -333,10 +332,31 @@ impl Error {
             Errno::ENOSPC | Errno::EDQUOT => "no space left; free some first",
             _ => "",
         };
+        let code = match errno {
+            Errno::EACCES | Errno::EPERM => EXIT_NOPERM,
+            _ => errno_exit_code(errno).unwrap_or(EXIT_CANNOT_OPEN),
+        };
         Error::CheckDir {
             dir: dir.display().to_string(),
             errno,
             hint,
+            code,
+        }
+    }
+
+    /// An [`Error::CheckDir`] for a directory that exists but in which the
+    /// scratch directory cannot be created. ENOENT and EPERM there do not
+    /// mean "missing" and "another user would do": /proc answers ENOENT and
+    /// /sys (or a directory marked immutable) EPERM, even to root.
+    pub fn check_dir_create(dir: &std::path::Path, errno: Errno) -> Self {
+        match errno {
+            Errno::ENOENT | Errno::EPERM | Errno::EINVAL | Errno::EOPNOTSUPP => Error::CheckDir {
+                dir: dir.display().to_string(),
+                errno,
+                hint: "nothing can be created in it, as in /proc, /sys or an immutable directory; give one where lock files can live",
+                code: EXIT_CANNOT_CREATE,
+            },
+            _ => Error::check_dir(dir, errno),
         }
     }
 

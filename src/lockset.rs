@@ -15,7 +15,7 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
@@ -380,6 +380,28 @@ impl Held for HeldSet {
             }
         }
         first
+    }
+
+    /// Leaves to its server every lock whose server can keep it (a Redis
+    /// key, with the rest of the interval as its lease), so that a SIGKILL
+    /// of lockwrap cannot free those early; true only when every lock was,
+    /// else lockwrap stays for the others (and releases them at `until`).
+    /// The first failure is reported, after all were asked.
+    fn release_later(&mut self, until: Instant) -> Result<bool, Error> {
+        let mut all = true;
+        let mut first = Ok(());
+        for member in &mut self.held {
+            match member.lock.release_later(until) {
+                Ok(kept) => all &= kept,
+                Err(e) => {
+                    all = false;
+                    if first.is_ok() {
+                        first = Err(e);
+                    }
+                }
+            }
+        }
+        first.map(|()| all)
     }
 
     /// Releases every lock, in the reverse of the order taken; the first

@@ -67,6 +67,7 @@ fn check_json(sb: &Sandbox, dir: &Path) -> Json {
     assert_eq!(names, MECHANISMS);
     for mechanism in mechanisms {
         assert!(mechanism.get("works").bool(), "{mechanism:?}");
+        assert!(mechanism.get("checked").bool(), "{mechanism:?}");
         assert!(!mechanism.get("detail").str().is_empty(), "{mechanism:?}");
     }
     let netns = fs::read_link("/proc/self/ns/net").unwrap();
@@ -295,4 +296,101 @@ fn a_flock_that_does_not_exclude_is_reported() {
     let fcntl = &report.get("mechanisms").array()[1];
     assert!(fcntl.get("works").bool(), "{report:?}");
     assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
+}
+
+/// A report that cannot be written is one line on stderr with the code of
+/// the cause (a full device 73, a reader gone 71), not a silent 71.
+#[test]
+fn a_report_that_cannot_be_written_is_one_line() {
+    let sb = Sandbox::new("check-stdout-full");
+    let dir = sb.locks.join("fs");
+    fs::create_dir(&dir).unwrap();
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let (reader, closed_pipe) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    for (json, stdout, code) in [
+        (false, Stdio::from(full.try_clone().unwrap()), 73),
+        (true, Stdio::from(full), 73),
+        (false, Stdio::from(closed_pipe), 71),
+    ] {
+        let mut command = sb.lockwrap(["--check"]);
+        if json {
+            command.arg("--json");
+        }
+        command.arg(&dir).stdout(stdout);
+        let out = command.output().expect("run lockwrap");
+        assert_eq!(out.status.code(), Some(code), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+        assert!(
+            stderr.contains("--check") && stderr.contains("report"),
+            "{stderr:?}"
+        );
+        assert!(entries(&dir).is_empty(), "{:?}", entries(&dir));
+    }
+}
+
+/// A directory in which no directory can be created although it exists
+/// (/proc answers ENOENT, /sys EPERM even to root) is 73 with a line that
+/// does not claim it is missing, nor that another user would do better.
+#[test]
+fn a_pseudo_filesystem_is_not_called_missing() {
+    let sb = Sandbox::new("check-proc");
+    for dir in ["/proc", "/sys"] {
+        if !Path::new(dir).is_dir() {
+            continue;
+        }
+        let out = sb.run(sb.lockwrap(["--check", dir]));
+        out.assert_error(73);
+        assert!(out.stderr.contains(dir), "{out:?}");
+        assert!(!out.stderr.contains("does not exist"), "{out:?}");
+        assert!(!out.stderr.contains("as the user"), "{out:?}");
+    }
+}
+
+/// A full filesystem on which the scratch directory can still be made (a
+/// tmpfs, where directories take no space) but no lock record can be
+/// written: the table says why each such mechanism could not be checked,
+/// and lockwrap exits 73 (full) rather than 65, which would claim that
+/// locking does not work there. Nothing is left behind.
+#[test]
+fn a_full_filesystem_is_73_not_65() {
+    let sb = Sandbox::new("check-full");
+    let dir = sb.work_path("full");
+    fs::create_dir(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&dir)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&dir);
+    {
+        use std::io::Write as _;
+        let mut filler = fs::File::create(dir.join("filler")).unwrap();
+        while filler.write_all(&[b'x'; 4096]).is_ok() {}
+    }
+    let out = sb.run(sb.lockwrap(["--check".as_ref(), "--json".as_ref(), dir.as_os_str()]));
+    out.assert_code(73);
+    let report = Json::parse(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert!(!report.get("all_work").bool(), "{report:?}");
+    let mkdir = &report.get("mechanisms").array()[2];
+    assert_eq!(mkdir.get("mechanism").str(), "mkdir");
+    assert!(!mkdir.get("works").bool(), "{report:?}");
+    assert!(!mkdir.get("checked").bool(), "{report:?}");
+    assert!(mkdir.get("detail").str().contains("no space"), "{report:?}");
+    assert_eq!(entries(&dir), ["filler"]);
 }

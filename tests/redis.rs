@@ -874,3 +874,55 @@ fn a_set_renews_the_leases_it_holds_while_it_waits_for_the_next_lock() {
         assert!(marker.exists());
     });
 }
+
+/// `--min-hold` with a set of Redis locks (`--also`): every key is left to
+/// the server with the rest of the interval, and lockwrap exits at once, as
+/// with one Redis lock (it used to stay for the whole interval, so that a
+/// SIGKILL of it freed the keys when their lease ran out).
+#[test]
+fn min_hold_leaves_every_redis_lock_of_a_set_to_the_server() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("min-hold-set");
+        let lock = server.lock("fleet-a");
+        let other = server.lock("fleet-b");
+        let run = common::min_hold_run(&sb, &["--lease", "600ms", "--also", &other], &lock, "2s");
+        run.assert_held_two_seconds();
+        assert!(
+            run.wrapper_gone <= run.probe.0,
+            "lockwrap stayed for the interval: {run:?}"
+        );
+    });
+}
+
+/// A set of a Redis lock and a flock lock: lockwrap stays for the flock
+/// lock, but the Redis key is the server's until the interval ends, so a
+/// SIGKILL of lockwrap during the hold frees only the flock lock, not the
+/// Redis lock once its (short) lease would have run out.
+#[test]
+fn min_hold_with_a_mixed_set_survives_a_sigkill_for_the_redis_lock() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("min-hold-mixed");
+        let lock = server.lock("fleet-mixed");
+        let file = common::Backend::Flock.spec(&sb, "fleet-mixed");
+        let done = sb.work_path("done");
+        let mut command = sb.lockwrap(["--lease", "600ms", "--min-hold", "60s", &lock]);
+        command.args(["--also", &file, "sh", "-c"]);
+        command.arg(format!("touch '{}'", done.display()));
+        let mut wrapper = sb.spawn(command, "wrapper");
+        wait_until("the job to end", WAIT, || done.exists());
+        // lockwrap now holds both for the rest of the minute.
+        sb.run(sb.lockwrap(["-n", &file, "true"])).assert_code(1);
+        wrapper.kill_and_reap();
+        sb.run(sb.lockwrap(["-n", &file, "true"])).assert_code(0);
+        // The key is still there, with the interval's lease rather than
+        // one of 600 ms that nobody renews any more.
+        sb.run(sb.lockwrap(["-n", &lock, "true"])).assert_code(1);
+        let reply = server.command(&["PTTL", "lockwrap:fleet-mixed"]);
+        let ttl: i64 = reply
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .unwrap_or_else(|_| panic!("PTTL answered {reply:?}"));
+        assert!(ttl > 50_000, "the key's lease is not the interval's: {ttl}");
+    });
+}

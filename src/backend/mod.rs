@@ -315,7 +315,9 @@ pub trait Held: Send {
     /// by itself, so that lockwrap may go at once (this value then has
     /// nothing left to release); false, the default, when lockwrap must
     /// keep holding it (renewing it as usual) and release it at `until`. An
-    /// error means the lock may no longer be ours.
+    /// error means the lock may no longer be ours. A set may leave part of
+    /// itself to servers and still return false: renewing and releasing
+    /// that part are then no-ops.
     fn release_later(&mut self, _until: Instant) -> Result<bool, Error> {
         Ok(false)
     }

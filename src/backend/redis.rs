@@ -1285,11 +1285,17 @@ impl Held for RedisHeld {
         )]
     }
 
+    /// None once the key is released or left to the server
+    /// ([`Held::release_later`]): in a set whose other locks lockwrap
+    /// still keeps, the key must not get a full lease again.
     fn renew_every(&self) -> Option<Duration> {
-        Some(self.lease / 3)
+        (!self.done).then_some(self.lease / 3)
     }
 
     fn renew(&mut self) -> Result<(), Error> {
+        if self.done {
+            return Ok(());
+        }
         if self.broken {
             return Err(self.lost("the connection to the server failed".into()));
         }
