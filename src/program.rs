@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::io::{IsTerminal as _, Write as _};
 use std::os::fd::RawFd;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt as _;
 use std::sync::{Mutex, OnceLock};
 
 use nix::errno::Errno;
@@ -31,11 +31,14 @@ struct Program {
 
 static PROGRAM: OnceLock<Program> = OnceLock::new();
 
-/// Decides the name from argv\[0\]: flock(1) when its file name is `flock`,
-/// else lockwrap. Only the first call counts; without one, lockwrap.
+/// Decides the name from argv\[0\]: flock(1) when what follows its last
+/// `/` is `flock` (glibc's program_invocation_short_name; `flock/` is not
+/// named so, though Path::file_name would say it is), else lockwrap. Only
+/// the first call counts; without one, lockwrap.
 pub fn set_from_argv0(argv0: Option<&OsStr>) {
     let argv0 = argv0.unwrap_or_default();
-    let name = if Path::new(argv0).file_name() == Some(OsStr::new("flock")) {
+    let short_name = argv0.as_bytes().rsplit(|b| *b == b'/').next();
+    let name = if short_name == Some(b"flock".as_slice()) {
         Name::Flock
     } else {
         Name::Lockwrap

@@ -602,3 +602,33 @@ fn a_reader_gone_from_stdout_kills_with_sigpipe() {
         assert!(marker.exists(), "{program:?}: the command did not run");
     }
 }
+
+/// Only a program whose name, after the last `/` as glibc reads it, is
+/// `flock` speaks as flock(1): near misses stay lockwrap.
+#[test]
+fn only_the_name_flock_switches() {
+    use std::os::unix::process::CommandExt as _;
+    let p = Parity::new("parity-argv0");
+    for (argv0, flock) in [
+        ("flock", true),
+        ("/usr/bin/flock", true),
+        ("./flock", true),
+        ("flock/", false),
+        ("flocker", false),
+        ("xflock", false),
+        ("flock.exe", false),
+        ("FLOCK", false),
+        ("", false),
+    ] {
+        let mut command = Command::new(common::bin());
+        command.arg0(argv0).arg("-Z");
+        let out = p.sb.run(command);
+        assert_eq!(out.status.code(), Some(64), "{argv0:?}: {out:?}");
+        assert_eq!(
+            out.stderr
+                .starts_with(&format!("{argv0}: invalid option -- 'Z'\n")),
+            flock,
+            "{argv0:?}: {out:?}"
+        );
+    }
+}
