@@ -295,7 +295,7 @@ pub fn status(query: &StatusQuery) -> Result<u8, Error> {
         for slot in &slots {
             let state = fair::status(backend::open(slot).as_ref())?;
             any_slot_free |= !state.held || state.stale || (query.shared && state.shared);
-            let lock = slot.to_string();
+            let lock = slot.spec_text();
             let line = if query.json {
                 status::json_line(&lock, &state)
             } else {

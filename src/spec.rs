@@ -349,6 +349,19 @@ impl LockSpec {
     }
 }
 
+impl LockSpec {
+    /// The lock as a lock spec (`fcntl:/x`) under either program name, where
+    /// [`Display`](fmt::Display) names an fcntl lock by its path alone under
+    /// flock's: for `--status`, whose lines are lockwrap's under both names
+    /// and must tell an fcntl lock from a flock(2) lock on the same file.
+    pub fn spec_text(&self) -> String {
+        match self {
+            LockSpec::Ofd(p, _) => format!("fcntl:{}", p.display()),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for LockSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

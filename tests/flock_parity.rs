@@ -632,3 +632,27 @@ fn only_the_name_flock_switches() {
         );
     }
 }
+
+/// lockwrap's --status under flock's name is lockwrap's: the lock is named
+/// as a lock spec, so an fcntl lock (a byte range) is told from a flock(2)
+/// lock on the same file, in the text and in the JSON, as under lockwrap's
+/// name.
+#[test]
+fn status_names_fcntl_locks_under_either_name() {
+    let p = Parity::new("parity-status");
+    for program in [p.ours.clone(), common::bin()] {
+        let out = p.run(
+            &program,
+            r#""$FLOCK" --status --start 5 lk; "$FLOCK" --status --fcntl lk; "$FLOCK" --status lk; "$FLOCK" --status --json --length 1 lk | grep -o '"lock":"[^"]*"'"#,
+        );
+        assert_eq!(
+            (out.status.code(), out.stdout.as_str(), out.stderr.as_str()),
+            (
+                Some(0),
+                "fcntl:lk (bytes 5-EOF): free\nfcntl:lk: free\nlk: free\n\"lock\":\"fcntl:lk\"\n",
+                ""
+            ),
+            "{program:?}"
+        );
+    }
+}
