@@ -475,7 +475,7 @@ fn also_value(
 }
 
 fn parse_fd(text: &str) -> Result<RawFd, Error> {
-    text.trim()
+    text.trim_start()
         .parse::<RawFd>()
         .ok()
         .filter(|fd| *fd >= 0)
@@ -485,9 +485,21 @@ fn parse_fd(text: &str) -> Result<RawFd, Error> {
         })
 }
 
+/// A single positional that is an fd number as flock(1)'s strtol reads
+/// it: leading blanks, a sign, decimal digits and nothing after them. The
+/// number without the blanks and the `+`.
+fn fd_number(text: &str) -> Option<&str> {
+    let number = text.trim_start();
+    let digits = number.strip_prefix(['+', '-']).unwrap_or(number);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(number.strip_prefix('+').unwrap_or(number))
+}
+
 /// flock(1) 2.38's words for a single argument that is not an fd number.
 fn flock_bad_fd(text: &str) -> String {
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+    if fd_number(text).is_some() {
         format!("bad file descriptor: '{text}': Numerical result out of range")
     } else {
         format!("bad file descriptor: '{text}'")
@@ -546,9 +558,12 @@ impl Cli {
         let Some(text) = &self.conflict_exit_code else {
             return Ok(1);
         };
-        text.trim().parse::<u8>().map_err(|_| {
+        // Leading blanks and a `+` are read, trailing ones refused, as
+        // flock(1)'s strtol does.
+        let number = text.trim_start();
+        number.parse::<u8>().map_err(|_| {
             // flock(1) 2.38 reads an int, then checks the range.
-            let flock = match text.trim().parse::<i32>() {
+            let flock = match number.parse::<i32>() {
                 Ok(_) => "exit code out of range (expected 0 to 255)".to_owned(),
                 Err(e)
                     if matches!(
@@ -816,7 +831,18 @@ impl Cli {
             1 => {
                 let text = positional.remove(0);
                 let text = text.to_string_lossy();
-                if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+                if let Some(digits) = fd_number(&text) {
+                    if program::is_flock()
+                        && digits.starts_with('-')
+                        && digits.parse::<i32>().is_ok()
+                    {
+                        // flock(1) 2.38 reads an int and calls flock() on it.
+                        return Err(Error::Lock {
+                            lock: digits.to_owned(),
+                            what: "not an open file descriptor",
+                            errno: nix::errno::Errno::EBADF,
+                        });
+                    }
                     let fd = parse_fd(&text).map_err(|e| {
                         if program::is_flock() {
                             Error::Usage(flock_bad_fd(&text))
@@ -843,6 +869,10 @@ impl Cli {
             _ => {
                 let lock_text = positional.remove(0);
                 let mut lock = LockSpec::parse(&lock_text);
+                if lock_text.is_empty() && program::is_flock() {
+                    // flock(1) opens "" as any path.
+                    return Err(Error::open("", nix::errno::Errno::ENOENT));
+                }
                 if lock.is_empty() {
                     // The spec, not the text: a server URL's password is
                     // redacted in the spec's Display.

@@ -656,3 +656,50 @@ fn status_names_fcntl_locks_under_either_name() {
         );
     }
 }
+
+/// Found by a differential fuzz against /usr/bin/flock: values flock(1)
+/// reads with strtol/strtold (leading blanks and `+`, hexadecimal
+/// timeouts, trailing blanks refused), a negative fd, and an empty path,
+/// which flock tries to open.
+#[test]
+fn number_edges_match() {
+    let p = Parity::new("parity-numbers");
+    for (script, code, stdout, stderr) in [
+        (r#""$FLOCK" -w 0x10 lk echo hi"#, 0, "hi\n", ""),
+        (r#""$FLOCK" -w 0x1.8p1 lk echo hi"#, 0, "hi\n", ""),
+        (
+            r#""$FLOCK" -w '5 ' lk echo hi"#,
+            64,
+            "",
+            "flock: invalid timeout value: '5 '\n",
+        ),
+        (
+            r#""$FLOCK" -E '7 ' lk echo hi"#,
+            64,
+            "",
+            "flock: invalid exit code: '7 '\n",
+        ),
+        (
+            r#""$FLOCK" -E ' +7' -n lk "$FLOCK" -E ' +7' -n lk true"#,
+            7,
+            "",
+            "",
+        ),
+        (r#"exec 9>lk; "$FLOCK" ' 9'; echo $?"#, 0, "0\n", ""),
+        (r#"exec 9>lk; "$FLOCK" +9; echo $?"#, 0, "0\n", ""),
+        (
+            r#""$FLOCK" -- -1"#,
+            65,
+            "",
+            "flock: -1: Bad file descriptor\n",
+        ),
+        (
+            r#""$FLOCK" '' true"#,
+            66,
+            "",
+            "flock: cannot open lock file : No such file or directory\n",
+        ),
+    ] {
+        p.check(Installed, script, code, stdout, stderr);
+    }
+}
