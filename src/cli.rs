@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 
 use crate::duration::parse_duration;
 use crate::error::Error;
@@ -333,6 +333,11 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
             flock_try_help()
         )));
     }
+    let argv = if program::is_flock() {
+        expand_flock_prefixes(argv)
+    } else {
+        argv
+    };
     let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) => {
@@ -360,6 +365,106 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
     }
     cli.into_invocation()
         .map(|i| Parsed::Invocation(Box::new(i)))
+}
+
+/// flock(1)'s long options: util-linux 2.42's, with `--fd` and `--command`
+/// of its development version.
+const FLOCK_LONG_OPTIONS: &[&str] = &[
+    "shared",
+    "exclusive",
+    "unlock",
+    "nonblocking",
+    "nb",
+    "timeout",
+    "wait",
+    "conflict-exit-code",
+    "close",
+    "command",
+    "no-fork",
+    "verbose",
+    "fcntl",
+    "start",
+    "length",
+    "fd",
+    "help",
+    "version",
+];
+
+/// Under flock's name, writes out in full each long option that abbreviates
+/// exactly one of flock(1)'s own (`--st` is `--start`, `--le` `--length`),
+/// as its getopt_long would read it, before clap, which knows lockwrap's
+/// extra options too and would find `--st` ambiguous with `--status`. Only
+/// the options before the LOCK: the command's words are left alone.
+fn expand_flock_prefixes(argv: Vec<OsString>) -> Vec<OsString> {
+    let command = Cli::command();
+    let longs: Vec<(String, bool)> = command
+        .get_arguments()
+        .flat_map(|arg| {
+            let takes_value = arg.get_action().takes_values();
+            arg.get_long()
+                .into_iter()
+                .chain(arg.get_all_aliases().unwrap_or_default())
+                .map(move |long| (long.to_owned(), takes_value))
+        })
+        .collect();
+    let value_shorts: Vec<char> = command
+        .get_arguments()
+        .filter(|arg| arg.get_action().takes_values())
+        .filter_map(|arg| arg.get_short())
+        .collect();
+    let mut out = Vec::with_capacity(argv.len());
+    let mut words = argv.into_iter();
+    out.extend(words.next());
+    while let Some(word) = words.next() {
+        let Some(text) = word.to_str() else {
+            out.push(word);
+            break;
+        };
+        if text == "--" || !text.starts_with('-') || text == "-" {
+            out.push(word);
+            break;
+        }
+        let mut takes_value = false;
+        if let Some(long) = text.strip_prefix("--") {
+            let (name, value) = match long.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (long, None),
+            };
+            let known = |name: &str| longs.iter().find(|(long, _)| long == name);
+            let mut full = known(name);
+            let mut flocks = FLOCK_LONG_OPTIONS.iter().filter(|o| o.starts_with(name));
+            if let (None, Some(only), None) = (full, flocks.next(), flocks.next()) {
+                full = known(only);
+                let mut expanded = format!("--{only}");
+                if let Some(value) = value {
+                    expanded.push('=');
+                    expanded.push_str(value);
+                }
+                out.push(OsString::from(expanded));
+            } else {
+                // One of lockwrap's own, maybe shortened (`--slot 2`).
+                let mut ours = longs.iter().filter(|(long, _)| long.starts_with(name));
+                if let (None, Some(only), None) = (full, ours.next(), ours.next()) {
+                    full = Some(only);
+                }
+                out.push(word.clone());
+            }
+            takes_value = value.is_none() && full.is_some_and(|(_, value)| *value);
+        } else {
+            // A bundle of short options: one that takes a value takes the
+            // rest of the word, or the next word when it ends the bundle.
+            let shorts = &text[1..];
+            if let Some(at) = shorts.find(|c| value_shorts.contains(&c)) {
+                takes_value = at + 1 == shorts.len();
+            }
+            out.push(word.clone());
+        }
+        if takes_value {
+            out.extend(words.next());
+        }
+    }
+    out.extend(words);
+    out
 }
 
 /// A usage error with the pointer to --help that every usage error ends with.

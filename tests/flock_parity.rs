@@ -703,3 +703,33 @@ fn number_edges_match() {
         p.check(Installed, script, code, stdout, stderr);
     }
 }
+
+/// flock(1) 2.42's own long options may be shortened to any prefix that is
+/// unambiguous among them (`--st` is --start), even where lockwrap's extra
+/// options (--status, --stale-after, --lease) share the prefix.
+#[test]
+fn prefixes_of_flocks_options_are_flocks() {
+    let p = Parity::new("parity-prefixes");
+    p.check(
+        Documented,
+        r#"exec 9>lk; "$FLOCK" --st 1KB --le 1K --fd 9 sh -c 'grep -c " 1000 2023$" /proc/$$/fdinfo/9'"#,
+        0,
+        "1\n",
+        "",
+    );
+    p.check(
+        Documented,
+        r#"exec 9>lk; "$FLOCK" --sta=5 --len=1 9; grep -c " 5 5$" /proc/$$/fdinfo/9"#,
+        0,
+        "1\n",
+        "",
+    );
+    // The command's own words are not options.
+    p.check(
+        Documented,
+        r#""$FLOCK" --st 0 lk echo --st"#,
+        0,
+        "--st\n",
+        "",
+    );
+}
