@@ -81,18 +81,23 @@ struct Cli {
         long = "timeout",
         visible_alias = "wait",
         value_name = "SECS",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        action = clap::ArgAction::Append
     )]
-    timeout: Option<String>,
+    // Every value given, the last one counting: flock(1) refuses a bad
+    // one even when a later one overrides it.
+    timeout: Vec<String>,
 
     /// Exit code when the lock is held (-n) or -w expires (0..255, default 1)
     #[arg(
         short = 'E',
         long = "conflict-exit-code",
         value_name = "N",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        action = clap::ArgAction::Append
     )]
-    conflict_exit_code: Option<String>,
+    // Every value given, as for -w.
+    conflict_exit_code: Vec<String>,
 
     /// Do not let the command inherit the lock; only lockwrap holds it
     #[arg(short = 'o', long = "close")]
@@ -636,6 +641,32 @@ fn parse_byte_option(
     })
 }
 
+/// One `-E` value: 0..255, read as flock(1)'s strtol reads it.
+fn exit_code_value(text: &str) -> Result<u8, Error> {
+    // Leading blanks and a `+` are read, trailing ones refused, as
+    // flock(1)'s strtol does.
+    let number = text.trim_start();
+    number.parse::<u8>().map_err(|_| {
+        // flock(1) 2.38 reads an int, then checks the range.
+        let flock = match number.parse::<i32>() {
+            Ok(_) => "exit code out of range (expected 0 to 255)".to_owned(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
+                ) =>
+            {
+                format!("invalid exit code: '{text}': Numerical result out of range")
+            }
+            Err(_) => format!("invalid exit code: '{text}'"),
+        };
+        usage_as(
+            format!("invalid exit code (allowed values: 0-255): '{text}'"),
+            flock,
+        )
+    })
+}
+
 fn parse_option_duration(option: &str, text: &Option<String>) -> Result<Option<Duration>, Error> {
     text.as_deref()
         .map(|t| parse_duration(t).map_err(|e| usage(format!("invalid {option}: {e}"))))
@@ -659,32 +690,13 @@ impl Cli {
         }
     }
 
+    /// The last `-E` value (1 without one); every one given must be valid.
     fn conflict_exit_code(&self) -> Result<u8, Error> {
-        let Some(text) = &self.conflict_exit_code else {
-            return Ok(1);
-        };
-        // Leading blanks and a `+` are read, trailing ones refused, as
-        // flock(1)'s strtol does.
-        let number = text.trim_start();
-        number.parse::<u8>().map_err(|_| {
-            // flock(1) 2.38 reads an int, then checks the range.
-            let flock = match number.parse::<i32>() {
-                Ok(_) => "exit code out of range (expected 0 to 255)".to_owned(),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
-                    ) =>
-                {
-                    format!("invalid exit code: '{text}': Numerical result out of range")
-                }
-                Err(_) => format!("invalid exit code: '{text}'"),
-            };
-            usage_as(
-                format!("invalid exit code (allowed values: 0-255): '{text}'"),
-                flock,
-            )
-        })
+        let mut code = 1;
+        for text in &self.conflict_exit_code {
+            code = exit_code_value(text)?;
+        }
+        Ok(code)
     }
 
     fn into_check_query(self) -> Result<CheckQuery, Error> {
@@ -747,22 +759,20 @@ impl Cli {
             Mode::Exclusive
         };
         let conflict_exit_code = self.conflict_exit_code()?;
-        let wait = match (&self.timeout, self.nonblock) {
+        let mut timeout = None;
+        for text in &self.timeout {
+            timeout = Some(parse_duration(text).map_err(|e| {
+                usage_as(
+                    format!("invalid timeout: {e}"),
+                    format!("invalid timeout value: '{text}'"),
+                )
+            })?);
+        }
+        let wait = match (timeout, self.nonblock) {
             (_, true) => WaitPolicy::NonBlocking,
             (None, false) => WaitPolicy::Forever,
-            (Some(text), false) => {
-                let d = parse_duration(text).map_err(|e| {
-                    usage_as(
-                        format!("invalid timeout: {e}"),
-                        format!("invalid timeout value: '{text}'"),
-                    )
-                })?;
-                if d.is_zero() {
-                    WaitPolicy::NonBlocking
-                } else {
-                    WaitPolicy::Timeout(d)
-                }
-            }
+            (Some(d), false) if d.is_zero() => WaitPolicy::NonBlocking,
+            (Some(d), false) => WaitPolicy::Timeout(d),
         };
         let task = self.task()?;
         let slots = self.slots()?;
@@ -975,7 +985,9 @@ impl Cli {
                 let lock_text = positional.remove(0);
                 let mut lock = LockSpec::parse(&lock_text);
                 if lock_text.is_empty() && program::is_flock() {
-                    // flock(1) opens "" as any path.
+                    // flock(1) opens "" as any path, once the command line
+                    // has been found usable.
+                    self.split_command(positional)?;
                     return Err(Error::open("", nix::errno::Errno::ENOENT));
                 }
                 if lock.is_empty() {

@@ -733,3 +733,22 @@ fn prefixes_of_flocks_options_are_flocks() {
         "",
     );
 }
+
+/// flock(1) reads every -w and -E as it comes, so a bad one is refused even
+/// when a later one (or -n) overrides it; and a command-line error wins
+/// over the empty LOCK it comes with.
+#[test]
+fn every_value_given_is_checked() {
+    let p = Parity::new("parity-every-value");
+    for (args, stderr) in [
+        ("-w x -w 1 lk true", "flock: invalid timeout value: 'x'\n"),
+        ("-n -w x lk true", "flock: invalid timeout value: 'x'\n"),
+        (
+            "-E 300 -E 3 lk true",
+            "flock: exit code out of range (expected 0 to 255)\n",
+        ),
+        ("'' -c", "flock: -c requires exactly one command argument\n"),
+    ] {
+        p.check(Installed, &format!(r#""$FLOCK" {args}"#), 64, "", stderr);
+    }
+}
