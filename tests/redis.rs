@@ -358,6 +358,28 @@ fn a_slots_waiter_ends_promptly_at_sigterm() {
     });
 }
 
+/// A waiter stopped (SIGSTOP, Ctrl-Z) and continued while it blocks in
+/// BLPOP waits on: Linux ends a socket call that has a timeout with EINTR
+/// after a stop and continue, even without a signal handler, which is no
+/// reason to give up with 75.
+#[test]
+fn a_stopped_and_continued_waiter_waits_on() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("stop-cont");
+        let lock = server.lock("sc");
+        let mut holder = sb.hold(&[], &lock);
+        let mut waiter = sb.spawn(sb.lockwrap([&lock, "true"]), "waiter");
+        for _ in 0..3 {
+            server.wait_for_waiters("sc", 1);
+            drop(servers::Stopped::stop(waiter.pid()));
+        }
+        server.wait_for_waiters("sc", 1);
+        assert!(waiter.is_running(), "{lock}: the waiter gave up");
+        holder.release_and_finish().assert_code(0);
+        waiter.finish().assert_code(0);
+    });
+}
+
 /// Issue 12 (5): the fencing token never goes backwards, even when the
 /// server loses its data (a restart without persistence, here FLUSHALL):
 /// a holder after the loss gets a larger token than every holder before.

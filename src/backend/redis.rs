@@ -642,9 +642,17 @@ impl RedisLock {
     /// late), so the read waits that much longer, and the last stretch
     /// before the deadline is slept here. `what` says what failed when the
     /// call does.
+    ///
+    /// A stop and continue (SIGSTOP, Ctrl-Z) also ends the blocked call
+    /// with EINTR (signal(7): a socket call with a timeout is not restarted
+    /// after it, handler or not). The server still sends the reply, so `con`
+    /// is out of step: it is replaced by a new connection to `target`, and
+    /// the caller looks again.
+    #[allow(clippy::too_many_arguments)]
     fn wait_on_list(
         &self,
         con: &mut Connection,
+        target: &Target,
         list: &str,
         nap: Duration,
         call_timeout: Duration,
@@ -672,7 +680,15 @@ impl RedisLock {
                 // A signal, the deadline or a cancelled slot wait, before
                 // "the server did not answer".
                 waiter.watch(&[], Some(Duration::ZERO))?;
-                return Err(waiter.ended().unwrap_or_else(|| self.failure(what, &e)));
+                if let Some(ended) = waiter.ended() {
+                    return Err(ended);
+                }
+                let interrupted = wrapped::<std::io::Error>(&e)
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted);
+                if !interrupted {
+                    return Err(self.failure(what, &e));
+                }
+                *con = self.connect(target, call_timeout, Some(waiter))?;
             }
         }
         // The deadline, and a signal that came in meanwhile.
@@ -1196,6 +1212,7 @@ impl Backend for RedisLock {
                         .clamp(Duration::from_millis(5), MAX_NAP);
                     self.wait_on_list(
                         &mut con,
+                        &info,
                         &keys.wake,
                         nap,
                         call_timeout,

@@ -480,6 +480,7 @@ impl Ticket for RedisTicket {
                 .min(TICKET_LEASE);
             place.lock.wait_on_list(
                 &mut con,
+                &place.target,
                 &place.keys.left(&ahead.member),
                 nap,
                 CALL_TIMEOUT,
