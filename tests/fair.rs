@@ -390,9 +390,6 @@ fn fair_needs_a_lock_that_can_queue() {
     assert!(out.stderr.contains("--fair"), "{out:?}");
     let out = sb.run(sb.lockwrap(["--fair", "-n", "9"]));
     out.assert_error(64);
-    let out = sb.run(sb.lockwrap(["--fair", "redis://127.0.0.1:1#x", "true"]));
-    out.assert_error(64);
-    assert!(out.stderr.contains("--fair"), "{out:?}");
 }
 
 /// A plain flock(1) blocked on the file is listed, from /proc/locks.

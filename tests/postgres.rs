@@ -16,7 +16,7 @@ use common::{Sandbox, WAIT, assert_replace_did_not_signal, wait_until};
 use lockwrap::backend;
 use lockwrap::spec::LockSpec;
 use servers::scenarios::{self, run};
-use servers::{Engine, PgServer, PgTlsServer, Postgres, Stopped, with};
+use servers::{Engine, PgServer, PgTlsServer, Postgres, Stopped, waiters, with};
 
 /// Issue 12 (4): every holder gets a fencing token from the server, and a
 /// later holder's is larger.
@@ -684,5 +684,79 @@ fn min_hold_keeps_the_session_until_the_interval_ends() {
         let run = common::min_hold_run(&sb, &scenarios::SHORT_LEASE, &lock, "2s");
         run.assert_held_two_seconds();
         assert!(run.wrapper_gone >= Duration::from_millis(1800), "{run:?}");
+    });
+}
+
+/// Issue 13 (6): `--status` lists the sessions queued for a PostgreSQL
+/// lock, first come first, each with its place (the server's queue is
+/// first come, first served for all, so `--fair` changes nothing): a
+/// lockwrap waiter with its pid, host, command and since when it waits, a
+/// `--fair` one, and a psql session.
+#[test]
+fn waiters_of_a_postgres_lock_are_listed_in_queue_order() {
+    with(|server: &Postgres| {
+        let sb = Sandbox::new("pg-waiters");
+        let lock = server.lock("queued13");
+        let log = sb.work_path("order.log");
+        let mut holder = sb.hold(&[], &lock);
+        let before = common::records::now_ms();
+        let mut plain = waiters::start_logging_waiter(&sb, &[], &lock, &log, 1);
+        let listed = waiters::wait_listed(&sb, &lock, plain.pid());
+        assert_eq!(listed.position, Some(1), "{listed:?}");
+        assert_eq!(listed.host.as_deref(), Some(hostname().as_str()));
+        assert!(
+            listed.command.as_deref().unwrap_or("").contains("echo 1"),
+            "{listed:?}"
+        );
+        let since = listed.since_ms.expect("since when it waits");
+        assert!(
+            since + 1000 >= before && since <= common::records::now_ms(),
+            "{listed:?} (started at {before})"
+        );
+        let mut fair = waiters::start_fair_waiter(&sb, &lock, &log, 2);
+        assert_eq!(
+            waiters::wait_listed(&sb, &lock, fair.pid()).position,
+            Some(2)
+        );
+        let mut psql = server.psql();
+        psql.args([
+            "-c",
+            "SELECT pg_advisory_lock(hashtextextended('queued13', 0))",
+        ]);
+        let mut psql = sb.spawn(psql, "psql");
+        let mut listed = Vec::new();
+        wait_until("the psql session to be listed", WAIT, || {
+            listed = waiters::waiters(&waiters::status_json(&sb, &lock));
+            listed.len() == 3
+        });
+        let pids: Vec<Option<i32>> = listed.iter().map(|w| w.pid).collect();
+        assert_eq!(
+            pids,
+            [Some(plain.pid()), Some(fair.pid()), None],
+            "{listed:?}"
+        );
+        let positions: Vec<Option<u32>> = listed.iter().map(|w| w.position).collect();
+        assert_eq!(positions, [Some(1), Some(2), Some(3)], "{listed:?}");
+        assert!(
+            listed[2]
+                .command
+                .as_deref()
+                .unwrap_or("")
+                .contains("pg_advisory_lock"),
+            "{listed:?}"
+        );
+        let text = run(&sb, &["--status", &lock]).stdout;
+        assert!(
+            text.contains(&format!("waiting: pid {} (sh -c ", plain.pid()))
+                && text.contains(", fair #1"),
+            "{text}"
+        );
+        holder.release_and_finish().assert_code(0);
+        plain.finish().assert_code(0);
+        fair.finish().assert_code(0);
+        psql.finish().assert_code(0);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "1\n2\n");
+        let json = waiters::status_json(&sb, &lock);
+        assert!(waiters::waiters(&json).is_empty(), "{json}");
     });
 }

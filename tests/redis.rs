@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{Sandbox, WAIT, assert_replace_did_not_signal, catches, wait_until};
 use servers::scenarios::{self, run};
-use servers::{Engine, RedisSentinel, RedisServer, RedisTlsServer, SENTINEL_MASTER, with};
+use servers::{Engine, RedisSentinel, RedisServer, RedisTlsServer, SENTINEL_MASTER, waiters, with};
 
 #[test]
 fn wrappers_exclude_each_other_and_tokens_only_grow() {
@@ -261,12 +261,13 @@ fn a_timed_out_acquire_leaves_no_key_behind() {
     });
 }
 
-/// Issue 11 (2): a waiter keeps one connection for the whole wait, the one
-/// it tries the lock with (it used to keep a second one, subscribed to the
-/// release channel); three waiters hold three connections next to the
-/// holder's.
+/// Issue 11 (2): a waiter keeps one connection for the whole wait to try
+/// the lock with (it used to keep another one, subscribed to the release
+/// channel), and (issue 13) one for its place in the line of waiters, whose
+/// lease a helper thread renews; three waiters hold six connections next to
+/// the holder's.
 #[test]
-fn a_waiter_keeps_one_connection() {
+fn a_waiter_keeps_two_connections() {
     with(|server: &RedisServer| {
         let sb = Sandbox::new("one-conn");
         let lock = server.lock("one");
@@ -284,10 +285,10 @@ fn a_waiter_keeps_one_connection() {
                 .count()
                 == 3
         });
-        // The holder's, the waiters', and the one that asks.
+        // The holder's, the waiters' (two each), and the one that asks.
         let list = server.command(&["CLIENT", "LIST"]);
         let clients = list.lines().filter(|l| l.starts_with("id=")).count();
-        assert_eq!(clients, 1 + 3 + 1, "{lock}: {clients} clients: {list}");
+        assert_eq!(clients, 1 + 3 * 2 + 1, "{lock}: {clients} clients: {list}");
         holder.release_and_finish().assert_code(0);
         for waiter in &mut waiters {
             waiter.finish().assert_code(0);
@@ -354,6 +355,28 @@ fn a_slots_waiter_ends_promptly_at_sigterm() {
         );
         first.release_and_finish().assert_code(0);
         second.release_and_finish().assert_code(0);
+    });
+}
+
+/// A waiter stopped (SIGSTOP, Ctrl-Z) and continued while it blocks in
+/// BLPOP waits on: Linux ends a socket call that has a timeout with EINTR
+/// after a stop and continue, even without a signal handler, which is no
+/// reason to give up with 75.
+#[test]
+fn a_stopped_and_continued_waiter_waits_on() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("stop-cont");
+        let lock = server.lock("sc");
+        let mut holder = sb.hold(&[], &lock);
+        let mut waiter = sb.spawn(sb.lockwrap([&lock, "true"]), "waiter");
+        for _ in 0..3 {
+            server.wait_for_waiters("sc", 1);
+            drop(servers::Stopped::stop(waiter.pid()));
+        }
+        server.wait_for_waiters("sc", 1);
+        assert!(waiter.is_running(), "{lock}: the waiter gave up");
+        holder.release_and_finish().assert_code(0);
+        waiter.finish().assert_code(0);
     });
 }
 
@@ -925,4 +948,326 @@ fn min_hold_with_a_mixed_set_survives_a_sigkill_for_the_redis_lock() {
             .unwrap_or_else(|_| panic!("PTTL answered {reply:?}"));
         assert!(ttl > 50_000, "the key's lease is not the interval's: {ttl}");
     });
+}
+
+/// How long a Redis waiter's ticket outlives its last renewal (the
+/// constant in src/backend/redis_line.rs): a waiter killed without a word
+/// holds nobody up for longer.
+const TICKET_LEASE: Duration = Duration::from_secs(3);
+
+/// The keys of the line of lock `name` on `server` (`lockwrap:NAME:line*`).
+fn line_keys(server: &RedisServer, name: &str) -> Vec<String> {
+    let reply = server.command(&["KEYS", &format!("lockwrap:{name}:line*")]);
+    let mut lines = reply.split("\r\n");
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.strip_prefix('*'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("KEYS: {reply:?}"));
+    let keys: Vec<String> = lines
+        .filter(|l| !l.is_empty() && !l.starts_with('$'))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(keys.len(), count, "KEYS: {reply:?}");
+    keys
+}
+
+/// An integer reply (`:N`).
+fn integer(reply: &str) -> i64 {
+    reply
+        .trim_end()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not an integer reply: {reply:?}"))
+}
+
+/// Issue 13 (5): five `--fair` waiters, each started once the one before
+/// is visibly waiting, get a Redis lock in the order they came. The third,
+/// SIGKILLed while it waits, neither runs nor holds the others up for much
+/// longer than its ticket's lease; then nothing is left on the server.
+#[test]
+fn fair_waiters_get_a_redis_lock_in_order_despite_a_sigkilled_one() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-fair-order");
+        let lock = server.lock("lk");
+        let log = sb.work_path("order.log");
+        let mut holder = sb.hold(&[], &lock);
+        let mut waiters = Vec::new();
+        for n in 1..=5 {
+            let proc = waiters::start_fair_waiter(&sb, &lock, &log, n);
+            let listed = waiters::wait_listed(&sb, &lock, proc.pid());
+            assert!(listed.fair, "waiter {n} is fair: {listed:?}");
+            assert_eq!(listed.position, Some(n as u32), "waiter {n}: {listed:?}");
+            assert_eq!(listed.host.as_deref(), Some(hostname().as_str()));
+            waiters.push(proc);
+        }
+        let json = waiters::status_json(&sb, &lock);
+        let positions: Vec<u32> = waiters::waiters(&json)
+            .iter()
+            .filter_map(|w| w.position)
+            .collect();
+        assert_eq!(positions, [1, 2, 3, 4, 5], "{json}");
+        // The one in the middle dies without a word, and the lock is
+        // released at once: its ticket is still in line.
+        waiters[2].kill_and_reap();
+        let released = Instant::now();
+        holder.release_and_finish().assert_code(0);
+        for (n, proc) in waiters.iter_mut().enumerate() {
+            if n != 2 {
+                proc.finish().assert_code(0);
+            }
+        }
+        let took = released.elapsed();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "1\n2\n4\n5\n");
+        assert!(
+            took < 2 * TICKET_LEASE + Duration::from_secs(2),
+            "{lock}: the killed waiter held the line up for {took:?}"
+        );
+        let json = waiters::status_json(&sb, &lock);
+        assert!(waiters::waiters(&json).is_empty(), "{json}");
+        wait_until("the line's keys to expire", 2 * TICKET_LEASE, || {
+            line_keys(server, "lk").is_empty()
+        });
+    });
+}
+
+/// Issue 13 (5): the head of the line is stopped (SIGSTOP) when the lock
+/// is released, and the wake-up goes to its blocked call: the fair waiter
+/// behind it leaves the free lock alone (a waiter without `--fair` takes it
+/// at its next look, within a second), and gets it after the head, once
+/// that continues. Watched for a second: a stopped waiter keeps its place
+/// for at least its ticket's lease less a renewal period.
+#[test]
+fn a_fair_redis_waiter_never_overtakes_a_stopped_head() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-fair-stopped");
+        let lock = server.lock("st");
+        let log = sb.work_path("order.log");
+        let mut holder = sb.hold(&[], &lock);
+        let mut first = waiters::start_fair_waiter(&sb, &lock, &log, 1);
+        waiters::wait_listed(&sb, &lock, first.pid());
+        let mut second = waiters::start_fair_waiter(&sb, &lock, &log, 2);
+        waiters::wait_listed(&sb, &lock, second.pid());
+        server.wait_for_waiters("st", 2);
+        let stopped = servers::Stopped::stop(first.pid());
+        holder.release_and_finish().assert_code(0);
+        let watched = Instant::now();
+        while watched.elapsed() < Duration::from_secs(1) {
+            let json = waiters::status_json(&sb, &lock);
+            assert!(
+                json.contains("\"held\":false"),
+                "{lock}: the lock was taken while the head of the line was stopped: {json}"
+            );
+            assert!(
+                waiters::waiters(&json)
+                    .iter()
+                    .any(|w| w.pid == Some(second.pid())),
+                "{json}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(stopped);
+        first.finish().assert_code(0);
+        second.finish().assert_code(0);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "1\n2\n");
+    });
+}
+
+/// Issue 13 (6): `--status` lists the waiters of a Redis lock, in text and
+/// JSON: pid, host, command, since when, fair or not, and the fair ones'
+/// places. `-n --fair` behind a fair waiter is a conflict and leaves no
+/// ticket. The last one to leave removes the line.
+#[test]
+fn waiters_of_a_redis_lock_are_listed() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-waiters");
+        let lock = server.lock("wl");
+        let mut holder = sb.hold(&[], &lock);
+        let marker = sb.work_path("ran");
+        let before = now_ms();
+        let mut plain = sb.spawn(
+            sb.lockwrap([&lock, "touch", marker.to_str().unwrap()]),
+            "plain",
+        );
+        let listed = waiters::wait_listed(&sb, &lock, plain.pid());
+        assert!(!listed.fair && listed.position.is_none(), "{listed:?}");
+        assert!(
+            listed.command.as_deref().unwrap_or("").contains("touch"),
+            "{listed:?}"
+        );
+        assert_eq!(listed.host.as_deref(), Some(hostname().as_str()));
+        let since = listed.since_ms.expect("since when it waits");
+        assert!(since >= before && since <= now_ms(), "{listed:?}");
+        let log = sb.work_path("order.log");
+        let mut fair = waiters::start_fair_waiter(&sb, &lock, &log, 1);
+        assert_eq!(
+            waiters::wait_listed(&sb, &lock, fair.pid()).position,
+            Some(1)
+        );
+        let text = run(&sb, &["--status", &lock]).stdout;
+        assert!(
+            text.contains(&format!("waiting: pid {} (touch ", plain.pid())),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("waiting: pid {} (sh -c ", fair.pid()))
+                && text.contains(", fair #1"),
+            "{text}"
+        );
+        run(&sb, &["-n", "--fair", &lock, "true"]).assert_code(1);
+        let json = waiters::status_json(&sb, &lock);
+        assert_eq!(waiters::waiters(&json).len(), 2, "{json}");
+        assert_eq!(integer(&server.command(&["ZCARD", "lockwrap:wl:line"])), 2);
+        holder.release_and_finish().assert_code(0);
+        plain.finish().assert_code(0);
+        fair.finish().assert_code(0);
+        assert!(marker.exists());
+        let json = waiters::status_json(&sb, &lock);
+        assert!(waiters::waiters(&json).is_empty(), "{json}");
+        assert_eq!(server.command(&["EXISTS", "lockwrap:wl:line"]), ":0\r\n");
+    });
+}
+
+/// Issue 13 (5): a fair waiter that gives up (-w) or is stopped (SIGTERM,
+/// promptly although it blocks on the server) takes its ticket with it at
+/// once: the list shows only who is left, and the one behind moves up.
+#[test]
+fn a_fair_redis_waiter_that_gives_up_leaves_no_ticket() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-fair-give-up");
+        let lock = server.lock("gu");
+        let log = sb.work_path("order.log");
+        let mut holder = sb.hold(&[], &lock);
+        let mut first = waiters::start_fair_waiter(&sb, &lock, &log, 1);
+        waiters::wait_listed(&sb, &lock, first.pid());
+        let mut impatient =
+            waiters::start_logging_waiter(&sb, &["--fair", "-w", "1"], &lock, &log, 2);
+        assert_eq!(
+            waiters::wait_listed(&sb, &lock, impatient.pid()).position,
+            Some(2)
+        );
+        impatient.finish().assert_code(1);
+        let json = waiters::status_json(&sb, &lock);
+        let pids: Vec<Option<i32>> = waiters::waiters(&json).iter().map(|w| w.pid).collect();
+        assert_eq!(pids, [Some(first.pid())], "{json}");
+        assert_eq!(integer(&server.command(&["ZCARD", "lockwrap:gu:line"])), 1);
+
+        let mut third = waiters::start_fair_waiter(&sb, &lock, &log, 3);
+        assert_eq!(
+            waiters::wait_listed(&sb, &lock, third.pid()).position,
+            Some(2)
+        );
+        first.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = first.wait_timeout(Duration::from_millis(1500));
+        first.output(status).assert_code(143);
+        let json = waiters::status_json(&sb, &lock);
+        let listed = waiters::waiters(&json);
+        assert_eq!(listed.len(), 1, "{json}");
+        assert_eq!(
+            (listed[0].pid, listed[0].position),
+            (Some(third.pid()), Some(1)),
+            "{json}"
+        );
+        assert_eq!(integer(&server.command(&["ZCARD", "lockwrap:gu:line"])), 1);
+        holder.release_and_finish().assert_code(0);
+        third.finish().assert_code(0);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "3\n");
+    });
+}
+
+/// Issue 13 (5): the line of a Redis lock expires by itself: every key of
+/// it has a TTL, and once all its waiters are SIGKILLed (nobody left to
+/// clean up) it is gone within about a ticket's lease.
+#[test]
+fn a_redis_line_expires_when_all_its_waiters_are_sigkilled() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-line-expiry");
+        let lock = server.lock("ex");
+        let log = sb.work_path("order.log");
+        let mut holder = sb.hold(&[], &lock);
+        let mut procs = Vec::new();
+        for (n, args) in [&["--fair"][..], &["--fair"], &[]].into_iter().enumerate() {
+            let proc = waiters::start_logging_waiter(&sb, args, &lock, &log, n);
+            waiters::wait_listed(&sb, &lock, proc.pid());
+            procs.push(proc);
+        }
+        let keys = line_keys(server, "ex");
+        assert!(keys.len() >= 4, "the line and three tickets: {keys:?}");
+        for key in &keys {
+            let ttl = integer(&server.command(&["PTTL", key]));
+            assert!(
+                ttl > 0 && ttl <= TICKET_LEASE.as_millis() as i64,
+                "{key} must expire by itself: PTTL {ttl}"
+            );
+        }
+        for proc in &mut procs {
+            proc.kill_and_reap();
+        }
+        wait_until("the line's keys to expire", 2 * TICKET_LEASE, || {
+            line_keys(server, "ex").is_empty()
+        });
+        let json = waiters::status_json(&sb, &lock);
+        assert!(waiters::waiters(&json).is_empty(), "{json}");
+        holder.release_and_finish().assert_code(0);
+        assert!(!log.exists(), "a killed waiter ran its command");
+    });
+}
+
+/// A holder and a `--fair` waiter on `lock`: the waiter is listed as fair
+/// #1 and gets the lock once the holder lets go; then nobody is listed.
+fn a_fair_waiter_is_listed_and_served(sb: &Sandbox, lock: &str) {
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], lock);
+    let mut waiter = waiters::start_fair_waiter(sb, lock, &log, 1);
+    let listed = waiters::wait_listed(sb, lock, waiter.pid());
+    assert_eq!(
+        (listed.fair, listed.position),
+        (true, Some(1)),
+        "{listed:?}"
+    );
+    holder.release_and_finish().assert_code(0);
+    waiter.finish().assert_code(0);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "1\n");
+    let json = waiters::status_json(sb, lock);
+    assert!(waiters::waiters(&json).is_empty(), "{json}");
+}
+
+/// Issue 13: the line goes where the lock goes, over TLS with a client
+/// certificate (its helper thread connects as the waiter does).
+#[test]
+fn the_line_of_a_rediss_lock_uses_its_tls_settings() {
+    let Some(server) = RedisTlsServer::start(true) else {
+        return;
+    };
+    let sb = Sandbox::new("rediss-line");
+    let lock = format!(
+        "{}?tls_ca={}&tls_cert={}&tls_key={}#line",
+        server.url("127.0.0.1"),
+        server.files.url_path("ca.pem"),
+        server.files.url_path("client.pem"),
+        server.files.url_path("client.key"),
+    );
+    a_fair_waiter_is_listed_and_served(&sb, &lock);
+}
+
+/// Issue 13: through Sentinel, the line is on the master the sentinels
+/// name, as the lock is.
+#[test]
+fn the_line_of_a_sentinel_lock_is_on_the_master() {
+    let Some(setup) = RedisSentinel::start() else {
+        return;
+    };
+    let sb = Sandbox::new("sentinel-line");
+    let lock = setup.lock(SENTINEL_MASTER, "sline");
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut waiter = waiters::start_fair_waiter(&sb, &lock, &log, 1);
+    waiters::wait_listed(&sb, &lock, waiter.pid());
+    assert_eq!(
+        integer(&setup.master.command(&["ZCARD", "lockwrap:sline:line"])),
+        1
+    );
+    holder.release_and_finish().assert_code(0);
+    waiter.finish().assert_code(0);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "1\n");
 }

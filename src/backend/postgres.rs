@@ -36,7 +36,7 @@ use ::postgres::config::{Host, SslNegotiation};
 use ::postgres::error::SqlState;
 use ::postgres::{Client, Config};
 
-use super::{Backend, Held, HolderInfo, LockStatus, Request};
+use super::{Backend, Held, HolderInfo, LockStatus, Request, WaiterInfo};
 use crate::cli::Mode;
 use crate::error::Error;
 use crate::holder;
@@ -327,7 +327,7 @@ impl Backend for PgLock {
                     waiter.saw_holder(&status_of(rows));
                 }
             }
-            self.wait_blocking(&client, &tls, &name, suffix, waiter)?;
+            self.wait_blocking(&client, &tls, &name, suffix, &identity, waiter)?;
         }
         let mut held = PgHeld {
             lock: self.lock.clone(),
@@ -358,15 +358,24 @@ impl Backend for PgLock {
         true
     }
 
+    /// The holders, and the sessions queued for the lock (`granted` false
+    /// in pg_locks), first come first: all of them wait their turn in the
+    /// server's queue, so each has a place.
     fn status(&self) -> Result<LockStatus, Error> {
         let config = self.config("lockwrap status")?;
         let name = self.remote.name.clone();
-        let (_, rows) = self.with_new_session(&config, None, move |client| {
-            client
+        let (_, (holders, waiters)) = self.with_new_session(&config, None, move |client| {
+            let holders = client
                 .query(&status_sql(), &[&name])
-                .map_err(|e| ("cannot read the lock", e))
+                .map_err(|e| ("cannot read the lock", e))?;
+            let waiters = client
+                .query(&waiters_sql(), &[&name])
+                .map_err(|e| ("cannot read who waits for the lock", e))?;
+            Ok((holders, waiters))
         })?;
-        Ok(status_of(rows))
+        let mut status = status_of(holders);
+        status.waiters = waiters_of(waiters);
+        Ok(status)
     }
 
     /// Ends every other session that holds the lock in a mode that conflicts
@@ -435,17 +444,22 @@ impl Backend for PgLock {
 
 impl PgLock {
     /// Waits in `pg_advisory_lock` on a helper thread until it returns, or
-    /// the waiter gives up (then the wait is cancelled on the server).
+    /// the waiter gives up (then the wait is cancelled on the server). The
+    /// query carries the waiter's command in a comment, for `--status`.
     fn wait_blocking(
         &self,
         client: &Arc<Mutex<Client>>,
         tls: &Tls,
         name: &str,
         suffix: &str,
+        identity: &Identity,
         waiter: &Waiter<'_>,
     ) -> Result<(), Error> {
         let cancel = lock_client(client).cancel_token();
-        let sql = format!("SELECT pg_advisory_lock{suffix}({KEY})");
+        let sql = format!(
+            "SELECT pg_advisory_lock{suffix}({KEY}) {}",
+            identity.waiting_comment()
+        );
         loop {
             let (client2, name2, sql2) = (Arc::clone(client), name.to_owned(), sql.clone());
             let mut call = Background::start(move || {
@@ -531,6 +545,14 @@ impl Identity {
             comment_safe(&self.command)
         )
     }
+
+    /// The comment that pg_stat_activity shows with our wait for the lock.
+    fn waiting_comment(&self) -> String {
+        format!(
+            "/* lockwrap waiting command={} */",
+            comment_safe(&self.command)
+        )
+    }
 }
 
 /// Text with a space between any `*` and `/` next to each other, so that it
@@ -610,13 +632,68 @@ fn status_sql() -> String {
         "SELECT l.mode, coalesce(a.application_name, ''), coalesce(a.query, ''), \
                 coalesce(host(a.client_addr), ''), \
                 coalesce(extract(epoch from now() - a.backend_start), 0)::float8 \
-         FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+         {} \
+         ORDER BY a.backend_start",
+        lock_rows(true)
+    )
+}
+
+/// The rows of pg_locks and pg_stat_activity about the lock (its name is
+/// $1), for sessions that hold it (`granted`) or wait for it.
+fn lock_rows(granted: bool) -> String {
+    let not = if granted { "" } else { "NOT " };
+    format!(
+        "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND {not}l.granted AND l.objsubid = 1 \
            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
            AND l.classid = (({KEY} >> 32) & 4294967295)::oid \
-           AND l.objid = ({KEY} & 4294967295)::oid \
-         ORDER BY a.backend_start"
+           AND l.objid = ({KEY} & 4294967295)::oid"
     )
+}
+
+/// The query that lists the sessions queued for the lock (its name is $1),
+/// first come first: by when they started waiting, which pg_locks has as
+/// `waitstart` since PostgreSQL 14 (read through `to_jsonb` so that the
+/// query also runs on older servers, where it is NULL; it is NULL for a
+/// moment after a wait starts, too), else when their query or session began.
+fn waiters_sql() -> String {
+    let since =
+        "coalesce((to_jsonb(l) ->> 'waitstart')::timestamptz, a.query_start, a.backend_start)";
+    format!(
+        "SELECT coalesce(a.application_name, ''), coalesce(a.query, ''), \
+                coalesce(host(a.client_addr), ''), \
+                coalesce(extract(epoch from now() - a.backend_start), 0)::float8, \
+                (extract(epoch from {since}) * 1000)::float8 \
+         {} \
+         ORDER BY {since}, l.pid",
+        lock_rows(false)
+    )
+}
+
+/// The waiters from the rows of [`waiters_sql`], numbered from 1.
+fn waiters_of(rows: Vec<::postgres::Row>) -> Vec<WaiterInfo> {
+    let mut waiters: Vec<WaiterInfo> = rows
+        .into_iter()
+        .map(|row| {
+            let application_name: String = row.get(0);
+            let query: String = row.get(1);
+            let client_addr: String = row.get(2);
+            let session_age: f64 = row.get(3);
+            let since_ms: Option<f64> = row.get(4);
+            let who = holder_info(&application_name, &query, &client_addr, session_age);
+            WaiterInfo {
+                pid: who.pid,
+                uid: None,
+                host: who.host,
+                command: who.command,
+                since_ms: since_ms.filter(|ms| *ms > 0.0).map(|ms| ms as u64),
+                fair: true,
+                position: None,
+            }
+        })
+        .collect();
+    WaiterInfo::number_fair(&mut waiters);
+    waiters
 }
 
 /// The lock's state from the rows of [`status_sql`].
@@ -1033,6 +1110,21 @@ mod tests {
         let psql = holder_info("psql", "select pg_advisory_lock(1)", "10.0.0.5", 3.0);
         assert_eq!(psql.pid, None);
         assert_eq!(psql.host.as_deref(), Some("10.0.0.5"));
+    }
+
+    #[test]
+    fn a_waiters_comment_names_its_command() {
+        let mut id = Identity::of_this_process("sh -c 'x */ y'");
+        id.pid = 42;
+        id.host = "h".into();
+        let query = format!(
+            "SELECT pg_advisory_lock(hashtextextended($1, 0)) {}",
+            id.waiting_comment()
+        );
+        let info = holder_info(&id.application_name(), &query, "", 1.0);
+        assert_eq!(info.pid, Some(42));
+        assert_eq!(info.host.as_deref(), Some("h"));
+        assert_eq!(info.command.as_deref(), Some("sh -c 'x * / y'"));
     }
 
     #[test]

@@ -22,6 +22,10 @@
 //! about two thirds into the lease at the latest, before the server can have
 //! given the lock to anyone else. The caller then stops the command.
 //!
+//! Waiters queue in a line of their own beside the lock, `lockwrap:NAME:line`
+//! (`--fair`, and `--status` lists them): see the `line` submodule
+//! (redis_line.rs).
+//!
 //! `--replace` revokes the holder's lease on the server ([`REVOKE`]) and never
 //! signals a pid the holder hash names: anyone who can write to the server can
 //! write that hash.
@@ -64,12 +68,15 @@ use ::redis::{
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::{Backend, Held, HolderInfo, LockStatus, Request};
+use super::{Backend, Held, HolderInfo, Line, LockStatus, Request};
 use crate::cli::Mode;
 use crate::error::Error;
 use crate::holder;
 use crate::spec::RemoteLock;
 use crate::wait::Waiter;
+
+#[path = "redis_line.rs"]
+mod line;
 
 /// The lease when `--lease` is not given.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -624,6 +631,70 @@ impl RedisLock {
         })
     }
 
+    /// Waits on `con` for an entry of the list `list` (`BLPOP`), for up to
+    /// `nap` or until the wait's deadline, whichever comes first; then the
+    /// caller looks again. Before it blocks, it pauses `waiter` (so a first
+    /// wait joins the line of waiters, and `-n` reports the conflict); a
+    /// forwarded signal interrupts the blocked call (EINTR), and a slot
+    /// wait that is cancelled is interrupted too (see `Interruptee`).
+    ///
+    /// The server ends a blocked command on its next tick (up to 100 ms
+    /// late), so the read waits that much longer, and the last stretch
+    /// before the deadline is slept here. `what` says what failed when the
+    /// call does.
+    ///
+    /// A stop and continue (SIGSTOP, Ctrl-Z) also ends the blocked call
+    /// with EINTR (signal(7): a socket call with a timeout is not restarted
+    /// after it, handler or not). The server still sends the reply, so `con`
+    /// is out of step: it is replaced by a new connection to `target`, and
+    /// the caller looks again.
+    #[allow(clippy::too_many_arguments)]
+    fn wait_on_list(
+        &self,
+        con: &mut Connection,
+        target: &Target,
+        list: &str,
+        nap: Duration,
+        call_timeout: Duration,
+        waiter: &Waiter<'_>,
+        what: &str,
+    ) -> Result<(), Error> {
+        waiter.pause(&[], Some(Duration::ZERO))?;
+        let nap = match waiter.remaining() {
+            Some(left) => nap.min(left.saturating_sub(SERVER_TICK)),
+            None => nap,
+        };
+        if nap < Duration::from_millis(5) {
+            return waiter.pause(&[], waiter.remaining());
+        }
+        set_call_timeout(con, nap + SERVER_TICK + call_timeout.max(SERVER_TICK));
+        let popped = ::redis::cmd("BLPOP")
+            .arg(list)
+            .arg(format!("{:.3}", nap.as_secs_f64()))
+            .query::<Option<(String, String)>>(con);
+        match popped {
+            Ok(_) => {}
+            // Someone put another type at the list's name: sleep instead.
+            Err(e) if e.code() == Some("WRONGTYPE") => waiter.pause(&[], Some(nap))?,
+            Err(e) => {
+                // A signal, the deadline or a cancelled slot wait, before
+                // "the server did not answer".
+                waiter.watch(&[], Some(Duration::ZERO))?;
+                if let Some(ended) = waiter.ended() {
+                    return Err(ended);
+                }
+                let interrupted = wrapped::<std::io::Error>(&e)
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted);
+                if !interrupted {
+                    return Err(self.failure(what, &e));
+                }
+                *con = self.connect(target, call_timeout, Some(waiter))?;
+            }
+        }
+        // The deadline, and a signal that came in meanwhile.
+        waiter.pause(&[], Some(Duration::ZERO))
+    }
+
     fn lease(&self, request: &Request<'_>) -> Result<Duration, Error> {
         let lease = request.lease.unwrap_or(DEFAULT_LEASE);
         if lease < MIN_LEASE {
@@ -634,6 +705,7 @@ impl RedisLock {
 }
 
 /// Where a lock's server is and how to reach it.
+#[derive(Clone)]
 struct Target {
     /// The URL's settings, with REDISCLI_AUTH's password.
     info: ConnectionInfo,
@@ -1133,41 +1205,20 @@ impl Backend for RedisLock {
                         waiter.saw_holder(&status);
                     }
                     // Block on the wake-up list until a release (or the
-                    // holder's lease runs out, or a second passes). The
-                    // server ends a blocked command on its next tick (up to
-                    // 100 ms late), so the read waits that much longer, and
-                    // the last stretch before the deadline is slept here.
-                    let mut nap = u64::try_from(*pttl)
+                    // holder's lease runs out, or a second passes).
+                    let nap = u64::try_from(*pttl)
                         .map(Duration::from_millis)
                         .unwrap_or(MAX_NAP)
                         .clamp(Duration::from_millis(5), MAX_NAP);
-                    if let Some(left) = waiter.remaining() {
-                        nap = nap.min(left.saturating_sub(SERVER_TICK));
-                    }
-                    if nap < Duration::from_millis(5) {
-                        waiter.pause(&[], waiter.remaining())?;
-                        continue;
-                    }
-                    set_call_timeout(&con, nap + SERVER_TICK + call_timeout.max(SERVER_TICK));
-                    let woken = ::redis::cmd("BLPOP")
-                        .arg(&keys.wake)
-                        .arg(format!("{:.3}", nap.as_secs_f64()))
-                        .query::<Option<(String, String)>>(&mut con);
-                    match woken {
-                        Ok(_) => {}
-                        // Someone put another type at the wake-up list's
-                        // name: sleep instead, and try again.
-                        Err(e) if e.code() == Some("WRONGTYPE") => {
-                            waiter.pause(&[], Some(nap))?;
-                        }
-                        Err(e) => {
-                            return Err(waiter
-                                .ended()
-                                .unwrap_or_else(|| self.failure("cannot wait for the lock", &e)));
-                        }
-                    }
-                    // The deadline, and a signal that came in meanwhile.
-                    waiter.pause(&[], Some(Duration::ZERO))?;
+                    self.wait_on_list(
+                        &mut con,
+                        &info,
+                        &keys.wake,
+                        nap,
+                        call_timeout,
+                        waiter,
+                        "cannot wait for the lock",
+                    )?;
                 }
                 _ => {
                     return Err(Error::TempFail {
@@ -1181,6 +1232,10 @@ impl Backend for RedisLock {
 
     fn survives_exec(&self) -> bool {
         false
+    }
+
+    fn line(&self) -> Option<Box<dyn Line>> {
+        Some(Box::new(line::RedisLine::new(self.clone())))
     }
 
     fn status(&self) -> Result<LockStatus, Error> {

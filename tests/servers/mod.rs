@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod scenarios;
+pub mod waiters;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
