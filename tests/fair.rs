@@ -414,3 +414,53 @@ fn a_plain_flock_waiter_is_listed() {
     holder.release_and_finish().assert_code(0);
     plain.finish().assert_code(0);
 }
+
+/// Another process (any user who may read the line) takes a flock on the
+/// tickets of the fair waiters ahead as they leave: on the ticket of one
+/// that is SIGKILLed and on the one of the head, which leaves the line
+/// when it gets the lock. The fair waiter behind is not held up by either
+/// (the tickets' records show their waiters gone), and `--status` no
+/// longer lists the dead one.
+#[test]
+fn a_flock_taken_on_a_ticket_by_someone_else_holds_nobody_up() {
+    let Some(flock) = common::system_flock() else {
+        eprintln!("skipped: no /usr/bin/flock");
+        return;
+    };
+    let sb = Sandbox::new("fair-squatted");
+    let lock = Backend::Flock.spec(&sb, "lk");
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut ahead = Vec::new();
+    let mut squatters = Vec::new();
+    let uid = nix::unistd::geteuid().as_raw();
+    for n in 1..=2 {
+        let proc = start_fair_waiter(&sb, &lock, &log, n);
+        wait_listed(&sb, &lock, proc.pid());
+        let ticket = sb
+            .locks
+            .join(format!(".lk.lockwrap-line-{uid}"))
+            .join(format!("{n}.fair"));
+        // Queued behind the waiter's own flock: granted when it leaves.
+        let mut command = std::process::Command::new(&flock);
+        command.args([ticket.to_str().unwrap(), "sleep", "600"]);
+        squatters.push(sb.spawn(command, &format!("squatter{n}")));
+        ahead.push(proc);
+    }
+    let mut last = start_fair_waiter(&sb, &lock, &log, 3);
+    assert_eq!(wait_listed(&sb, &lock, last.pid()).position, Some(3));
+    ahead[1].kill_and_reap();
+    let killed = ahead[1].pid();
+    wait_until("the killed waiter to leave the list", WAIT, || {
+        !waiters(&status_json(&sb, &lock))
+            .iter()
+            .any(|w| w.pid == Some(killed))
+    });
+    holder.release_and_finish().assert_code(0);
+    ahead[0].finish().assert_code(0);
+    last.finish().assert_code(0);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "1\n3\n");
+    for squatter in &mut squatters {
+        squatter.kill_and_reap();
+    }
+}

@@ -44,6 +44,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use super::path_artifact::{self, FileId, Location, io_errno};
 use super::{Line, LineEntry, Ticket, WaiterInfo};
 use crate::error::Error;
+use crate::holder::Liveness;
 use crate::wait::{Interruptible, Waiter};
 
 /// How long a waiter tries for the line directory's flock, which others
@@ -53,6 +54,11 @@ const DIR_LOCK_AT_MOST: Duration = Duration::from_secs(5);
 
 /// How often the line directory's flock is tried again meanwhile.
 const DIR_LOCK_AGAIN: Duration = Duration::from_millis(1);
+
+/// How often a fair waiter whose turn depends on a ticket's flock also
+/// looks at the ticket's name and record: someone else may hold the flock
+/// of a ticket whose waiter left or died (a flock needs only read access).
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// How often a waiter starts over when the line directory vanished under it
 /// (removed by the last leaver between its mkdir and its ticket) before it
@@ -227,7 +233,7 @@ impl Line for FileLine {
                 let Some(file) = open_ticket(dir.as_fd(), &ticket.name) else {
                     continue;
                 };
-                if probe(file.as_fd()) != Some(true) {
+                if probe(file.as_fd()) != Some(true) || recorded_gone(file.as_fd()) {
                     continue;
                 }
                 match path_artifact::read_record_fd(file.as_fd()) {
@@ -296,8 +302,20 @@ impl Ticket for FileTicket {
                     continue;
                 };
                 match probe(file.as_fd()) {
+                    Some(true) if recorded_gone(file.as_fd()) => dead = true,
                     Some(true) => {
-                        wait_for_flock(&self.lock, file, libc::LOCK_SH, waiter)?;
+                        let dir = self.dir.as_fd();
+                        let name = ticket.name.as_os_str();
+                        let id = FileId::of_fd(file.as_fd()).ok();
+                        let check = file.try_clone().ok();
+                        // Its waiter's leaving (unlink) or death (its record)
+                        // tells what the flock cannot when someone else
+                        // took it meanwhile.
+                        let left = || {
+                            FileId::at(dir, name) != id
+                                || check.as_ref().is_some_and(|f| recorded_gone(f.as_fd()))
+                        };
+                        wait_for_flock(&self.lock, file, libc::LOCK_SH, waiter, left)?;
                         waited = true;
                         break;
                     }
@@ -426,6 +444,13 @@ fn probe(file: BorrowedFd<'_>) -> Option<bool> {
     }
 }
 
+/// Whether the ticket open as `file` names a waiter that is provably gone
+/// (pid and start time): its flock may be held by someone else, since
+/// anyone who may read a file may flock it.
+fn recorded_gone(file: BorrowedFd<'_>) -> bool {
+    path_artifact::read_record_fd(file).is_some_and(|r| r.liveness() == Liveness::Dead)
+}
+
 /// Removes the tickets of `dir` whose flock can be taken: their waiters
 /// left or died. Only under the directory's flock (`_guard`), so a ticket
 /// in the moment between its creation and its waiter's flock is never
@@ -437,7 +462,11 @@ fn remove_dead(dir: BorrowedFd<'_>, _guard: &DirLock<'_>) {
         };
         // Exclusive: of several removers (none can be here: the directory
         // flock) and of a waiter's shared wait, only one holds it.
-        if super::flock_fd(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        // A ticket whose record shows its waiter gone is dead even when
+        // someone else (who may read it) holds a flock on it.
+        if super::flock_fd(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).is_err()
+            && !recorded_gone(file.as_fd())
+        {
             continue;
         }
         if FileId::of_fd(file.as_fd()).ok() == FileId::at(dir, &ticket.name) {
@@ -483,13 +512,15 @@ impl Drop for DirLock<'_> {
 }
 
 /// Takes flock `operation` on `file`, waiting on a helper thread as
-/// `waiter` allows; `file` is closed when it returns, so a lock taken only
-/// to learn that its holder left goes at once.
+/// `waiter` allows, or until `left` says (asked every [`RECHECK`]) that
+/// there is nothing to wait for; `file` is closed when it returns, so a
+/// lock taken only to learn that its holder left goes at once.
 fn wait_for_flock(
     lock: &str,
     file: OwnedFd,
     operation: libc::c_int,
     waiter: &Waiter<'_>,
+    left: impl Fn() -> bool,
 ) -> Result<(), Error> {
     let failed = |e| Error::os(lock, "--fair: cannot wait for the waiter ahead", e);
     match super::flock_fd(file.as_raw_fd(), operation | libc::LOCK_NB) {
@@ -510,12 +541,16 @@ fn wait_for_flock(
     })
     .map_err(failed)?;
     loop {
-        if let Err(gave_up) = waiter.pause(&[blocked.as_fd()], None) {
+        if let Err(gave_up) = waiter.pause(&[blocked.as_fd()], Some(RECHECK)) {
             blocked.cancel();
             return Err(gave_up);
         }
         if let Some(result) = blocked.try_result() {
             return result.map_err(failed);
+        }
+        if left() {
+            blocked.cancel();
+            return Ok(());
         }
     }
 }
