@@ -464,3 +464,62 @@ fn a_flock_taken_on_a_ticket_by_someone_else_holds_nobody_up() {
         squatter.kill_and_reap();
     }
 }
+
+/// Someone holds the line's numbering lock (the line directory's flock, or
+/// the abstract line's turnstile name) and never lets go: a waiter without
+/// `--fair`, which joins the line only to be visible, is not held up by it
+/// beyond a moment: `-w 1` still ends after about a second, not after the
+/// 5 s a `--fair` waiter tries for its place.
+fn a_stuck_line_does_not_hold_up_a_plain_waiter(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-stuck-line-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let _turnstile;
+    let mut dir_locker = None;
+    if backend == Backend::Abstract {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("{}\0t", sb.abstract_name("lk"));
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        _turnstile = std::os::unix::net::UnixListener::bind_addr(&address).unwrap();
+    } else {
+        let Some(flock) = common::system_flock() else {
+            eprintln!("skipped: no /usr/bin/flock");
+            return;
+        };
+        let uid = nix::unistd::geteuid().as_raw();
+        let dir = sb.locks.join(format!(".lk.lockwrap-line-{uid}"));
+        fs::create_dir(&dir).unwrap();
+        let taken = sb.work_path("taken");
+        let mut command = std::process::Command::new(flock);
+        command.args([
+            dir.to_str().unwrap(),
+            "sh",
+            "-c",
+            &format!("touch '{}'; exec sleep 600", taken.display()),
+        ]);
+        dir_locker = Some(sb.spawn(command, "dir-locker"));
+        common::wait_for_file(&taken, WAIT);
+    }
+    let started = std::time::Instant::now();
+    let out = sb.run(sb.lockwrap(["-w", "1", &lock, "true"]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{backend:?}: -w 1 took {:?}",
+        started.elapsed()
+    );
+    holder.release_and_finish().assert_code(0);
+    if let Some(mut locker) = dir_locker {
+        locker.kill_and_reap();
+    }
+}
+
+#[test]
+fn a_stuck_line_does_not_hold_up_a_plain_waiter_flock() {
+    a_stuck_line_does_not_hold_up_a_plain_waiter(Backend::Flock);
+}
+
+#[test]
+fn a_stuck_line_does_not_hold_up_a_plain_waiter_abstract() {
+    a_stuck_line_does_not_hold_up_a_plain_waiter(Backend::Abstract);
+}

@@ -43,10 +43,13 @@ const MAX_NAME: usize = 107;
 /// Room a ticket name needs after BASE: `\0l\0` + 20 digits + `\0f\0` + 13
 /// digits + `\0` + 10 digits.
 const SUFFIX_ROOM: usize = 50;
-/// How long a waiter tries for the turnstile, which others hold for a few
-/// calls only: a process stopped (SIGSTOP) in that moment is the only way
-/// to exceed it.
+/// How long a `--fair` waiter tries for the turnstile, which others hold
+/// for a few calls only: a process stopped (SIGSTOP) in that moment, or
+/// anyone binding the name, is the only way to exceed it.
 const TURNSTILE_AT_MOST: Duration = Duration::from_secs(5);
+/// How long a waiter without `--fair` tries for it: its place only makes it
+/// visible, which must not delay its wait for the lock (nor its `-w`).
+const TURNSTILE_VISIBLE_ONLY: Duration = Duration::from_millis(100);
 /// How often the turnstile is tried again meanwhile.
 const TURNSTILE_AGAIN: Duration = Duration::from_millis(1);
 /// How often a fair waiter looks again when it cannot connect to the
@@ -135,13 +138,13 @@ impl AbstractLine {
         tickets
     }
 
-    /// Binds the turnstile (`BASE\0t`), trying again for a while: whoever
-    /// holds it holds it for a few calls.
-    fn turnstile(&self) -> Result<OwnedFd, Error> {
+    /// Binds the turnstile (`BASE\0t`), trying again for at most
+    /// `patience`: whoever holds it holds it for a few calls.
+    fn turnstile(&self, patience: Duration) -> Result<OwnedFd, Error> {
         let mut name = self.base.clone();
         name.extend_from_slice(b"\0t");
         let address = self.address(&name)?;
-        let give_up = Instant::now() + TURNSTILE_AT_MOST;
+        let give_up = Instant::now() + patience;
         loop {
             let socket = self.new_socket(SockFlag::empty())?;
             match bind(socket.as_raw_fd(), &address) {
@@ -161,7 +164,11 @@ impl Line for AbstractLine {
     }
 
     fn join(&self, entry: &LineEntry) -> Result<Box<dyn Ticket>, Error> {
-        let turnstile = self.turnstile()?;
+        let turnstile = self.turnstile(if entry.fair {
+            TURNSTILE_AT_MOST
+        } else {
+            TURNSTILE_VISIBLE_ONLY
+        })?;
         let seq = self.list().last().map_or(1, |t| t.seq + 1);
         let listed = Listed {
             seq,

@@ -47,10 +47,15 @@ use crate::error::Error;
 use crate::holder::Liveness;
 use crate::wait::{Interruptible, Waiter};
 
-/// How long a waiter tries for the line directory's flock, which others
-/// hold only for the few calls that create a ticket or remove dead ones: a
-/// process stopped (SIGSTOP) in that moment is the only way to exceed it.
+/// How long a `--fair` waiter tries for the line directory's flock, which
+/// others hold only for the few calls that create a ticket or remove dead
+/// ones: a process stopped (SIGSTOP) in that moment, or someone else who
+/// may read the directory and flocks it, is the only way to exceed it.
 const DIR_LOCK_AT_MOST: Duration = Duration::from_secs(5);
+
+/// How long a waiter without `--fair` tries for it: its place only makes it
+/// visible, which must not delay its wait for the lock (nor its `-w`).
+const DIR_LOCK_VISIBLE_ONLY: Duration = Duration::from_millis(100);
 
 /// How often the line directory's flock is tried again meanwhile.
 const DIR_LOCK_AGAIN: Duration = Duration::from_millis(1);
@@ -159,7 +164,12 @@ impl Line for FileLine {
             let Some(dir) = self.open_own(parent.as_fd(), true)? else {
                 continue;
             };
-            let guard = DirLock::take(dir.as_fd())
+            let patience = if entry.fair {
+                DIR_LOCK_AT_MOST
+            } else {
+                DIR_LOCK_VISIBLE_ONLY
+            };
+            let guard = DirLock::take(dir.as_fd(), patience)
                 .map_err(|e| Error::os(&self.lock, "--fair: cannot lock the line of waiters", e))?;
             // Whoever joins removes what dead waiters left, so that it never
             // piles up however many waiters are killed in a row.
@@ -323,7 +333,7 @@ impl Ticket for FileTicket {
                     None => {}
                 }
             }
-            if dead && let Ok(guard) = DirLock::take(self.dir.as_fd()) {
+            if dead && let Ok(guard) = DirLock::take(self.dir.as_fd(), DIR_LOCK_AT_MOST) {
                 remove_dead(self.dir.as_fd(), &guard);
             }
             if !waited {
@@ -480,10 +490,10 @@ fn remove_dead(dir: BorrowedFd<'_>, _guard: &DirLock<'_>) {
 struct DirLock<'a>(BorrowedFd<'a>);
 
 impl<'a> DirLock<'a> {
-    /// Takes it, trying again for at most [`DIR_LOCK_AT_MOST`]: its holders
-    /// hold it for a few calls only.
-    fn take(dir: BorrowedFd<'a>) -> Result<DirLock<'a>, Errno> {
-        let give_up = Instant::now() + DIR_LOCK_AT_MOST;
+    /// Takes it, trying again for at most `patience`: its holders hold it
+    /// for a few calls only.
+    fn take(dir: BorrowedFd<'a>, patience: Duration) -> Result<DirLock<'a>, Errno> {
+        let give_up = Instant::now() + patience;
         loop {
             match DirLock::try_take(dir) {
                 Err(Errno::EWOULDBLOCK) if Instant::now() < give_up => {
