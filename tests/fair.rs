@@ -523,3 +523,42 @@ fn a_stuck_line_does_not_hold_up_a_plain_waiter_flock() {
 fn a_stuck_line_does_not_hold_up_a_plain_waiter_abstract() {
     a_stuck_line_does_not_hold_up_a_plain_waiter(Backend::Abstract);
 }
+
+/// Two fair waiters whose "waiting since" is not in the order they took
+/// their places (the first took its time between reading the clock and
+/// joining): `--status` lists a user's line in the line's order, #1 first.
+#[test]
+fn a_users_line_is_listed_in_its_order_whatever_the_clocks_say() {
+    let sb = Sandbox::new("fair-listed-order");
+    let lock = Backend::Flock.spec(&sb, "lk");
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut first = start_fair_waiter(&sb, &lock, &log, 1);
+    wait_listed(&sb, &lock, first.pid());
+    let mut second = start_fair_waiter(&sb, &lock, &log, 2);
+    wait_listed(&sb, &lock, second.pid());
+    let uid = nix::unistd::geteuid().as_raw();
+    let ticket = sb
+        .locks
+        .join(format!(".lk.lockwrap-line-{uid}"))
+        .join("1.fair");
+    let record = fs::read_to_string(&ticket).unwrap();
+    let later: String = record
+        .lines()
+        .map(|line| match line.strip_prefix("acquired_ms=") {
+            Some(ms) => format!("acquired_ms={}\n", ms.parse::<u64>().unwrap() + 60_000),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    fs::write(&ticket, later).unwrap();
+    let json = status_json(&sb, &lock);
+    let listed: Vec<_> = waiters(&json).iter().map(|w| (w.pid, w.position)).collect();
+    assert_eq!(
+        listed,
+        [(Some(first.pid()), Some(1)), (Some(second.pid()), Some(2))],
+        "{json}"
+    );
+    holder.release_and_finish().assert_code(0);
+    first.finish().assert_code(0);
+    second.finish().assert_code(0);
+}

@@ -224,7 +224,7 @@ impl Line for FileLine {
         let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", parent.as_raw_fd())) else {
             return Ok(Vec::new());
         };
-        let mut waiters = Vec::new();
+        let mut lines = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(uid) = name
@@ -262,10 +262,20 @@ impl Line for FileLine {
                 }
             }
             WaiterInfo::number_fair(&mut line);
-            waiters.extend(line);
+            line.reverse();
+            lines.push(line);
         }
-        // Each user's line is in order; several users' lines by when each waiter came.
-        waiters.sort_by_key(|w| w.since_ms.unwrap_or(u64::MAX));
+        // Each user's line in its own order (a waiter's clock is read
+        // before it takes its place), several users' lines merged by when
+        // each waiter came.
+        let mut waiters = Vec::new();
+        while let Some(next) = lines
+            .iter_mut()
+            .filter(|line| !line.is_empty())
+            .min_by_key(|line| line.last().and_then(|w| w.since_ms).unwrap_or(u64::MAX))
+        {
+            waiters.extend(next.pop());
+        }
         Ok(waiters)
     }
 
