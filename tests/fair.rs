@@ -562,3 +562,67 @@ fn a_users_line_is_listed_in_its_order_whatever_the_clocks_say() {
     first.finish().assert_code(0);
     second.finish().assert_code(0);
 }
+
+/// A ticket with the highest number there is (planted, and kept alive by
+/// a flock or a bound name) is not taken for a ticket: a fair waiter that
+/// comes next neither fails (its number would overflow) nor goes ahead of
+/// anyone.
+fn a_ticket_numbered_at_the_top_is_ignored(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-top-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let _planted;
+    let mut flocker = None;
+    if backend == Backend::Abstract {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!(
+            "{}\0l\0{}\0f\01\0{}",
+            sb.abstract_name("lk"),
+            u64::MAX,
+            std::process::id()
+        );
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        _planted = std::os::unix::net::UnixListener::bind_addr(&address).unwrap();
+    } else {
+        let Some(flock) = common::system_flock() else {
+            eprintln!("skipped: no /usr/bin/flock");
+            return;
+        };
+        let uid = nix::unistd::geteuid().as_raw();
+        let dir = sb.locks.join(format!(".lk.lockwrap-line-{uid}"));
+        fs::create_dir(&dir).unwrap();
+        let ticket = dir.join(format!("{}.fair", u64::MAX));
+        let taken = sb.work_path("taken");
+        let mut command = std::process::Command::new(flock);
+        command.args([
+            ticket.to_str().unwrap(),
+            "sh",
+            "-c",
+            &format!("touch '{}'; exec sleep 600", taken.display()),
+        ]);
+        flocker = Some(sb.spawn(command, "flocker"));
+        common::wait_for_file(&taken, WAIT);
+    }
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut first = start_fair_waiter(&sb, &lock, &log, 1);
+    wait_listed(&sb, &lock, first.pid());
+    let mut second = start_fair_waiter(&sb, &lock, &log, 2);
+    assert_eq!(wait_listed(&sb, &lock, second.pid()).position, Some(2));
+    holder.release_and_finish().assert_code(0);
+    first.finish().assert_code(0);
+    second.finish().assert_code(0);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "1\n2\n");
+    if let Some(mut flocker) = flocker {
+        flocker.kill_and_reap();
+    }
+}
+
+#[test]
+fn a_ticket_numbered_at_the_top_is_ignored_flock() {
+    a_ticket_numbered_at_the_top_is_ignored(Backend::Flock);
+}
+
+#[test]
+fn a_ticket_numbered_at_the_top_is_ignored_abstract() {
+    a_ticket_numbered_at_the_top_is_ignored(Backend::Abstract);
+}

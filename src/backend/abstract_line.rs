@@ -52,6 +52,8 @@ const TURNSTILE_AT_MOST: Duration = Duration::from_secs(5);
 const TURNSTILE_VISIBLE_ONLY: Duration = Duration::from_millis(100);
 /// How often the turnstile is tried again meanwhile.
 const TURNSTILE_AGAIN: Duration = Duration::from_millis(1);
+/// The highest ticket number taken for one (see `parse_listed`).
+const MAX_SEQ: u64 = 1 << 53;
 /// How often a fair waiter looks again when it cannot connect to the
 /// ticket ahead (its backlog is full) and so cannot wait for its hangup.
 const LOOK_AGAIN: Duration = Duration::from_millis(50);
@@ -287,7 +289,9 @@ fn parse_listed(rest: &[u8]) -> Option<Listed> {
             .then(|| f.parse().ok())
             .flatten()
     };
-    let seq = number(fields.next())?;
+    // Higher numbers are never reached by counting: such a name was
+    // planted (anyone may bind one), and its number plus one would overflow.
+    let seq = number(fields.next()).filter(|n| *n <= MAX_SEQ)?;
     let fair = match fields.next()? {
         "f" => true,
         "w" => false,
@@ -312,7 +316,7 @@ mod tests {
         for name in [b"x".to_vec(), vec![b'n'; 107]] {
             let line = AbstractLine::new("@x", &name);
             let listed = Listed {
-                seq: u64::MAX,
+                seq: MAX_SEQ,
                 fair: true,
                 since_ms: 9_999_999_999_999,
                 pid: i32::MAX,
@@ -335,6 +339,7 @@ mod tests {
             );
         }
         assert!(parse_listed(b"1@f@2").is_none());
+        assert!(parse_listed(format!("{}@f@2@3", MAX_SEQ + 1).as_bytes()).is_none());
         assert!(parse_listed(b"1@x@2@3").is_none());
         assert!(parse_listed(b"1@f@2@3@4").is_none());
     }

@@ -70,6 +70,9 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// gives up: each time means someone else left, so this is never reached.
 const MAX_REJOINS: usize = 1000;
 
+/// The highest ticket number taken for one (see `parse_ticket_name`).
+const MAX_SEQ: u64 = 1 << 53;
+
 /// The line of waiters of a lock at a path.
 pub struct FileLine {
     lock: String,
@@ -406,8 +409,11 @@ fn parse_ticket_name(name: &OsStr) -> Option<TicketName> {
     if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
+    // Higher numbers are never reached by counting: such a name was
+    // planted, and its number plus one would overflow.
+    let seq = seq.parse().ok().filter(|n| *n <= MAX_SEQ)?;
     Some(TicketName {
-        seq: seq.parse().ok()?,
+        seq,
         fair,
         name: name.to_owned(),
     })
@@ -599,7 +605,10 @@ mod tests {
         assert_eq!((t.seq, t.fair), (42, true));
         let t = parse_ticket_name(&ticket_name(7, false)).unwrap();
         assert_eq!((t.seq, t.fair), (7, false));
-        for other in ["x.fair", ".fair", "1.tmp", "1", "-1.fair", "1.fair.x"] {
+        let too_high = format!("{}.fair", MAX_SEQ + 1);
+        for other in [
+            "x.fair", ".fair", "1.tmp", "1", "-1.fair", "1.fair.x", &too_high,
+        ] {
             assert!(parse_ticket_name(OsStr::new(other)).is_none(), "{other}");
         }
     }
