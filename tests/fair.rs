@@ -411,3 +411,215 @@ fn a_plain_flock_waiter_is_listed() {
     holder.release_and_finish().assert_code(0);
     plain.finish().assert_code(0);
 }
+
+/// Another process (any user who may read the line) takes a flock on the
+/// tickets of the fair waiters ahead as they leave: on the ticket of one
+/// that is SIGKILLed and on the one of the head, which leaves the line
+/// when it gets the lock. The fair waiter behind is not held up by either
+/// (the tickets' records show their waiters gone), and `--status` no
+/// longer lists the dead one.
+#[test]
+fn a_flock_taken_on_a_ticket_by_someone_else_holds_nobody_up() {
+    let Some(flock) = common::system_flock() else {
+        eprintln!("skipped: no /usr/bin/flock");
+        return;
+    };
+    let sb = Sandbox::new("fair-squatted");
+    let lock = Backend::Flock.spec(&sb, "lk");
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut ahead = Vec::new();
+    let mut squatters = Vec::new();
+    let uid = nix::unistd::geteuid().as_raw();
+    for n in 1..=2 {
+        let proc = start_fair_waiter(&sb, &lock, &log, n);
+        wait_listed(&sb, &lock, proc.pid());
+        let ticket = sb
+            .locks
+            .join(format!(".lk.lockwrap-line-{uid}"))
+            .join(format!("{n}.fair"));
+        // Queued behind the waiter's own flock: granted when it leaves.
+        let mut command = std::process::Command::new(&flock);
+        command.args([ticket.to_str().unwrap(), "sleep", "600"]);
+        squatters.push(sb.spawn(command, &format!("squatter{n}")));
+        ahead.push(proc);
+    }
+    let mut last = start_fair_waiter(&sb, &lock, &log, 3);
+    assert_eq!(wait_listed(&sb, &lock, last.pid()).position, Some(3));
+    ahead[1].kill_and_reap();
+    let killed = ahead[1].pid();
+    wait_until("the killed waiter to leave the list", WAIT, || {
+        !waiters(&status_json(&sb, &lock))
+            .iter()
+            .any(|w| w.pid == Some(killed))
+    });
+    holder.release_and_finish().assert_code(0);
+    ahead[0].finish().assert_code(0);
+    last.finish().assert_code(0);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "1\n3\n");
+    for squatter in &mut squatters {
+        squatter.kill_and_reap();
+    }
+}
+
+/// Someone holds the line's numbering lock (the line directory's flock, or
+/// the abstract line's turnstile name) and never lets go: a waiter without
+/// `--fair`, which joins the line only to be visible, is not held up by it
+/// beyond a moment: `-w 1` still ends after about a second, not after the
+/// 5 s a `--fair` waiter tries for its place.
+fn a_stuck_line_does_not_hold_up_a_plain_waiter(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-stuck-line-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let _turnstile;
+    let mut dir_locker = None;
+    if backend == Backend::Abstract {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("{}\0t", sb.abstract_name("lk"));
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        _turnstile = std::os::unix::net::UnixListener::bind_addr(&address).unwrap();
+    } else {
+        let Some(flock) = common::system_flock() else {
+            eprintln!("skipped: no /usr/bin/flock");
+            return;
+        };
+        let uid = nix::unistd::geteuid().as_raw();
+        let dir = sb.locks.join(format!(".lk.lockwrap-line-{uid}"));
+        fs::create_dir(&dir).unwrap();
+        let taken = sb.work_path("taken");
+        let mut command = std::process::Command::new(flock);
+        command.args([
+            dir.to_str().unwrap(),
+            "sh",
+            "-c",
+            &format!("touch '{}'; exec sleep 600", taken.display()),
+        ]);
+        dir_locker = Some(sb.spawn(command, "dir-locker"));
+        common::wait_for_file(&taken, WAIT);
+    }
+    let started = std::time::Instant::now();
+    let out = sb.run(sb.lockwrap(["-w", "1", &lock, "true"]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{backend:?}: -w 1 took {:?}",
+        started.elapsed()
+    );
+    holder.release_and_finish().assert_code(0);
+    if let Some(mut locker) = dir_locker {
+        locker.kill_and_reap();
+    }
+}
+
+#[test]
+fn a_stuck_line_does_not_hold_up_a_plain_waiter_flock() {
+    a_stuck_line_does_not_hold_up_a_plain_waiter(Backend::Flock);
+}
+
+#[test]
+fn a_stuck_line_does_not_hold_up_a_plain_waiter_abstract() {
+    a_stuck_line_does_not_hold_up_a_plain_waiter(Backend::Abstract);
+}
+
+/// Two fair waiters whose "waiting since" is not in the order they took
+/// their places (the first took its time between reading the clock and
+/// joining): `--status` lists a user's line in the line's order, #1 first.
+#[test]
+fn a_users_line_is_listed_in_its_order_whatever_the_clocks_say() {
+    let sb = Sandbox::new("fair-listed-order");
+    let lock = Backend::Flock.spec(&sb, "lk");
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut first = start_fair_waiter(&sb, &lock, &log, 1);
+    wait_listed(&sb, &lock, first.pid());
+    let mut second = start_fair_waiter(&sb, &lock, &log, 2);
+    wait_listed(&sb, &lock, second.pid());
+    let uid = nix::unistd::geteuid().as_raw();
+    let ticket = sb
+        .locks
+        .join(format!(".lk.lockwrap-line-{uid}"))
+        .join("1.fair");
+    let record = fs::read_to_string(&ticket).unwrap();
+    let later: String = record
+        .lines()
+        .map(|line| match line.strip_prefix("acquired_ms=") {
+            Some(ms) => format!("acquired_ms={}\n", ms.parse::<u64>().unwrap() + 60_000),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    fs::write(&ticket, later).unwrap();
+    let json = status_json(&sb, &lock);
+    let listed: Vec<_> = waiters(&json).iter().map(|w| (w.pid, w.position)).collect();
+    assert_eq!(
+        listed,
+        [(Some(first.pid()), Some(1)), (Some(second.pid()), Some(2))],
+        "{json}"
+    );
+    holder.release_and_finish().assert_code(0);
+    first.finish().assert_code(0);
+    second.finish().assert_code(0);
+}
+
+/// A ticket with the highest number there is (planted, and kept alive by
+/// a flock or a bound name) is not taken for a ticket: a fair waiter that
+/// comes next neither fails (its number would overflow) nor goes ahead of
+/// anyone.
+fn a_ticket_numbered_at_the_top_is_ignored(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-top-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let _planted;
+    let mut flocker = None;
+    if backend == Backend::Abstract {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!(
+            "{}\0l\0{}\0f\01\0{}",
+            sb.abstract_name("lk"),
+            u64::MAX,
+            std::process::id()
+        );
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        _planted = std::os::unix::net::UnixListener::bind_addr(&address).unwrap();
+    } else {
+        let Some(flock) = common::system_flock() else {
+            eprintln!("skipped: no /usr/bin/flock");
+            return;
+        };
+        let uid = nix::unistd::geteuid().as_raw();
+        let dir = sb.locks.join(format!(".lk.lockwrap-line-{uid}"));
+        fs::create_dir(&dir).unwrap();
+        let ticket = dir.join(format!("{}.fair", u64::MAX));
+        let taken = sb.work_path("taken");
+        let mut command = std::process::Command::new(flock);
+        command.args([
+            ticket.to_str().unwrap(),
+            "sh",
+            "-c",
+            &format!("touch '{}'; exec sleep 600", taken.display()),
+        ]);
+        flocker = Some(sb.spawn(command, "flocker"));
+        common::wait_for_file(&taken, WAIT);
+    }
+    let log = sb.work_path("order.log");
+    let mut holder = sb.hold(&[], &lock);
+    let mut first = start_fair_waiter(&sb, &lock, &log, 1);
+    wait_listed(&sb, &lock, first.pid());
+    let mut second = start_fair_waiter(&sb, &lock, &log, 2);
+    assert_eq!(wait_listed(&sb, &lock, second.pid()).position, Some(2));
+    holder.release_and_finish().assert_code(0);
+    first.finish().assert_code(0);
+    second.finish().assert_code(0);
+    assert_eq!(fs::read_to_string(&log).unwrap(), "1\n2\n");
+    if let Some(mut flocker) = flocker {
+        flocker.kill_and_reap();
+    }
+}
+
+#[test]
+fn a_ticket_numbered_at_the_top_is_ignored_flock() {
+    a_ticket_numbered_at_the_top_is_ignored(Backend::Flock);
+}
+
+#[test]
+fn a_ticket_numbered_at_the_top_is_ignored_abstract() {
+    a_ticket_numbered_at_the_top_is_ignored(Backend::Abstract);
+}

@@ -43,12 +43,17 @@ const MAX_NAME: usize = 107;
 /// Room a ticket name needs after BASE: `\0l\0` + 20 digits + `\0f\0` + 13
 /// digits + `\0` + 10 digits.
 const SUFFIX_ROOM: usize = 50;
-/// How long a waiter tries for the turnstile, which others hold for a few
-/// calls only: a process stopped (SIGSTOP) in that moment is the only way
-/// to exceed it.
+/// How long a `--fair` waiter tries for the turnstile, which others hold
+/// for a few calls only: a process stopped (SIGSTOP) in that moment, or
+/// anyone binding the name, is the only way to exceed it.
 const TURNSTILE_AT_MOST: Duration = Duration::from_secs(5);
+/// How long a waiter without `--fair` tries for it: its place only makes it
+/// visible, which must not delay its wait for the lock (nor its `-w`).
+const TURNSTILE_VISIBLE_ONLY: Duration = Duration::from_millis(100);
 /// How often the turnstile is tried again meanwhile.
 const TURNSTILE_AGAIN: Duration = Duration::from_millis(1);
+/// The highest ticket number taken for one (see `parse_listed`).
+const MAX_SEQ: u64 = 1 << 53;
 /// How often a fair waiter looks again when it cannot connect to the
 /// ticket ahead (its backlog is full) and so cannot wait for its hangup.
 const LOOK_AGAIN: Duration = Duration::from_millis(50);
@@ -135,13 +140,13 @@ impl AbstractLine {
         tickets
     }
 
-    /// Binds the turnstile (`BASE\0t`), trying again for a while: whoever
-    /// holds it holds it for a few calls.
-    fn turnstile(&self) -> Result<OwnedFd, Error> {
+    /// Binds the turnstile (`BASE\0t`), trying again for at most
+    /// `patience`: whoever holds it holds it for a few calls.
+    fn turnstile(&self, patience: Duration) -> Result<OwnedFd, Error> {
         let mut name = self.base.clone();
         name.extend_from_slice(b"\0t");
         let address = self.address(&name)?;
-        let give_up = Instant::now() + TURNSTILE_AT_MOST;
+        let give_up = Instant::now() + patience;
         loop {
             let socket = self.new_socket(SockFlag::empty())?;
             match bind(socket.as_raw_fd(), &address) {
@@ -161,7 +166,11 @@ impl Line for AbstractLine {
     }
 
     fn join(&self, entry: &LineEntry) -> Result<Box<dyn Ticket>, Error> {
-        let turnstile = self.turnstile()?;
+        let turnstile = self.turnstile(if entry.fair {
+            TURNSTILE_AT_MOST
+        } else {
+            TURNSTILE_VISIBLE_ONLY
+        })?;
         let seq = self.list().last().map_or(1, |t| t.seq + 1);
         let listed = Listed {
             seq,
@@ -280,7 +289,9 @@ fn parse_listed(rest: &[u8]) -> Option<Listed> {
             .then(|| f.parse().ok())
             .flatten()
     };
-    let seq = number(fields.next())?;
+    // Higher numbers are never reached by counting: such a name was
+    // planted (anyone may bind one), and its number plus one would overflow.
+    let seq = number(fields.next()).filter(|n| *n <= MAX_SEQ)?;
     let fair = match fields.next()? {
         "f" => true,
         "w" => false,
@@ -305,7 +316,7 @@ mod tests {
         for name in [b"x".to_vec(), vec![b'n'; 107]] {
             let line = AbstractLine::new("@x", &name);
             let listed = Listed {
-                seq: u64::MAX,
+                seq: MAX_SEQ,
                 fair: true,
                 since_ms: 9_999_999_999_999,
                 pid: i32::MAX,
@@ -328,6 +339,7 @@ mod tests {
             );
         }
         assert!(parse_listed(b"1@f@2").is_none());
+        assert!(parse_listed(format!("{}@f@2@3", MAX_SEQ + 1).as_bytes()).is_none());
         assert!(parse_listed(b"1@x@2@3").is_none());
         assert!(parse_listed(b"1@f@2@3@4").is_none());
     }

@@ -44,20 +44,34 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use super::path_artifact::{self, FileId, Location, io_errno};
 use super::{Line, LineEntry, Ticket, WaiterInfo};
 use crate::error::Error;
+use crate::holder::Liveness;
 use crate::wait::{Interruptible, Waiter};
 
-/// How long a waiter tries for the line directory's flock, which others
-/// hold only for the few calls that create a ticket or remove dead ones: a
-/// process stopped (SIGSTOP) in that moment is the only way to exceed it.
+/// How long a `--fair` waiter tries for the line directory's flock, which
+/// others hold only for the few calls that create a ticket or remove dead
+/// ones: a process stopped (SIGSTOP) in that moment, or someone else who
+/// may read the directory and flocks it, is the only way to exceed it.
 const DIR_LOCK_AT_MOST: Duration = Duration::from_secs(5);
+
+/// How long a waiter without `--fair` tries for it: its place only makes it
+/// visible, which must not delay its wait for the lock (nor its `-w`).
+const DIR_LOCK_VISIBLE_ONLY: Duration = Duration::from_millis(100);
 
 /// How often the line directory's flock is tried again meanwhile.
 const DIR_LOCK_AGAIN: Duration = Duration::from_millis(1);
+
+/// How often a fair waiter whose turn depends on a ticket's flock also
+/// looks at the ticket's name and record: someone else may hold the flock
+/// of a ticket whose waiter left or died (a flock needs only read access).
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// How often a waiter starts over when the line directory vanished under it
 /// (removed by the last leaver between its mkdir and its ticket) before it
 /// gives up: each time means someone else left, so this is never reached.
 const MAX_REJOINS: usize = 1000;
+
+/// The highest ticket number taken for one (see `parse_ticket_name`).
+const MAX_SEQ: u64 = 1 << 53;
 
 /// The line of waiters of a lock at a path.
 pub struct FileLine {
@@ -153,7 +167,12 @@ impl Line for FileLine {
             let Some(dir) = self.open_own(parent.as_fd(), true)? else {
                 continue;
             };
-            let guard = DirLock::take(dir.as_fd())
+            let patience = if entry.fair {
+                DIR_LOCK_AT_MOST
+            } else {
+                DIR_LOCK_VISIBLE_ONLY
+            };
+            let guard = DirLock::take(dir.as_fd(), patience)
                 .map_err(|e| Error::os(&self.lock, "--fair: cannot lock the line of waiters", e))?;
             // Whoever joins removes what dead waiters left, so that it never
             // piles up however many waiters are killed in a row.
@@ -208,7 +227,7 @@ impl Line for FileLine {
         let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", parent.as_raw_fd())) else {
             return Ok(Vec::new());
         };
-        let mut waiters = Vec::new();
+        let mut lines = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(uid) = name
@@ -227,7 +246,7 @@ impl Line for FileLine {
                 let Some(file) = open_ticket(dir.as_fd(), &ticket.name) else {
                     continue;
                 };
-                if probe(file.as_fd()) != Some(true) {
+                if probe(file.as_fd()) != Some(true) || recorded_gone(file.as_fd()) {
                     continue;
                 }
                 match path_artifact::read_record_fd(file.as_fd()) {
@@ -246,10 +265,20 @@ impl Line for FileLine {
                 }
             }
             WaiterInfo::number_fair(&mut line);
-            waiters.extend(line);
+            line.reverse();
+            lines.push(line);
         }
-        // Each user's line is in order; several users' lines by when each waiter came.
-        waiters.sort_by_key(|w| w.since_ms.unwrap_or(u64::MAX));
+        // Each user's line in its own order (a waiter's clock is read
+        // before it takes its place), several users' lines merged by when
+        // each waiter came.
+        let mut waiters = Vec::new();
+        while let Some(next) = lines
+            .iter_mut()
+            .filter(|line| !line.is_empty())
+            .min_by_key(|line| line.last().and_then(|w| w.since_ms).unwrap_or(u64::MAX))
+        {
+            waiters.extend(next.pop());
+        }
         Ok(waiters)
     }
 
@@ -296,8 +325,20 @@ impl Ticket for FileTicket {
                     continue;
                 };
                 match probe(file.as_fd()) {
+                    Some(true) if recorded_gone(file.as_fd()) => dead = true,
                     Some(true) => {
-                        wait_for_flock(&self.lock, file, libc::LOCK_SH, waiter)?;
+                        let dir = self.dir.as_fd();
+                        let name = ticket.name.as_os_str();
+                        let id = FileId::of_fd(file.as_fd()).ok();
+                        let check = file.try_clone().ok();
+                        // Its waiter's leaving (unlink) or death (its record)
+                        // tells what the flock cannot when someone else
+                        // took it meanwhile.
+                        let left = || {
+                            FileId::at(dir, name) != id
+                                || check.as_ref().is_some_and(|f| recorded_gone(f.as_fd()))
+                        };
+                        wait_for_flock(&self.lock, file, libc::LOCK_SH, waiter, left)?;
                         waited = true;
                         break;
                     }
@@ -305,7 +346,7 @@ impl Ticket for FileTicket {
                     None => {}
                 }
             }
-            if dead && let Ok(guard) = DirLock::take(self.dir.as_fd()) {
+            if dead && let Ok(guard) = DirLock::take(self.dir.as_fd(), DIR_LOCK_AT_MOST) {
                 remove_dead(self.dir.as_fd(), &guard);
             }
             if !waited {
@@ -368,8 +409,11 @@ fn parse_ticket_name(name: &OsStr) -> Option<TicketName> {
     if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
+    // Higher numbers are never reached by counting: such a name was
+    // planted, and its number plus one would overflow.
+    let seq = seq.parse().ok().filter(|n| *n <= MAX_SEQ)?;
     Some(TicketName {
-        seq: seq.parse().ok()?,
+        seq,
         fair,
         name: name.to_owned(),
     })
@@ -426,6 +470,13 @@ fn probe(file: BorrowedFd<'_>) -> Option<bool> {
     }
 }
 
+/// Whether the ticket open as `file` names a waiter that is provably gone
+/// (pid and start time): its flock may be held by someone else, since
+/// anyone who may read a file may flock it.
+fn recorded_gone(file: BorrowedFd<'_>) -> bool {
+    path_artifact::read_record_fd(file).is_some_and(|r| r.liveness() == Liveness::Dead)
+}
+
 /// Removes the tickets of `dir` whose flock can be taken: their waiters
 /// left or died. Only under the directory's flock (`_guard`), so a ticket
 /// in the moment between its creation and its waiter's flock is never
@@ -437,7 +488,11 @@ fn remove_dead(dir: BorrowedFd<'_>, _guard: &DirLock<'_>) {
         };
         // Exclusive: of several removers (none can be here: the directory
         // flock) and of a waiter's shared wait, only one holds it.
-        if super::flock_fd(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).is_err() {
+        // A ticket whose record shows its waiter gone is dead even when
+        // someone else (who may read it) holds a flock on it.
+        if super::flock_fd(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB).is_err()
+            && !recorded_gone(file.as_fd())
+        {
             continue;
         }
         if FileId::of_fd(file.as_fd()).ok() == FileId::at(dir, &ticket.name) {
@@ -451,10 +506,10 @@ fn remove_dead(dir: BorrowedFd<'_>, _guard: &DirLock<'_>) {
 struct DirLock<'a>(BorrowedFd<'a>);
 
 impl<'a> DirLock<'a> {
-    /// Takes it, trying again for at most [`DIR_LOCK_AT_MOST`]: its holders
-    /// hold it for a few calls only.
-    fn take(dir: BorrowedFd<'a>) -> Result<DirLock<'a>, Errno> {
-        let give_up = Instant::now() + DIR_LOCK_AT_MOST;
+    /// Takes it, trying again for at most `patience`: its holders hold it
+    /// for a few calls only.
+    fn take(dir: BorrowedFd<'a>, patience: Duration) -> Result<DirLock<'a>, Errno> {
+        let give_up = Instant::now() + patience;
         loop {
             match DirLock::try_take(dir) {
                 Err(Errno::EWOULDBLOCK) if Instant::now() < give_up => {
@@ -483,13 +538,15 @@ impl Drop for DirLock<'_> {
 }
 
 /// Takes flock `operation` on `file`, waiting on a helper thread as
-/// `waiter` allows; `file` is closed when it returns, so a lock taken only
-/// to learn that its holder left goes at once.
+/// `waiter` allows, or until `left` says (asked every [`RECHECK`]) that
+/// there is nothing to wait for; `file` is closed when it returns, so a
+/// lock taken only to learn that its holder left goes at once.
 fn wait_for_flock(
     lock: &str,
     file: OwnedFd,
     operation: libc::c_int,
     waiter: &Waiter<'_>,
+    left: impl Fn() -> bool,
 ) -> Result<(), Error> {
     let failed = |e| Error::os(lock, "--fair: cannot wait for the waiter ahead", e);
     match super::flock_fd(file.as_raw_fd(), operation | libc::LOCK_NB) {
@@ -510,12 +567,16 @@ fn wait_for_flock(
     })
     .map_err(failed)?;
     loop {
-        if let Err(gave_up) = waiter.pause(&[blocked.as_fd()], None) {
+        if let Err(gave_up) = waiter.pause(&[blocked.as_fd()], Some(RECHECK)) {
             blocked.cancel();
             return Err(gave_up);
         }
         if let Some(result) = blocked.try_result() {
             return result.map_err(failed);
+        }
+        if left() {
+            blocked.cancel();
+            return Ok(());
         }
     }
 }
@@ -544,7 +605,10 @@ mod tests {
         assert_eq!((t.seq, t.fair), (42, true));
         let t = parse_ticket_name(&ticket_name(7, false)).unwrap();
         assert_eq!((t.seq, t.fair), (7, false));
-        for other in ["x.fair", ".fair", "1.tmp", "1", "-1.fair", "1.fair.x"] {
+        let too_high = format!("{}.fair", MAX_SEQ + 1);
+        for other in [
+            "x.fair", ".fair", "1.tmp", "1", "-1.fair", "1.fair.x", &too_high,
+        ] {
             assert!(parse_ticket_name(OsStr::new(other)).is_none(), "{other}");
         }
     }
