@@ -1402,3 +1402,45 @@ fn a_line_key_of_another_type_is_refused_with_66() {
         );
     });
 }
+
+/// Issue 13 (5), from the attack on the server line: a user whose ACL
+/// refuses a command that only the line's scripts run (here `ZADD`) gets
+/// a one-line refusal with `--fair` (77, as a refused `NOPERM` is; a
+/// server's refusal inside a script used to read as "temporary", 75), and
+/// waits unlisted without it.
+#[test]
+fn a_user_the_acl_refuses_the_line_gets_77_with_fair() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-line-acl");
+        let reply = server.command(&[
+            "ACL",
+            "SETUSER",
+            "noline",
+            "on",
+            ">pw",
+            "~lockwrap:*",
+            "&*",
+            "+@all",
+            "-zadd",
+        ]);
+        assert_eq!(reply, "+OK\r\n");
+        let lock = format!("redis://noline:pw@127.0.0.1:{}#acl", server.port);
+        let mut holder = sb.hold(&[], &lock);
+        let out = run(&sb, &["--fair", &lock, "true"]);
+        out.assert_error(77);
+        assert!(
+            out.stderr.contains("line of waiters") && out.stderr.contains("ACL"),
+            "{out:?}"
+        );
+        assert!(!out.stderr.contains("pw@"), "{out:?}");
+        let marker = sb.work_path("ran");
+        let mut plain = sb.spawn(
+            sb.lockwrap([&lock, "touch", marker.to_str().unwrap()]),
+            "plain",
+        );
+        server.wait_for_waiters("acl", 1);
+        holder.release_and_finish().assert_code(0);
+        plain.finish().assert_code(0);
+        assert!(marker.exists());
+    });
+}
