@@ -1271,3 +1271,176 @@ fn the_line_of_a_sentinel_lock_is_on_the_master() {
     waiter.finish().assert_code(0);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "1\n");
 }
+
+/// `server.command(["EVAL", lua, "0"])`: for keys and members that are not
+/// UTF-8 (`string.char`), which the raw command helper cannot send.
+fn eval(server: &RedisServer, lua: &str) -> String {
+    server.command(&["EVAL", lua, "0"])
+}
+
+/// Issue 13 (5), from the attack on the server line: members of the line
+/// that are not live tickets lockwrap keeps hold up no `--fair` waiter
+/// and break no order: a ticket key planted without a TTL (or with one
+/// longer than a ticket's lease: it would block the line for ever, or for
+/// as long), an infinite number (every later ticket would tie with it and
+/// be served in the order of their random ids), and a member that is not
+/// UTF-8 (it failed every fair waiter, 75).
+#[test]
+fn planted_tickets_hold_up_no_fair_waiter() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-fair-planted");
+        let lock = server.lock("pl");
+        let plant = "local line = 'lockwrap:pl:line'
+            redis.call('ZADD', line, 1, 'f.forever')
+            redis.call('SET', line .. ':f.forever', 'x')
+            redis.call('ZADD', line, 2, 'f.long')
+            redis.call('SET', line .. ':f.long', 'x', 'PX', 600000)
+            redis.call('ZADD', line, 'inf', 'w.inf')
+            redis.call('SET', line .. ':w.inf', 'x', 'PX', 600000)
+            local bad = 'f.' .. string.char(255)
+            redis.call('ZADD', line, 3, bad)
+            redis.call('SET', line .. ':' .. bad, 'x', 'PX', 2900)
+            return redis.call('ZCARD', line)";
+        assert_eq!(integer(&eval(server, plant)), 4);
+        let mut fair = sb.spawn(sb.lockwrap(["--fair", &lock, "true"]), "fair");
+        let status = fair.wait_timeout(WAIT);
+        fair.output(status).assert_code(0);
+
+        // Two fair waiters behind a holder get finite numbers, in order.
+        assert_eq!(integer(&eval(server, plant)), 4);
+        let log = sb.work_path("order.log");
+        let mut holder = sb.hold(&[], &lock);
+        let mut first = waiters::start_fair_waiter(&sb, &lock, &log, 1);
+        assert_eq!(
+            waiters::wait_listed(&sb, &lock, first.pid()).position,
+            Some(1)
+        );
+        let mut second = waiters::start_fair_waiter(&sb, &lock, &log, 2);
+        assert_eq!(
+            waiters::wait_listed(&sb, &lock, second.pid()).position,
+            Some(2)
+        );
+        let scores = server.command(&["ZRANGE", "lockwrap:pl:line", "0", "-1", "WITHSCORES"]);
+        assert!(
+            ["inf", "forever", "long"]
+                .iter()
+                .all(|w| !scores.contains(w)),
+            "{scores:?}"
+        );
+        holder.release_and_finish().assert_code(0);
+        first.finish().assert_code(0);
+        second.finish().assert_code(0);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "1\n2\n");
+    });
+}
+
+/// Issue 13 (6), from the attack on the server line: a ticket record that
+/// is not UTF-8 and full of control characters (anyone who may write the
+/// line may write one) hides no waiter from `--status` (it used to empty
+/// the whole list) and is printed escaped: no control character reaches
+/// the terminal, the JSON stays valid.
+#[test]
+fn a_planted_ticket_record_hides_no_waiter() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-planted-record");
+        let lock = server.lock("pr");
+        let log = sb.work_path("order.log");
+        let mut holder = sb.hold(&[], &lock);
+        let mut fair = waiters::start_fair_waiter(&sb, &lock, &log, 1);
+        waiters::wait_listed(&sb, &lock, fair.pid());
+        let record = "lockwrap-holder 1\\npid=4242\\nstart_time=1\\nboot_id=b\\n\
+            host=h\\27[2J\\r\\npid_ns=1\\nuid=0\\nacquired_ms=1\\n\
+            command=evil\\27Ptitle\\7 \\255\\254 \\\\ \\\"q\\\"\\n";
+        let plant = format!(
+            "redis.call('ZADD', 'lockwrap:pr:line', 7, 'w.planted')
+             redis.call('SET', 'lockwrap:pr:line:w.planted', \"{record}\", 'PX', 3000)
+             return 1"
+        );
+        assert_eq!(integer(&eval(server, &plant)), 1);
+        let json = waiters::status_json(&sb, &lock);
+        let text = run(&sb, &["--status", &lock]).stdout;
+        let listed = waiters::waiters(&json);
+        assert!(listed.iter().any(|w| w.pid == Some(fair.pid())), "{json}");
+        assert!(listed.iter().any(|w| w.pid == Some(4242)), "{json}");
+        assert!(json.contains("\\u001bPtitle\\u0007"), "{json}");
+        for output in [&json, &text] {
+            assert!(
+                !output
+                    .trim_end()
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n'),
+                "{output:?}"
+            );
+        }
+        holder.release_and_finish().assert_code(0);
+        fair.finish().assert_code(0);
+    });
+}
+
+/// Issue 13 (5), from the attack on the server line: a key of another
+/// type at the line's name (not lockwrap's) is neither used nor removed:
+/// `--fair` refuses in one line naming it (66, as for a line directory
+/// that is not this user's; it was 75, "temporary"), a waiter without
+/// `--fair` takes the lock, `--status` works.
+#[test]
+fn a_line_key_of_another_type_is_refused_with_66() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-line-wrongtype");
+        let lock = server.lock("wt");
+        server.command(&["SET", "lockwrap:wt:line", "not a line"]);
+        let out = run(&sb, &["--fair", &lock, "true"]);
+        out.assert_error(66);
+        assert!(
+            out.stderr.contains("lockwrap:wt:line") && out.stderr.contains("DEL"),
+            "{out:?}"
+        );
+        run(&sb, &[&lock, "true"]).assert_code(0);
+        run(&sb, &["--status", &lock]).assert_code(0);
+        assert_eq!(
+            server.command(&["GET", "lockwrap:wt:line"]),
+            "$10\r\nnot a line\r\n"
+        );
+    });
+}
+
+/// Issue 13 (5), from the attack on the server line: a user whose ACL
+/// refuses a command that only the line's scripts run (here `ZADD`) gets
+/// a one-line refusal with `--fair` (77, as a refused `NOPERM` is; a
+/// server's refusal inside a script used to read as "temporary", 75), and
+/// waits unlisted without it.
+#[test]
+fn a_user_the_acl_refuses_the_line_gets_77_with_fair() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-line-acl");
+        let reply = server.command(&[
+            "ACL",
+            "SETUSER",
+            "noline",
+            "on",
+            ">pw",
+            "~lockwrap:*",
+            "&*",
+            "+@all",
+            "-zadd",
+        ]);
+        assert_eq!(reply, "+OK\r\n");
+        let lock = format!("redis://noline:pw@127.0.0.1:{}#acl", server.port);
+        let mut holder = sb.hold(&[], &lock);
+        let out = run(&sb, &["--fair", &lock, "true"]);
+        out.assert_error(77);
+        assert!(
+            out.stderr.contains("line of waiters") && out.stderr.contains("ACL"),
+            "{out:?}"
+        );
+        assert!(!out.stderr.contains("pw@"), "{out:?}");
+        let marker = sb.work_path("ran");
+        let mut plain = sb.spawn(
+            sb.lockwrap([&lock, "touch", marker.to_str().unwrap()]),
+            "plain",
+        );
+        server.wait_for_waiters("acl", 1);
+        holder.release_and_finish().assert_code(0);
+        plain.finish().assert_code(0);
+        assert!(marker.exists());
+    });
+}

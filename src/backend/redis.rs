@@ -1482,6 +1482,9 @@ fn describe(e: &RedisError) -> String {
     }
 }
 
+/// What to allow a user the server's ACL refuses.
+const ACL_HINT: &str = " (the server's ACL must allow this user EVAL, EVALSHA, PING, EXISTS, HGETALL, BLPOP and PUBLISH, and the commands the scripts run (see the README), on the keys and channels lockwrap:*, and ROLE through Sentinel)";
+
 /// `what` failed on lock `lock` because of `e`: a refused login or command
 /// is for the user to fix (77), anything else may pass (75).
 fn failure(lock: &str, what: &str, e: &RedisError) -> Error {
@@ -1498,9 +1501,14 @@ fn failure(lock: &str, what: &str, e: &RedisError) -> Error {
             "the server refused the user name or password (check the redis://[USER]:PASS@ part of the URL or REDISCLI_AUTH)"
                 .into(),
         ),
-        (ErrorKind::Server(ServerErrorKind::NoPerm), _) | (_, Some("NOPERM")) => permission(format!(
-            "NOPERM {detail} (the server's ACL must allow this user EVAL, EVALSHA, PING, EXISTS, HGETALL, BLPOP and PUBLISH on the keys and channels lockwrap:*, and ROLE through Sentinel)"
-        )),
+        (ErrorKind::Server(ServerErrorKind::NoPerm), _) | (_, Some("NOPERM")) => {
+            permission(format!("NOPERM {detail}{ACL_HINT}"))
+        }
+        // A refusal inside a script is `ERR The user executing the script
+        // can't run this command or subcommand` on Redis 7.0.
+        _ if detail.contains("script can't run this command") => {
+            permission(format!("NOPERM {detail}{ACL_HINT}"))
+        }
         (ErrorKind::Parse | ErrorKind::UnexpectedReturnType, _) => Error::TempFail {
             lock: lock.to_owned(),
             reason: format!(

@@ -69,17 +69,33 @@ const LEAVE_AT_MOST: Duration = Duration::from_secs(3);
 /// again, so that it finds the ticket gone.
 const LAPSE_MARGIN: Duration = Duration::from_millis(20);
 
-/// Drops the dead members, then adds a ticket with the next number and
-/// returns it. KEYS: line, ticket. ARGV: member, record, lease ms, ticket
-/// key prefix. Used again, with the same member, to rejoin at the end.
-/// (Scripts that write after reading what expiry decides replicate their
-/// commands, not themselves, on servers older than 5 that would not.)
+/// Whether a member of the line is a ticket lockwrap keeps (Lua, shared by
+/// [`JOIN`] and [`LIVE`]): its number an integer from 1 to 2^53 (beyond,
+/// numbers lose their order as doubles; an infinite one ties), its key
+/// alive with a lease no longer than a ticket's (a key without a TTL, or
+/// a longer one, was planted or changed by someone else and would hold up
+/// the fair waiters behind it for ever).
+const IS_TICKET: &str = r"
+local function is_ticket(score, pttl, lease)
+  return pttl >= 0 and pttl <= lease and score ~= nil and score >= 1
+    and score <= 9007199254740992 and score == math.floor(score)
+end
+";
+
+/// Drops the members that are not live tickets, then adds a ticket with
+/// the next number and returns it. KEYS: line, ticket. ARGV: member,
+/// record, lease ms, ticket key prefix. Used again, with the same member,
+/// to rejoin at the end. (Scripts that write after reading what expiry
+/// decides replicate their commands, not themselves, on servers older
+/// than 5 that would not.)
 const JOIN: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local lease = tonumber(ARGV[3])
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if redis.call('EXISTS', ARGV[4] .. member) == 0 then
-    redis.call('ZREM', KEYS[1], member)
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #members, 2 do
+  local pttl = redis.call('PTTL', ARGV[4] .. members[i])
+  if not is_ticket(tonumber(members[i + 1]), pttl, lease) then
+    redis.call('ZREM', KEYS[1], members[i])
   end
 end
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
@@ -117,15 +133,18 @@ return 1
 
 /// The live tickets, first come first: `{member, number, pttl, record}`
 /// (record empty unless asked for). KEYS: line. ARGV: ticket key prefix,
-/// `1` to remove dead members, `1` for the records.
+/// `1` to remove the members that are not live tickets, `1` for the
+/// records, lease ms.
 const LIVE: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
+local lease = tonumber(ARGV[4])
 local live = {}
 local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #members, 2 do
   local key = ARGV[1] .. members[i]
   local pttl = redis.call('PTTL', key)
-  if pttl == -2 then
+  local score = tonumber(members[i + 1])
+  if not is_ticket(score, pttl, lease) then
     if ARGV[2] == '1' then redis.call('ZREM', KEYS[1], members[i]) end
   else
     local record = ''
@@ -133,16 +152,16 @@ for i = 1, #members, 2 do
       local value = redis.pcall('GET', key)
       if type(value) == 'string' then record = value end
     end
-    live[#live + 1] = {members[i], tonumber(members[i + 1]), pttl, record}
+    live[#live + 1] = {members[i], score, pttl, record}
   end
 end
 return live
 ";
 
-static JOIN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(JOIN));
+static JOIN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[IS_TICKET, JOIN].concat()));
 static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
 static LEAVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE));
-static LIVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LIVE));
+static LIVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[IS_TICKET, LIVE].concat()));
 
 /// The key names of one lock's line.
 #[derive(Debug, Clone)]
@@ -167,6 +186,23 @@ impl LineKeys {
         format!("{}{member}:left", self.prefix)
     }
 
+    /// What a failed script call on the line means: a key of another type
+    /// at the line's name (planted, or left by something else) is not
+    /// lockwrap's to use or remove, like a line directory that is not this
+    /// user's; anything else as [`failure`] says.
+    fn failure(&self, lock: &str, what: &str, e: &RedisError) -> Error {
+        if e.code() == Some("WRONGTYPE") {
+            return Error::Artifact {
+                lock: lock.to_owned(),
+                reason: format!(
+                    "{what}: the line of waiters {} is a key of another type, not lockwrap's; lockwrap does not use it (remove it with DEL)",
+                    self.line
+                ),
+            };
+        }
+        failure(lock, what, e)
+    }
+
     /// The live tickets, first come first; `trim` removes the dead ones.
     fn live(
         &self,
@@ -174,20 +210,26 @@ impl LineKeys {
         trim: bool,
         records: bool,
     ) -> Result<Vec<Listed>, RedisError> {
-        let rows: Vec<(String, i64, i64, String)> = LIVE_SCRIPT
+        // Bytes: anyone may write a member or record that is not UTF-8.
+        let rows: Vec<(Vec<u8>, i64, i64, Vec<u8>)> = LIVE_SCRIPT
             .key(&self.line)
             .arg(&self.prefix)
             .arg(u8::from(trim))
             .arg(u8::from(records))
+            .arg(TICKET_LEASE.as_millis() as u64)
             .invoke(con)?;
         Ok(rows
             .into_iter()
-            .map(|(member, seq, pttl, record)| Listed {
-                fair: member.starts_with("f."),
-                member,
-                seq,
-                pttl,
-                record,
+            // Not a member lockwrap wrote (its ids are text): no ticket.
+            .filter_map(|(member, seq, pttl, record)| {
+                let member = String::from_utf8(member).ok()?;
+                Some(Listed {
+                    fair: member.starts_with("f."),
+                    member,
+                    seq,
+                    pttl,
+                    record: String::from_utf8_lossy(&record).into_owned(),
+                })
             })
             .collect())
     }
@@ -199,7 +241,7 @@ struct Listed {
     member: String,
     seq: i64,
     fair: bool,
-    /// Its lease left, ms (-1: none, someone else's key).
+    /// Its lease left, ms (at most [`TICKET_LEASE`]).
     pttl: i64,
     record: String,
 }
@@ -292,10 +334,10 @@ impl Line for RedisLine {
     fn waiters(&self) -> Result<Vec<WaiterInfo>, Error> {
         let target = self.lock.connection_info()?;
         let mut con = self.lock.connect(&target, CONNECT_TIMEOUT, None)?;
-        let listed = self
-            .keys
-            .live(&mut con, false, true)
-            .map_err(|e| self.lock.failure("cannot read the line of waiters", &e))?;
+        let listed = self.keys.live(&mut con, false, true).map_err(|e| {
+            self.keys
+                .failure(&self.lock.lock, "cannot read the line of waiters", &e)
+        })?;
         let mut waiters: Vec<WaiterInfo> = listed
             .into_iter()
             .map(|t| match HolderRecord::parse(&t.record) {
@@ -371,7 +413,7 @@ impl Place {
                 let number = self.join_on(&mut c);
                 con = Some(c);
                 number.map(|n| seq.store(n, Ordering::SeqCst)).map_err(|e| {
-                    failure(
+                    self.keys.failure(
                         &self.lock.lock,
                         "--fair: cannot join the line of waiters",
                         &e,
@@ -451,9 +493,11 @@ impl Ticket for RedisTicket {
             if let Err(ended) = waiter.watch(&[], Some(Duration::ZERO)) {
                 return ended;
             }
-            waiter
-                .ended()
-                .unwrap_or_else(|| place.lock.failure("cannot read the line of waiters", e))
+            waiter.ended().unwrap_or_else(|| {
+                place
+                    .keys
+                    .failure(&place.lock.lock, "cannot read the line of waiters", e)
+            })
         };
         // A connection of its own (the helper thread's renews the ticket),
         // for as long as the turn takes.
