@@ -84,6 +84,25 @@ fn wait_listed(sb: &Sandbox, lock: &str, pid: i32) -> Listed {
     found.unwrap()
 }
 
+/// Waits until `--status --json` lists `pid` as a `--fair` waiter (its
+/// ticket, not only its request blocked in the kernel, which /proc/locks
+/// may show first), and returns it.
+#[track_caller]
+fn wait_listed_fair(sb: &Sandbox, lock: &str, pid: i32) -> Listed {
+    let mut found = None;
+    wait_until(
+        &format!("{lock}: pid {pid} to be listed waiting with --fair"),
+        WAIT,
+        || {
+            found = waiters(&status_json(sb, lock))
+                .into_iter()
+                .find(|w| w.pid == Some(pid) && w.fair);
+            found.is_some()
+        },
+    );
+    found.unwrap()
+}
+
 /// A fair waiter whose command is a small process tree that appends its
 /// number to `log` (from a background job of the shell, waited for).
 fn start_fair_waiter(sb: &Sandbox, lock: &str, log: &std::path::Path, n: usize) -> Proc {
@@ -104,7 +123,7 @@ fn fair_order_survives_a_killed_waiter(backend: Backend) {
     let mut waiters_started = Vec::new();
     for n in 1..=5 {
         let proc = start_fair_waiter(&sb, &lock, &log, n);
-        let listed = wait_listed(&sb, &lock, proc.pid());
+        let listed = wait_listed_fair(&sb, &lock, proc.pid());
         assert!(listed.fair, "{backend:?}: waiter {n} is fair: {listed:?}");
         assert_eq!(
             listed.position,
@@ -277,9 +296,12 @@ fn a_fair_waiter_that_gives_up_leaves_the_line(backend: Backend) {
         sb.lockwrap(["--fair", "-w", "0.3", &lock, "true"]),
         "impatient",
     );
-    assert_eq!(wait_listed(&sb, &lock, impatient.pid()).position, Some(2));
+    assert_eq!(
+        wait_listed_fair(&sb, &lock, impatient.pid()).position,
+        Some(2)
+    );
     let mut third = start_fair_waiter(&sb, &lock, &log, 3);
-    assert_eq!(wait_listed(&sb, &lock, third.pid()).position, Some(3));
+    assert_eq!(wait_listed_fair(&sb, &lock, third.pid()).position, Some(3));
     impatient.finish().assert_code(1);
     first.signal(Signal::SIGTERM);
     let out = first.finish();
@@ -445,7 +467,7 @@ fn a_flock_taken_on_a_ticket_by_someone_else_holds_nobody_up() {
         ahead.push(proc);
     }
     let mut last = start_fair_waiter(&sb, &lock, &log, 3);
-    assert_eq!(wait_listed(&sb, &lock, last.pid()).position, Some(3));
+    assert_eq!(wait_listed_fair(&sb, &lock, last.pid()).position, Some(3));
     ahead[1].kill_and_reap();
     let killed = ahead[1].pid();
     wait_until("the killed waiter to leave the list", WAIT, || {
@@ -604,7 +626,7 @@ fn a_ticket_numbered_at_the_top_is_ignored(backend: Backend) {
     let mut first = start_fair_waiter(&sb, &lock, &log, 1);
     wait_listed(&sb, &lock, first.pid());
     let mut second = start_fair_waiter(&sb, &lock, &log, 2);
-    assert_eq!(wait_listed(&sb, &lock, second.pid()).position, Some(2));
+    assert_eq!(wait_listed_fair(&sb, &lock, second.pid()).position, Some(2));
     holder.release_and_finish().assert_code(0);
     first.finish().assert_code(0);
     second.finish().assert_code(0);
