@@ -53,33 +53,35 @@ impl<'a> Place<'a> {
         let Some(line) = &self.line else {
             return Ok(());
         };
-        if !self.fair || line.is_empty() {
+        if !self.fair || line.is_empty(waiter)? {
             return Ok(());
         }
         self.joined.store(true, Ordering::SeqCst);
-        let mut ticket = line.join(&self.entry()?)?;
+        let mut ticket = line.join(&self.entry()?, waiter)?;
         let turn = ticket.wait_turn(waiter);
         *self.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
         turn
     }
 
-    /// Joins the line, once: for [`Waiter::on_first_wait`]. A fair waiter
-    /// that cannot join fails (it could not be fair); any other waits
-    /// without a place.
-    pub fn join(&self) -> Result<(), Error> {
+    /// Joins the line, once, as `waiter` allows: for
+    /// [`Waiter::on_first_wait`]. A fair waiter that cannot join fails (it
+    /// could not be fair); any other waits without a place, unless its wait
+    /// ended meanwhile (a signal taken, the deadline).
+    pub fn join(&self, waiter: &Waiter<'_>) -> Result<(), Error> {
         let Some(line) = &self.line else {
             return Ok(());
         };
         if self.joined.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let joined = self.entry().and_then(|entry| line.join(&entry));
+        let joined = self.entry().and_then(|entry| line.join(&entry, waiter));
         match joined {
             Ok(ticket) => {
                 *self.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
                 Ok(())
             }
             Err(e) if self.fair => Err(e),
+            Err(e @ (Error::Interrupted { .. } | Error::Timeout { .. })) => Err(e),
             Err(_) => Ok(()),
         }
     }

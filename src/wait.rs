@@ -227,8 +227,14 @@ pub struct Waiter<'a> {
 /// when the slots of a semaphore are waited for on several threads.
 struct FirstWait<'a> {
     done: AtomicBool,
-    call: Box<dyn Fn() -> Result<(), Error> + Send + Sync + 'a>,
+    call: Box<FirstWaitCall<'a>>,
+    /// The deadline of the wait it was set on: a shorter wait made from it
+    /// ([`Waiter::within`], a look at other slots) must not cut it short.
+    deadline: Option<Instant>,
 }
+
+/// What [`FirstWait`] runs, given the waiter that paused.
+type FirstWaitCall<'a> = dyn Fn(&Waiter<'_>) -> Result<(), Error> + Send + Sync + 'a;
 
 /// The holder as a backend saw it while waiting (from its own connection,
 /// record or watch), for the waiting line: drawing it must not cost a new
@@ -334,15 +340,19 @@ impl<'a> Waiter<'a> {
 
     /// Runs `call` the first time a backend pauses (it found the lock held
     /// and is about to wait), once for this wait and every wait made from
-    /// its [`Waiter::terms`] or [`Waiter::within`]; not under `-n`. An error
-    /// from `call` ends the wait with that error.
+    /// its [`Waiter::terms`] or [`Waiter::within`]; not under `-n`. `call`
+    /// is given the waiter that paused, so that whatever it waits for ends
+    /// with that wait (signals, a cancelled slot wait), but with this wait's
+    /// deadline (not a [`Waiter::within`]'s). An error from `call` ends the
+    /// wait with that error.
     pub fn on_first_wait(
         mut self,
-        call: impl Fn() -> Result<(), Error> + Send + Sync + 'a,
+        call: impl Fn(&Waiter<'_>) -> Result<(), Error> + Send + Sync + 'a,
     ) -> Waiter<'a> {
         self.first_wait = Some(Arc::new(FirstWait {
             done: AtomicBool::new(false),
             call: Box::new(call),
+            deadline: self.deadline,
         }));
         self
     }
@@ -471,9 +481,29 @@ impl<'a> Waiter<'a> {
         if let Some(first) = &self.first_wait
             && !first.done.swap(true, Ordering::SeqCst)
         {
-            (first.call)()?;
+            if first.deadline == self.deadline {
+                (first.call)(self)?;
+            } else {
+                (first.call)(&self.until(first.deadline))?;
+            }
         }
         self.watch(wake, nap)
+    }
+
+    /// This wait with deadline `deadline` instead, without a waiting line
+    /// or a first-wait hook.
+    fn until(&self, deadline: Option<Instant>) -> Waiter<'a> {
+        Waiter {
+            lock: self.lock.clone(),
+            policy: self.policy,
+            deadline,
+            signals: self.signals,
+            started: self.started,
+            progress: None,
+            cancel: self.cancel,
+            seen: Arc::clone(&self.seen),
+            first_wait: None,
+        }
     }
 
     /// Like [`Waiter::pause`] but also under `-n`: for a step that must

@@ -484,41 +484,61 @@ fn a_flock_taken_on_a_ticket_by_someone_else_holds_nobody_up() {
     }
 }
 
-/// Someone holds the line's numbering lock (the line directory's flock, or
-/// the abstract line's turnstile name) and never lets go: a waiter without
-/// `--fair`, which joins the line only to be visible, is not held up by it
-/// beyond a moment: `-w 1` still ends after about a second, not after the
-/// 5 s a `--fair` waiter tries for its place.
-fn a_stuck_line_does_not_hold_up_a_plain_waiter(backend: Backend) {
-    let sb = Sandbox::new(&format!("fair-stuck-line-{backend:?}"));
-    let lock = backend.spec(&sb, "lk");
-    let mut holder = sb.hold(&[], &lock);
-    let _turnstile;
-    let mut dir_locker = None;
+/// Someone holding the line's numbering lock of `lock` (named `lk`) and
+/// never letting go: the line directory's flock, or the abstract line's
+/// turnstile name. Lets go when dropped.
+struct StuckLine {
+    _turnstile: Option<std::os::unix::net::UnixListener>,
+    _dir_locker: Option<common::Proc>,
+}
+
+/// Makes the line of `lk` stuck (None: skipped, no flock(1) installed).
+fn stick_the_line(sb: &Sandbox, backend: Backend) -> Option<StuckLine> {
     if backend == Backend::Abstract {
         use std::os::linux::net::SocketAddrExt;
         let name = format!("{}\0t", sb.abstract_name("lk"));
         let address = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
-        _turnstile = std::os::unix::net::UnixListener::bind_addr(&address).unwrap();
-    } else {
-        let Some(flock) = common::system_flock() else {
-            eprintln!("skipped: no /usr/bin/flock");
-            return;
-        };
-        let uid = nix::unistd::geteuid().as_raw();
-        let dir = sb.locks.join(format!(".lk.lockwrap-line-{uid}"));
-        fs::create_dir(&dir).unwrap();
-        let taken = sb.work_path("taken");
-        let mut command = std::process::Command::new(flock);
-        command.args([
-            dir.to_str().unwrap(),
-            "sh",
-            "-c",
-            &format!("touch '{}'; exec sleep 600", taken.display()),
-        ]);
-        dir_locker = Some(sb.spawn(command, "dir-locker"));
-        common::wait_for_file(&taken, WAIT);
+        let turnstile = std::os::unix::net::UnixListener::bind_addr(&address).unwrap();
+        return Some(StuckLine {
+            _turnstile: Some(turnstile),
+            _dir_locker: None,
+        });
     }
+    let Some(flock) = common::system_flock() else {
+        eprintln!("skipped: no /usr/bin/flock");
+        return None;
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    let dir = sb.locks.join(format!(".lk.lockwrap-line-{uid}"));
+    fs::create_dir(&dir).unwrap();
+    let taken = sb.work_path("taken");
+    let mut command = std::process::Command::new(flock);
+    command.args([
+        dir.to_str().unwrap(),
+        "sh",
+        "-c",
+        &format!("touch '{}'; exec sleep 600", taken.display()),
+    ]);
+    let locker = sb.spawn(command, "dir-locker");
+    common::wait_for_file(&taken, WAIT);
+    Some(StuckLine {
+        _turnstile: None,
+        _dir_locker: Some(locker),
+    })
+}
+
+/// Someone holds the line's numbering lock (the line directory's flock, or
+/// the abstract line's turnstile name) and never lets go: a waiter without
+/// `--fair`, which joins the line only to be visible, is not held up by it
+/// beyond a moment: `-w 1` still ends after about a second, not after the
+/// 5 s a `--fair` waiter without a deadline tries for its place.
+fn a_stuck_line_does_not_hold_up_a_plain_waiter(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-stuck-line-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let Some(stuck) = stick_the_line(&sb, backend) else {
+        return;
+    };
     let started = std::time::Instant::now();
     let out = sb.run(sb.lockwrap(["-w", "1", &lock, "true"]));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -528,9 +548,44 @@ fn a_stuck_line_does_not_hold_up_a_plain_waiter(backend: Backend) {
         started.elapsed()
     );
     holder.release_and_finish().assert_code(0);
-    if let Some(mut locker) = dir_locker {
-        locker.kill_and_reap();
-    }
+    drop(stuck);
+}
+
+/// The same stuck line holds a `--fair` waiter, which needs its place, no
+/// longer than its wait allows: `-w 1` ends it with the conflict code
+/// after about a second (not 71 after the 5 s it tries without a deadline),
+/// and SIGTERM ends it at once (143), as any other wait.
+fn a_stuck_line_ends_with_a_fair_waiters_wait(backend: Backend) {
+    let sb = Sandbox::new(&format!("fair-stuck-fair-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let Some(stuck) = stick_the_line(&sb, backend) else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let out = sb.run(sb.lockwrap(["--fair", "-w", "1", &lock, "true"]));
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{backend:?}: {out:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "{backend:?}: -w 1 took {took:?}"
+    );
+
+    let mut waiter = sb.spawn(sb.lockwrap(["--fair", &lock, "true"]), "fair-term");
+    wait_until("the fair waiter to catch SIGTERM", WAIT, || {
+        common::catches(waiter.pid(), libc::SIGTERM)
+    });
+    let signalled = std::time::Instant::now();
+    waiter.signal(Signal::SIGTERM);
+    let out = waiter.finish();
+    let took = signalled.elapsed();
+    out.assert_code(143);
+    assert!(
+        took < Duration::from_secs(3),
+        "{backend:?}: SIGTERM took {took:?}"
+    );
+    holder.release_and_finish().assert_code(0);
+    drop(stuck);
 }
 
 #[test]
@@ -541,6 +596,16 @@ fn a_stuck_line_does_not_hold_up_a_plain_waiter_flock() {
 #[test]
 fn a_stuck_line_does_not_hold_up_a_plain_waiter_abstract() {
     a_stuck_line_does_not_hold_up_a_plain_waiter(Backend::Abstract);
+}
+
+#[test]
+fn a_stuck_line_ends_with_a_fair_waiters_wait_flock() {
+    a_stuck_line_ends_with_a_fair_waiters_wait(Backend::Flock);
+}
+
+#[test]
+fn a_stuck_line_ends_with_a_fair_waiters_wait_abstract() {
+    a_stuck_line_ends_with_a_fair_waiters_wait(Backend::Abstract);
 }
 
 /// Two fair waiters whose "waiting since" is not in the order they took
@@ -644,4 +709,47 @@ fn a_ticket_numbered_at_the_top_is_ignored_flock() {
 #[test]
 fn a_ticket_numbered_at_the_top_is_ignored_abstract() {
     a_ticket_numbered_at_the_top_is_ignored(Backend::Abstract);
+}
+
+/// More slots than a waiter starts threads for (65): it blocks on one
+/// slot at a time for a moment (250 ms) and looks at all of them again.
+/// A `--fair` waiter whose join is held up (the turnstile of slot 0's
+/// line taken for a second) is not cut short by that moment: it joins
+/// once the turnstile is free, and takes a slot when one is freed.
+#[test]
+fn a_fair_waiter_of_many_slots_joins_a_line_held_up_longer_than_a_rescan() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    let sb = Sandbox::new("fair-rescan");
+    let bind = |name: String| {
+        UnixListener::bind_addr(&SocketAddr::from_abstract_name(name).unwrap()).unwrap()
+    };
+    let mut slots: Vec<UnixListener> = (0..65)
+        .map(|i| bind(format!("{}.slot{i}", sb.abstract_name("sem"))))
+        .collect();
+    let turnstile = bind(format!("{}.slot0\0t", sb.abstract_name("sem")));
+    let lock = Backend::Abstract.spec(&sb, "sem");
+    let mut waiter = sb.spawn(
+        sb.lockwrap(["--fair", "--slots", "65", &lock, "true"]),
+        "fair-rescan",
+    );
+    wait_until("the waiter to catch SIGTERM", WAIT, || {
+        common::catches(waiter.pid(), libc::SIGTERM)
+    });
+    // Held up for several of the waiter's looks at the slots.
+    std::thread::sleep(Duration::from_secs(1));
+    drop(turnstile);
+    let listed = |pid: i32| {
+        let out = sb.run(sb.lockwrap(["--status", "--json", "--slots", "65", &lock]));
+        let slot0 = out.stdout.lines().next().unwrap_or_default().to_owned();
+        waiters(&slot0).into_iter().find(|w| w.pid == Some(pid))
+    };
+    let mut place = None;
+    wait_until("the fair waiter in line", WAIT, || {
+        place = listed(waiter.pid()).and_then(|w| w.position);
+        place.is_some()
+    });
+    assert_eq!(place, Some(1));
+    drop(slots.pop());
+    waiter.finish().assert_code(0);
 }

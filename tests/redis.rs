@@ -1444,3 +1444,89 @@ fn a_user_the_acl_refuses_the_line_gets_77_with_fair() {
         assert!(marker.exists());
     });
 }
+
+/// `CLIENT PAUSE ... WRITE` on `server` (writes and scripts wait, reads
+/// are answered) for up to a minute, lifted (`CLIENT UNPAUSE`) when
+/// dropped, also when the test fails.
+struct WritesPaused<'a>(&'a RedisServer);
+
+impl<'a> WritesPaused<'a> {
+    fn pause(server: &'a RedisServer) -> WritesPaused<'a> {
+        let reply = server.command(&["CLIENT", "PAUSE", "60000", "WRITE"]);
+        assert!(reply.starts_with("+OK"), "CLIENT PAUSE: {reply:?}");
+        WritesPaused(server)
+    }
+}
+
+impl Drop for WritesPaused<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.command(&["CLIENT", "UNPAUSE"]);
+    }
+}
+
+/// A `--fair` waiter on `lock` whose calls the paused server does not
+/// answer ends as its wait allows: `-w 1` with the conflict code after
+/// about a second (not 75 after its own timeouts), and SIGTERM at once
+/// (143), sent once `in_the_call` says the waiter is in the stuck call.
+fn a_fair_waiter_on_a_paused_server_ends_with_its_wait(
+    sb: &Sandbox,
+    lock: &str,
+    in_the_call: impl Fn(i32) -> bool,
+) {
+    let started = Instant::now();
+    let out = run(sb, &["--fair", "-w", "1", lock, "true"]);
+    let took = started.elapsed();
+    out.assert_code(1);
+    assert!(took < Duration::from_secs(3), "{lock}: -w 1 took {took:?}");
+
+    let mut waiter = sb.spawn(sb.lockwrap(["--fair", lock, "true"]), "fair-term");
+    wait_until("the fair waiter to be in the stuck call", WAIT, || {
+        catches(waiter.pid(), libc::SIGTERM) && in_the_call(waiter.pid())
+    });
+    let signalled = Instant::now();
+    waiter.signal(nix::sys::signal::Signal::SIGTERM);
+    let out = waiter.finish();
+    let took = signalled.elapsed();
+    out.assert_code(143);
+    assert!(
+        took < Duration::from_secs(3),
+        "{lock}: SIGTERM took {took:?}"
+    );
+}
+
+/// Issue 13 (5): a `--fair` waiter first asks whether anyone is in line;
+/// a server that answers nothing (stopped) holds it no longer than its
+/// wait allows.
+#[test]
+fn a_fair_redis_waiter_on_a_stopped_server_ends_with_its_wait() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-fair-paused");
+        let lock = server.lock("fp");
+        let _stopped = server.stop();
+        // Nothing answers (CLIENT LIST neither): handlers in place is all
+        // there is to see.
+        a_fair_waiter_on_a_paused_server_ends_with_its_wait(&sb, &lock, |_| true);
+    });
+}
+
+/// Issue 13 (5): joining a line that is not empty (a ticket of a waiter
+/// elsewhere) on a server that stalls writes and scripts (`CLIENT PAUSE
+/// WRITE`; reads still answer) holds a `--fair` waiter no longer than its
+/// wait allows; SIGTERM is sent once its join script is seen waiting.
+#[test]
+fn a_fair_redis_waiter_stuck_joining_the_line_ends_with_its_wait() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("redis-fair-join-paused");
+        let lock = server.lock("jp");
+        server.command(&["ZADD", "lockwrap:jp:line", "1", "f.elsewhere"]);
+        server.command(&["SET", "lockwrap:jp:line:f.elsewhere", "a waiter elsewhere"]);
+        let _paused = WritesPaused::pause(server);
+        let script_waits = |_| {
+            server
+                .command(&["CLIENT", "LIST"])
+                .lines()
+                .any(|l| l.contains(" flags=b ") && l.contains(" cmd=evalsha "))
+        };
+        a_fair_waiter_on_a_paused_server_ends_with_its_wait(&sb, &lock, script_waits);
+    });
+}

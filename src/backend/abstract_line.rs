@@ -43,9 +43,11 @@ const MAX_NAME: usize = 107;
 /// Room a ticket name needs after BASE: `\0l\0` + 20 digits + `\0f\0` + 13
 /// digits + `\0` + 10 digits.
 const SUFFIX_ROOM: usize = 50;
-/// How long a `--fair` waiter tries for the turnstile, which others hold
-/// for a few calls only: a process stopped (SIGSTOP) in that moment, or
-/// anyone binding the name, is the only way to exceed it.
+/// How long a `--fair` waiter without a deadline (`-w`) tries for the
+/// turnstile, which others hold for a few calls only: a process stopped
+/// (SIGSTOP) in that moment, or anyone binding the name, is the only way to
+/// exceed it. One with a deadline tries until it; a signal ends either at
+/// once.
 const TURNSTILE_AT_MOST: Duration = Duration::from_secs(5);
 /// How long a waiter without `--fair` tries for it: its place only makes it
 /// visible, which must not delay its wait for the lock (nor its `-w`).
@@ -140,19 +142,20 @@ impl AbstractLine {
         tickets
     }
 
-    /// Binds the turnstile (`BASE\0t`), trying again for at most
-    /// `patience`: whoever holds it holds it for a few calls.
-    fn turnstile(&self, patience: Duration) -> Result<OwnedFd, Error> {
+    /// Binds the turnstile (`BASE\0t`), trying again (whoever holds it
+    /// holds it for a few calls) until `give_up` at the latest, and as
+    /// `waiter` allows: its deadline, a signal or a cancelled slot wait end
+    /// the try with their error.
+    fn turnstile(&self, give_up: Option<Instant>, waiter: &Waiter<'_>) -> Result<OwnedFd, Error> {
         let mut name = self.base.clone();
         name.extend_from_slice(b"\0t");
         let address = self.address(&name)?;
-        let give_up = Instant::now() + patience;
         loop {
             let socket = self.new_socket(SockFlag::empty())?;
             match bind(socket.as_raw_fd(), &address) {
                 Ok(()) => return Ok(socket),
-                Err(Errno::EADDRINUSE) if Instant::now() < give_up => {
-                    std::thread::sleep(TURNSTILE_AGAIN);
+                Err(Errno::EADDRINUSE) if give_up.is_none_or(|at| Instant::now() < at) => {
+                    waiter.watch(&[], Some(TURNSTILE_AGAIN))?;
                 }
                 Err(e) => return Err(self.cannot_join(e)),
             }
@@ -161,16 +164,19 @@ impl AbstractLine {
 }
 
 impl Line for AbstractLine {
-    fn is_empty(&self) -> bool {
-        self.list().is_empty()
+    fn is_empty(&self, _waiter: &Waiter<'_>) -> Result<bool, Error> {
+        Ok(self.list().is_empty())
     }
 
-    fn join(&self, entry: &LineEntry) -> Result<Box<dyn Ticket>, Error> {
-        let turnstile = self.turnstile(if entry.fair {
-            TURNSTILE_AT_MOST
-        } else {
-            TURNSTILE_VISIBLE_ONLY
-        })?;
+    fn join(&self, entry: &LineEntry, waiter: &Waiter<'_>) -> Result<Box<dyn Ticket>, Error> {
+        let patience = match (entry.fair, waiter.remaining()) {
+            (false, _) => Some(TURNSTILE_VISIBLE_ONLY),
+            // Until the deadline: `waiter` ends the try.
+            (true, Some(_)) => None,
+            (true, None) => Some(TURNSTILE_AT_MOST),
+        };
+        let give_up = patience.map(|patience| Instant::now() + patience);
+        let turnstile = self.turnstile(give_up, waiter)?;
         let seq = self.list().last().map_or(1, |t| t.seq + 1);
         let listed = Listed {
             seq,

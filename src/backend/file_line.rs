@@ -47,10 +47,12 @@ use crate::error::Error;
 use crate::holder::Liveness;
 use crate::wait::{Interruptible, Waiter};
 
-/// How long a `--fair` waiter tries for the line directory's flock, which
-/// others hold only for the few calls that create a ticket or remove dead
-/// ones: a process stopped (SIGSTOP) in that moment, or someone else who
-/// may read the directory and flocks it, is the only way to exceed it.
+/// How long a `--fair` waiter without a deadline (`-w`) tries for the line
+/// directory's flock, which others hold only for the few calls that create
+/// a ticket or remove dead ones: a process stopped (SIGSTOP) in that
+/// moment, or someone else who may read the directory and flocks it, is
+/// the only way to exceed it. One with a deadline tries until it; a signal
+/// ends either at once.
 const DIR_LOCK_AT_MOST: Duration = Duration::from_secs(5);
 
 /// How long a waiter without `--fair` tries for it: its place only makes it
@@ -152,28 +154,34 @@ impl FileLine {
             Err(e) => Err(self.cannot_join(e)),
         }
     }
+
+    /// Whether this user's line directory is there: one lstat.
+    fn exists(&self) -> bool {
+        // nix's lstat is one call; std's may probe for statx with another.
+        let path = self.location.dir_path().join(self.own_name());
+        nix::sys::stat::lstat(&path).is_ok()
+    }
 }
 
 impl Line for FileLine {
-    fn is_empty(&self) -> bool {
-        // nix's lstat is one call; std's may probe for statx with another.
-        let path = self.location.dir_path().join(self.own_name());
-        nix::sys::stat::lstat(&path).is_err()
+    fn is_empty(&self, _waiter: &Waiter<'_>) -> Result<bool, Error> {
+        Ok(!self.exists())
     }
 
-    fn join(&self, entry: &LineEntry) -> Result<Box<dyn Ticket>, Error> {
+    fn join(&self, entry: &LineEntry, waiter: &Waiter<'_>) -> Result<Box<dyn Ticket>, Error> {
+        let patience = match (entry.fair, waiter.remaining()) {
+            (false, _) => Some(DIR_LOCK_VISIBLE_ONLY),
+            // Until the deadline: `waiter` ends the try.
+            (true, Some(_)) => None,
+            (true, None) => Some(DIR_LOCK_AT_MOST),
+        };
+        let give_up = patience.map(|patience| Instant::now() + patience);
         for _ in 0..MAX_REJOINS {
             let parent = self.open_parent()?;
             let Some(dir) = self.open_own(parent.as_fd(), true)? else {
                 continue;
             };
-            let patience = if entry.fair {
-                DIR_LOCK_AT_MOST
-            } else {
-                DIR_LOCK_VISIBLE_ONLY
-            };
-            let guard = DirLock::take(dir.as_fd(), patience)
-                .map_err(|e| Error::os(&self.lock, "--fair: cannot lock the line of waiters", e))?;
+            let guard = DirLock::take(dir.as_fd(), give_up, waiter, &self.lock)?;
             // Whoever joins removes what dead waiters left, so that it never
             // piles up however many waiters are killed in a row.
             remove_dead(dir.as_fd(), &guard);
@@ -284,7 +292,7 @@ impl Line for FileLine {
 
     fn tidy(&self) {
         // The usual case, nobody ever waited: one stat.
-        if self.is_empty() {
+        if !self.exists() {
             return;
         }
         let Ok(parent) = self.open_parent() else {
@@ -346,7 +354,9 @@ impl Ticket for FileTicket {
                     None => {}
                 }
             }
-            if dead && let Ok(guard) = DirLock::take(self.dir.as_fd(), DIR_LOCK_AT_MOST) {
+            // Not waited for: whoever holds it (joining, tidying) removes
+            // them too, and a stuck one must not hold up this wait.
+            if dead && let Ok(guard) = DirLock::try_take(self.dir.as_fd()) {
                 remove_dead(self.dir.as_fd(), &guard);
             }
             if !waited {
@@ -506,16 +516,26 @@ fn remove_dead(dir: BorrowedFd<'_>, _guard: &DirLock<'_>) {
 struct DirLock<'a>(BorrowedFd<'a>);
 
 impl<'a> DirLock<'a> {
-    /// Takes it, trying again for at most `patience`: its holders hold it
-    /// for a few calls only.
-    fn take(dir: BorrowedFd<'a>, patience: Duration) -> Result<DirLock<'a>, Errno> {
-        let give_up = Instant::now() + patience;
+    /// Takes it for the lock `lock`, trying again (its holders hold it for
+    /// a few calls only) until `give_up` at the latest (then an OS error,
+    /// 71), and as `waiter` allows: its deadline, a signal or a cancelled
+    /// slot wait end the try with their error.
+    fn take(
+        dir: BorrowedFd<'a>,
+        give_up: Option<Instant>,
+        waiter: &Waiter<'_>,
+        lock: &str,
+    ) -> Result<DirLock<'a>, Error> {
         loop {
             match DirLock::try_take(dir) {
-                Err(Errno::EWOULDBLOCK) if Instant::now() < give_up => {
-                    std::thread::sleep(DIR_LOCK_AGAIN);
+                Err(Errno::EWOULDBLOCK) if give_up.is_none_or(|at| Instant::now() < at) => {
+                    waiter.watch(&[], Some(DIR_LOCK_AGAIN))?;
                 }
-                other => return other,
+                other => {
+                    return other.map_err(|e| {
+                        Error::os(lock, "--fair: cannot lock the line of waiters", e)
+                    });
+                }
             }
         }
     }

@@ -115,13 +115,20 @@ pub trait Backend: Sync {
 /// lock or socket the ticket holds, or a lease that expires.
 pub trait Line: Send + Sync {
     /// Whether nobody is in line (this user's line, for a per-user line).
-    /// Cheap (one syscall at most) and possibly stale: only a `--fair`
-    /// waiter uses it, to skip joining when there is nobody to be fair to.
-    fn is_empty(&self) -> bool;
+    /// Cheap (one syscall, or one round trip to a server) and possibly
+    /// stale: only a `--fair` waiter uses it, to skip joining when there is
+    /// nobody to be fair to. Unsure is "not empty"; an error is `waiter`'s
+    /// end (its deadline, a signal) met while looking.
+    fn is_empty(&self, waiter: &Waiter<'_>) -> Result<bool, Error>;
 
     /// Puts a ticket for `entry` at the end of the line. The ticket is in
-    /// line until it is dropped or its process is gone.
-    fn join(&self, entry: &LineEntry) -> Result<Box<dyn Ticket>, Error>;
+    /// line until it is dropped or its process is gone. Joining waits (for
+    /// others who are joining, for a server) only as `waiter` allows, as
+    /// [`Waiter::watch`] does (so also under `-n`): its deadline, signals
+    /// and a cancelled slot wait end it with their error. A waiter without
+    /// `--fair` (`entry.fair` false) gives up soon whatever its wait allows:
+    /// its place only makes it visible.
+    fn join(&self, entry: &LineEntry, waiter: &Waiter<'_>) -> Result<Box<dyn Ticket>, Error>;
 
     /// The waiters in line, first come first, with [`WaiterInfo::position`]
     /// numbering the fair ones from 1. Takes no lock and removes nothing.

@@ -29,21 +29,26 @@
 //! Signals: the helper thread blocks the forwarded signals, so that they
 //! interrupt the waiting thread's blocked call and never a renewal or the
 //! join (whose outcome would be unknown). Joining therefore runs on the
-//! helper thread too, and is bounded by its own timeouts rather than `-w`.
+//! helper thread too; the waiter waits for it as its wait allows (`-w`,
+//! signals, a cancelled slot wait), and a join given up on is undone by
+//! the thread once it is done (it leaves the line).
 //!
 //! The scripts name ticket keys that are not among their KEYS (they are
 //! derived from the members): fine on a single server or through Sentinel,
 //! which is what lockwrap supports, not on Redis Cluster.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::{Connection, RedisError, Script};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-use super::{CONNECT_TIMEOUT, RedisLock, Target, failure, random_token, set_call_timeout};
+use super::{
+    CONNECT_TIMEOUT, RedisLock, Target, failure, random_token, set_call_timeout, within_deadline,
+};
 use crate::backend::{Line, LineEntry, Ticket, WaiterInfo};
 use crate::error::Error;
 use crate::holder::HolderRecord;
@@ -60,7 +65,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long connecting for the line and the joining script may take each.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a waiter waits for its helper thread to join (connecting may
-/// ask several sentinels in turn).
+/// ask several sentinels in turn), at most: its deadline and signals end
+/// the wait sooner.
 const JOIN_AT_MOST: Duration = Duration::from_secs(10);
 /// How long dropping a ticket waits for the helper thread to leave the
 /// line (a failed leave lets the ticket lapse within its lease instead).
@@ -268,28 +274,36 @@ impl RedisLine {
 }
 
 impl Line for RedisLine {
-    /// One round trip (`EXISTS`); unsure (no answer) is "not empty", so that
-    /// a `--fair` waiter joins and finds out.
-    fn is_empty(&self) -> bool {
+    /// One round trip (`EXISTS`), as `waiter` allows; unsure (no answer) is
+    /// "not empty", so that a `--fair` waiter joins and finds out.
+    fn is_empty(&self, waiter: &Waiter<'_>) -> Result<bool, Error> {
         let Ok(target) = self.lock.connection_info() else {
-            return false;
+            return Ok(false);
         };
-        let Ok(mut con) = self.lock.connect(&target, JOIN_TIMEOUT, None) else {
-            return false;
+        let mut con = match self.lock.connect(&target, JOIN_TIMEOUT, Some(waiter)) {
+            Ok(con) => con,
+            Err(ended @ (Error::Interrupted { .. } | Error::Timeout { .. })) => return Err(ended),
+            Err(_) => return Ok(false),
         };
+        set_call_timeout(&con, within_deadline(JOIN_TIMEOUT, waiter));
         let exists = ::redis::cmd("EXISTS")
             .arg(&self.keys.line)
             .query::<i64>(&mut con);
-        if exists == Ok(0) {
-            return true;
+        match exists {
+            Ok(0) => Ok(true),
+            Ok(_) => {
+                *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(con);
+                Ok(false)
+            }
+            // A signal that interrupted the call, or the deadline.
+            Err(_) => {
+                waiter.watch(&[], Some(Duration::ZERO))?;
+                waiter.ended().map_or(Ok(false), Err)
+            }
         }
-        if exists.is_ok() {
-            *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(con);
-        }
-        false
     }
 
-    fn join(&self, entry: &LineEntry) -> Result<Box<dyn Ticket>, Error> {
+    fn join(&self, entry: &LineEntry, waiter: &Waiter<'_>) -> Result<Box<dyn Ticket>, Error> {
         let cannot_join = "--fair: cannot join the line of waiters";
         let kind = if entry.fair { "f" } else { "w" };
         let place = Arc::new(Place {
@@ -303,32 +317,49 @@ impl Line for RedisLine {
         let seq = Arc::new(AtomicI64::new(i64::MAX));
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
         let (joined, joined_here) = mpsc::channel();
+        // Closed by the thread once it has sent how joining went.
+        let (news, news_sent) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::os(&self.lock.lock, cannot_join, e))?;
         let (leave, leave_there) = mpsc::channel();
         let (gone_there, gone) = mpsc::channel();
         let kept = (Arc::clone(&place), Arc::clone(&seq));
         spawn_without_signals(move || {
             let (place, seq) = kept;
-            place.keep(&seq, spare, &joined, &leave_there);
+            place.keep(&seq, spare, &joined, news_sent, &leave_there);
             let _ = gone_there.send(());
         })
         .map_err(|e| {
             let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN));
             Error::os(&self.lock.lock, cannot_join, errno)
         })?;
-        match joined_here.recv_timeout(JOIN_AT_MOST) {
-            Ok(Ok(())) => Ok(Box::new(RedisTicket {
-                place,
-                seq,
-                leave,
-                gone,
-            })),
-            Ok(Err(e)) => Err(e),
-            // The thread leaves the line when it finds nobody took its news.
-            Err(_) => Err(Error::TempFail {
-                lock: self.lock.lock.clone(),
-                reason: format!("{cannot_join}: the server did not answer in time"),
-            }),
+        // Given up on (the wait ended, or the thread took too long), the
+        // thread leaves the line once it finds nobody took its news, or
+        // that the ticket is gone.
+        let give_up = Instant::now() + JOIN_AT_MOST;
+        loop {
+            match joined_here.try_recv() {
+                Ok(Ok(())) => {
+                    return Ok(Box::new(RedisTicket {
+                        place,
+                        seq,
+                        leave,
+                        gone,
+                    }));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => break,
+            }
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            waiter.watch(&[news.as_fd()], Some(left))?;
         }
+        Err(Error::TempFail {
+            lock: self.lock.lock.clone(),
+            reason: format!("{cannot_join}: the server did not answer in time"),
+        })
     }
 
     fn waiters(&self) -> Result<Vec<WaiterInfo>, Error> {
@@ -397,13 +428,15 @@ impl Place {
             .invoke(con)
     }
 
-    /// The helper thread: joins (telling `joined` how it went), renews
-    /// until told to `leave` (or the ticket is dropped), and leaves.
+    /// The helper thread: joins (telling `joined` how it went, and closing
+    /// `news_sent` then, which wakes the waiter), renews until told to
+    /// `leave` (or the ticket is dropped), and leaves.
     fn keep(
         &self,
         seq: &AtomicI64,
         spare: Option<Connection>,
         joined: &mpsc::Sender<Result<(), Error>>,
+        news_sent: OwnedFd,
         leave: &mpsc::Receiver<()>,
     ) {
         let mut con = None;
@@ -421,9 +454,11 @@ impl Place {
                 })
             });
         let failed = outcome.is_err();
+        let taken = joined.send(outcome).is_ok();
+        drop(news_sent);
         // Nobody took the news (the join took too long for the waiter), or
         // the script may have run although its reply was lost: take it back.
-        if joined.send(outcome).is_err() || failed {
+        if !taken || failed {
             self.leave(con);
             return;
         }
