@@ -56,12 +56,18 @@ fn run(argv: Vec<std::ffi::OsString>) -> Ending {
             };
         }
         Ok(Parsed::CheckHolder(lock)) => return Ending::Code(lockwrap::check::hold(&lock)),
-        Ok(Parsed::Info(text)) => {
-            let mut stdout = std::io::stdout().lock();
-            let written = stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush());
-            return Ending::Code(if written.is_ok() { 0 } else { 1 });
+        Ok(Parsed::Info(text)) => return print(text.as_bytes()),
+        Ok(Parsed::Generate(kind)) => {
+            return match lockwrap::generate::render(kind, cli::command()) {
+                Ok(bytes) => print(&bytes),
+                Err(io) => {
+                    // Only writes into memory: no error is expected.
+                    let errno = Errno::from_raw(io.raw_os_error().unwrap_or(libc::EIO));
+                    let e = Error::Stdout { errno };
+                    e.print();
+                    Ending::Code(e.exit_code(1))
+                }
+            };
         }
         Err(e) => {
             e.print();
@@ -81,4 +87,12 @@ fn run(argv: Vec<std::ffi::OsString>) -> Ending {
             Ending::Code(e.exit_code(conflict_code))
         }
     }
+}
+
+/// Writes help, version or generated text to stdout: exit 0, or 1 when it
+/// could not be written (a full disk, a closed pipe), as clap's own would.
+fn print(bytes: &[u8]) -> Ending {
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_all(bytes).and_then(|()| stdout.flush());
+    Ending::Code(if written.is_ok() { 0 } else { 1 })
 }
