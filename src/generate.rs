@@ -20,6 +20,16 @@ pub enum Kind {
     CompleteFish,
 }
 
+impl Kind {
+    /// What it is, for messages: "the man page".
+    pub fn what(self) -> &'static str {
+        match self {
+            Kind::Man => "the man page",
+            _ => "the completion script",
+        }
+    }
+}
+
 /// One entry of a reference table: a term and what it means.
 pub(crate) type Entry = (&'static str, &'static str);
 

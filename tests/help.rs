@@ -240,3 +240,23 @@ fn refused_values_are_one_line_usage_errors() {
         assert_eq!(out.stderr, expected, "{args:?}");
     }
 }
+
+/// A man page that cannot be written whole (a full disk) is an error that
+/// says so, exit 73 as for any full filesystem, not a silent exit 1.
+#[test]
+fn a_full_disk_is_reported() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(common::bin())
+        .args(["--generate", "man"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(73), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "lockwrap: cannot write the man page to stdout: no space left on device (what was written is incomplete)\n"
+    );
+}
