@@ -143,11 +143,13 @@ pub(crate) const ENVIRONMENT: &[Entry] = &[
     ),
     (
         "COLUMNS",
-        "The width of --help when stdout is not a terminal (at most 100).",
+        "The width of --help when stdout is not a terminal (at most 100), \
+         and of the waiting line when the terminal does not tell its own.",
     ),
     (
-        "NO_COLOR, TERM",
-        "NO_COLOR set, or TERM=dumb: no colour in --help and in errors.",
+        "TERM",
+        "TERM=dumb: no live waiting line (such a terminal cannot redraw one). \
+         lockwrap prints no colour, so NO_COLOR has nothing to turn off.",
     ),
 ];
 
@@ -180,9 +182,10 @@ pub(crate) fn after_long_help() -> String {
         text.push_str(title);
         text.push_str(":\n");
         for (term, meaning) in entries {
-            // A short term shares its line; clap indents a wrapped line
-            // as the line it wraps.
-            if term.len() < 8 {
+            // A short term shares its line with a meaning that fits 80
+            // columns; else the meaning goes on lines of its own, which
+            // clap wraps at that indentation.
+            if term.len() < 8 && meaning.len() <= 70 {
                 text.push_str(&format!("  {term:<8}{meaning}\n"));
             } else {
                 text.push_str(&format!("  {term}\n          {meaning}\n"));

@@ -1,5 +1,6 @@
-//! Whether lockwrap runs as a terminal's foreground job, which decides the
-//! command's process group.
+//! What lockwrap asks of the terminal: whether it runs as the terminal's
+//! foreground job, which decides the command's process group, and how a
+//! live line must look there (its width, whether the terminal draws one).
 //!
 //! Elsewhere (cron, CI, systemd, a background job, under timeout(1), which
 //! puts itself in a group of its own) the command gets a process group of
@@ -34,5 +35,166 @@ pub fn in_terminal_foreground() -> bool {
         Ok(tty) => tcgetpgrp(&tty) == Ok(getpgrp()),
         Err(Errno::ENXIO | Errno::ENOENT | Errno::ENODEV) => false,
         Err(_) => true,
+    }
+}
+
+/// Whether a live line (redrawn in place with `\r` and `ESC [K`) may be
+/// drawn on stderr: a terminal that is not `TERM=dumb` (Emacs shell
+/// buffers, some CI log viewers), which cannot erase a line and would show
+/// every redraw. lockwrap draws no colour; if it ever does, `NO_COLOR`
+/// (<https://no-color.org>) must turn it off.
+pub fn draws_live_lines() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
+
+/// The width of the terminal on stderr, in columns: TIOCGWINSZ, read anew
+/// for each line drawn so a resized window counts from the next draw; else
+/// `COLUMNS`; else 80. A pty nobody sized says 0 columns: not believed.
+pub fn stderr_columns() -> usize {
+    if let Some(cols) = window_columns(libc::STDERR_FILENO).filter(|c| *c > 0) {
+        return cols;
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|c| *c > 0)
+        .unwrap_or(80)
+}
+
+/// TIOCGWINSZ on `fd` (nix has no wrapper for it).
+fn window_columns(fd: libc::c_int) -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ only writes a struct winsize through the pointer,
+    // which points at a live, properly sized local; a bad fd or one that is
+    // no terminal fails with an errno and writes nothing.
+    let done = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size as *mut libc::winsize) };
+    (done == 0).then_some(usize::from(size.ws_col))
+}
+
+/// `text` as one terminal row of at most `columns - 1` columns (the last
+/// column is left free: a character written there makes some terminals
+/// wrap at once), control characters escaped so that nothing but the text
+/// reaches the terminal; a cut line ends in `…`. Widths are counted per
+/// character, not per byte, with East Asian wide characters and emoji as
+/// two columns, so the row never wraps.
+pub fn one_row(text: &str, columns: usize) -> String {
+    let escaped = crate::status::escape_controls(text);
+    let room = columns.saturating_sub(1);
+    let total: usize = escaped.chars().map(char_width).sum();
+    if total <= room {
+        return escaped;
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in escaped.chars() {
+        let w = char_width(c);
+        // Keep one column for the ellipsis.
+        if used + w + 1 > room {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    if room > 0 {
+        out.push('…');
+    }
+    out
+}
+
+/// The columns a terminal gives `c`: 0 for combining marks and zero-width
+/// characters, 2 for East Asian wide and fullwidth forms and emoji, else 1.
+/// A small table, not all of Unicode's (no dependency for one status
+/// line): the wide ranges are generous, since a wide character counted as
+/// one column could make the row wrap, while a zero-width one counted as
+/// one only cuts the row a column early.
+fn char_width(c: char) -> usize {
+    let u = u32::from(c);
+    match u {
+        0x0300..=0x036F | 0x200B..=0x200F | 0xFE00..=0xFE0F => 0,
+        0x1100..=0x115F
+        | 0x231A..=0x231B
+        | 0x2329..=0x232A
+        | 0x23E9..=0x23EC
+        | 0x25FD..=0x25FE
+        | 0x2614..=0x2615
+        | 0x2648..=0x2653
+        | 0x26AA..=0x26AB
+        | 0x26BD..=0x26BE
+        | 0x26F5
+        | 0x26FA
+        | 0x26FD
+        | 0x2705
+        | 0x270A..=0x270B
+        | 0x2728
+        | 0x274C
+        | 0x2753..=0x2755
+        | 0x2757
+        | 0x2795..=0x2797
+        | 0x27B0
+        | 0x27BF
+        | 0x2B1B..=0x2B1C
+        | 0x2B50
+        | 0x2B55
+        | 0x2E80..=0x303E
+        | 0x3041..=0x33FF
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xA000..=0xA4CF
+        | 0xA960..=0xA97F
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFE10..=0xFE19
+        | 0xFE30..=0xFE6F
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6
+        | 0x1F300..=0x1F64F
+        | 0x1F900..=0x1F9FF
+        | 0x1F680..=0x1F6FF
+        | 0x20000..=0x3FFFD => 2,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn width(text: &str) -> usize {
+        text.chars().map(char_width).sum()
+    }
+
+    #[test]
+    fn a_short_row_is_kept_and_a_long_one_cut_with_an_ellipsis() {
+        assert_eq!(one_row("waiting 1s", 60), "waiting 1s");
+        let cut = one_row(&"x".repeat(100), 60);
+        assert_eq!(cut, format!("{}…", "x".repeat(58)));
+        assert_eq!(width(&cut), 59);
+    }
+
+    #[test]
+    fn widths_are_counted_in_columns_not_bytes() {
+        let cut = one_row(&"é".repeat(100), 20);
+        assert_eq!(cut.chars().count(), 19);
+        let cut = one_row(&"漢".repeat(100), 20);
+        assert!(width(&cut) <= 19, "{cut}");
+        assert_eq!(one_row("漢字", 6), "漢字");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_before_cutting() {
+        assert_eq!(one_row("a\x1b[31mb\n", 80), "a\\u{1b}[31mb\\n");
+        assert!(!one_row(&"\x07".repeat(50), 20).contains('\x07'));
+    }
+
+    #[test]
+    fn a_terminal_too_narrow_gets_an_empty_row() {
+        assert_eq!(one_row("abc", 1), "");
+        assert_eq!(one_row("abc", 0), "");
     }
 }

@@ -6,7 +6,7 @@
 //! between attempts and it tells them to retry, or why to give up.
 
 use std::cell::Cell;
-use std::io::{IsTerminal, Write as _};
+use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -363,10 +363,11 @@ impl<'a> Waiter<'a> {
     /// Shows a live waiting line on stderr, refreshed every second, naming
     /// the holder as the backend reports it while waiting
     /// ([`Waiter::saw_holder`]), or else as `observe` tells (asked every
-    /// 15 s). Only for a terminal: cron and CI logs get
-    /// nothing extra.
+    /// 15 s). Only for a terminal that can redraw a line (not
+    /// `TERM=dumb`): cron and CI logs get nothing extra. The line is one
+    /// row cut to the terminal's width.
     pub fn with_progress(mut self, observe: impl Fn() -> Observed + 'a) -> Waiter<'a> {
-        if self.policy != WaitPolicy::NonBlocking && std::io::stderr().is_terminal() {
+        if self.policy != WaitPolicy::NonBlocking && crate::terminal::draws_live_lines() {
             self.progress = Some(Progress {
                 observe: Box::new(observe),
                 next_draw: Cell::new(self.started + PROGRESS_EVERY),
@@ -590,10 +591,14 @@ impl Progress<'_> {
             }
         };
         let waited = crate::duration::human(now.duration_since(started));
-        let _ = write!(
-            std::io::stderr(),
-            "\r\x1b[Klockwrap: {lock}: waiting {waited}; {described}"
+        // One row, however long the holder's command: a line that wraps
+        // cannot be redrawn in place (`\r` goes back only to its last row),
+        // and each draw would leave rows behind.
+        let line = crate::terminal::one_row(
+            &format!("lockwrap: {lock}: waiting {waited}; {described}"),
+            crate::terminal::stderr_columns(),
         );
+        let _ = write!(std::io::stderr(), "\r\x1b[K{line}");
         self.shown.set(true);
     }
 }

@@ -2,7 +2,10 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+
+use common::json::Json;
 
 use common::records::{ARTIFACTS, dead_process, hostname, now_ms, plant, record};
 use common::{ALL_BACKENDS, Backend, Sandbox, WAIT, wait_until};
@@ -296,4 +299,138 @@ fn status_of_a_byte_range_shows_it_and_the_holders_of_overlapping_bytes() {
     json.assert_code(0);
     assert!(json.stdout.contains("\"range\":null"), "{json:?}");
     holder.release_and_finish().assert_code(0);
+}
+
+/// The keys of the `--status --json` objects as README's field table
+/// documents them: `holders[].pid` is `pid` under `holders`.
+fn documented_json_fields() -> BTreeMap<String, BTreeSet<String>> {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let table = readme
+        .split("#### `--status --json`")
+        .nth(1)
+        .expect("README has a --status --json section");
+    let mut fields: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in table.lines().skip_while(|l| !l.starts_with('|')) {
+        let Some(row) = line.strip_prefix("| `") else {
+            if line.starts_with('|') {
+                continue;
+            }
+            break;
+        };
+        let name = row.split('`').next().unwrap();
+        let (parent, key) = match name.rsplit_once('.') {
+            Some((parent, key)) => (parent.trim_end_matches("[]").to_owned(), key),
+            None => (String::new(), name),
+        };
+        fields.entry(parent).or_default().insert(key.to_owned());
+    }
+    fields
+}
+
+/// The keys `value` has, by where they sit (as [`documented_json_fields`]).
+fn json_fields(value: &Json, at: &str, out: &mut BTreeMap<String, BTreeSet<String>>) {
+    match value {
+        Json::Object(map) => {
+            for (key, member) in map {
+                out.entry(at.to_owned()).or_default().insert(key.clone());
+                let inner = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                json_fields(member, &inner, out);
+            }
+        }
+        Json::Array(items) => items.iter().for_each(|item| json_fields(item, at, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn status_json_has_exactly_the_documented_fields_for_every_backend() {
+    let documented = documented_json_fields();
+    let mut all_seen = BTreeMap::new();
+    for (backend, args) in ALL_BACKENDS
+        .iter()
+        .map(|b| (*b, &[][..]))
+        .chain([(Backend::Fcntl, &["--start", "10", "--length", "5"][..])])
+    {
+        let sb = Sandbox::new(&format!("json-fields-{backend:?}"));
+        let lock = backend.spec(&sb, "jf");
+        let mut holder = sb.hold(args, &lock);
+        let mut waiter_args = args.to_vec();
+        waiter_args.extend(["-w", "60", &lock, "true"]);
+        let mut waiter = sb.spawn(sb.lockwrap(&waiter_args), "waiter");
+        let mut status = vec!["--status", "--json"];
+        status.extend(args);
+        status.push(&lock);
+        let mut json = Json::Null;
+        wait_until("the waiter to be listed", WAIT, || {
+            let out = sb.run(sb.lockwrap(&status));
+            json = Json::parse(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+            !json.get("waiters").array().is_empty()
+        });
+        let mut seen = BTreeMap::new();
+        json_fields(&json, "", &mut seen);
+        for (at, keys) in &seen {
+            assert_eq!(
+                Some(keys),
+                documented.get(at),
+                "{backend:?} {args:?} at {at:?}: {json:?}"
+            );
+        }
+        all_seen.extend(seen);
+        assert_eq!(json.get("schema").number(), 1.0);
+        holder.release_and_finish().assert_code(0);
+        waiter.finish().assert_code(0);
+    }
+    // Every documented object was seen (range only for fcntl).
+    assert_eq!(
+        all_seen.keys().collect::<Vec<_>>(),
+        documented.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn status_lists_a_kernel_lock_wrapper_and_its_command_as_one_holder() {
+    for backend in [Backend::Flock, Backend::Fcntl] {
+        let sb = Sandbox::new(&format!("one-holder-{backend:?}"));
+        let lock = backend.spec(&sb, "one");
+        // The command's tree: a background process that inherits the lock
+        // too, and stays a holder of its own (it is not the wrapper's child).
+        let bg = sb.work_path("bg.pid");
+        let setup = format!("sleep 300 & echo $! > '{}'", bg.display());
+        let mut holder = sb.hold_after(&[], &lock, &setup);
+        let wrapper = holder.proc.pid();
+        let child = holder.child_pid;
+        let grandchild = common::wait_for_pid_file(&bg);
+        let out = sb.run(sb.lockwrap(["--status", "--json", &lock]));
+        out.assert_code(1);
+        let json = Json::parse(&out.stdout).unwrap();
+        let holders = json.get("holders").array();
+        assert_eq!(holders.len(), 2, "{backend:?}: {json:?}");
+        let first = &holders[0];
+        assert_eq!(first.get("pid").number(), f64::from(wrapper), "{json:?}");
+        assert_eq!(
+            first.get("child_pid").number(),
+            f64::from(child),
+            "{json:?}"
+        );
+        assert!(first.get("command").str().contains("sh -c"), "{json:?}");
+        assert_eq!(holders[1].get("pid").number(), f64::from(grandchild));
+        assert_eq!(holders[1].get("child_pid"), &Json::Null, "{json:?}");
+        let text = sb.run(sb.lockwrap(["--status", &lock])).stdout;
+        assert!(
+            text.starts_with(&format!(
+                "{lock}: exclusive, held by pid {wrapper} (child {child}) ("
+            )),
+            "{text}"
+        );
+        assert!(!text.contains(&format!("pid {child} (")), "{text}");
+        holder.release_and_finish().assert_code(0);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(grandchild),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }

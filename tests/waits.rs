@@ -629,12 +629,13 @@ fn a_queued_waiter_reclaims_behind_a_stopped_watcher(backend: Backend) {
     });
     let mut second = queued_waiter(&sb, &lock, &log, "second");
     first.signal(Signal::SIGSTOP);
-    // The holder dies with its command: the lock is stale.
+    // The holder dies with its command: the lock is stale. The wrapper
+    // first: killed after its command, it could end on its own first.
+    holder.proc.kill_and_reap();
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(holder.child_pid),
         Signal::SIGKILL,
     );
-    holder.proc.kill_and_reap();
     second.finish().assert_code(0);
     first.signal(Signal::SIGCONT);
     first.finish().assert_code(0);

@@ -173,7 +173,7 @@ impl<O: KernelOps> Backend for KernelLock<O> {
         Ok(LockStatus {
             held: true,
             shared,
-            holders: pids.into_iter().map(HolderInfo::of_process).collect(),
+            holders: wrappers_and_commands(&pids),
             waiters,
             ..free
         })
@@ -264,6 +264,47 @@ impl LockFd {
             LockFd::Borrowed(fd) => *fd,
         }
     }
+}
+
+/// The holders of a kernel lock, each wrapper with its command as one
+/// holder: the kernel shows every process with a copy of the lock's open
+/// file description, so a lockwrap (or flock(1)) and the command that
+/// inherited the fd both appear. A holder whose parent holds the same lock,
+/// and is its parent's only such child, becomes that parent's `child_pid`,
+/// as mkdir and Redis locks record it. Processes further down the command's
+/// tree (a background job that inherited the fd) stay holders of their own:
+/// they may keep the lock after the wrapper is gone.
+fn wrappers_and_commands(pids: &[i32]) -> Vec<HolderInfo> {
+    let parent: Vec<Option<i32>> = pids
+        .iter()
+        .map(|pid| holder::process_stat(*pid).map(|s| s.ppid))
+        .collect();
+    let holds = |pid: i32| pids.contains(&pid);
+    // A parent that is itself merged into its own parent takes no child.
+    let is_top = |i: usize| !parent[i].is_some_and(holds);
+    let only_child = |i: usize| -> bool {
+        let Some(p) = parent[i].filter(|p| holds(*p)) else {
+            return false;
+        };
+        let Some(pi) = pids.iter().position(|q| *q == p) else {
+            return false;
+        };
+        is_top(pi) && parent.iter().filter(|q| **q == Some(p)).count() == 1
+    };
+    let merged: Vec<bool> = (0..pids.len()).map(only_child).collect();
+    let mut holders = Vec::with_capacity(pids.len());
+    for (i, pid) in pids.iter().enumerate() {
+        if merged[i] {
+            continue;
+        }
+        let mut info = HolderInfo::of_process(*pid);
+        if let Some(child) = (0..pids.len()).find(|c| merged[*c] && parent[*c] == Some(*pid)) {
+            info.child_pid = Some(pids[child]);
+            info.child_start_time = holder::process_start_time(pids[child]);
+        }
+        holders.push(info);
+    }
+    holders
 }
 
 /// A kernel lock held through an fd.

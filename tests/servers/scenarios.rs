@@ -482,7 +482,12 @@ pub fn the_waiting_line_opens_no_connections<E: Engine>(server: &E) {
     let mut holder = sb.hold(&[], &lock);
     let before = server.connections_opened("line");
     let screen = sb.work_path("screen");
-    let inner = format!("'{}' '{lock}' true", crate::common::bin().display());
+    // A wide terminal: the line is cut to its width, and must keep the
+    // holder's pid after the server URL.
+    let inner = format!(
+        "stty cols 300 && '{}' '{lock}' true",
+        crate::common::bin().display()
+    );
     use std::os::unix::process::CommandExt as _;
     let mut command = std::process::Command::new(script);
     command
