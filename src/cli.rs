@@ -10,194 +10,274 @@ use clap::{CommandFactory as _, Parser};
 
 use crate::duration::parse_duration;
 use crate::error::Error;
+use crate::generate;
 use crate::program;
 use crate::size::{SizeError, parse_size};
 use crate::spec::{ByteRange, LockSpec};
 
-const EXAMPLES: &str = "\
-Lock specs:
-  PATH, flock:PATH   flock(2) on a file or directory (created if missing, never written)
-  fcntl:PATH         open-file-description locks (also --fcntl PATH); work on NFS
-  mkdir:PATH         an atomic lock directory, removed on release
-  excl:PATH          an O_CREAT|O_EXCL lock file, removed on release
-  @NAME, abstract:NAME   a Linux abstract unix socket; no file at all
-  redis://HOST[:PORT][/DB]#NAME        a lease on a Redis server (across machines)
-  redis+sentinel://HOST:PORT[,...]/MASTER#NAME   the same on the master Sentinel names
-  postgres://[USER@]HOST[:PORT]/DB#NAME   a PostgreSQL session advisory lock
+/// `--version`: the version and the server backends built in, so a bug
+/// report or a packager can tell which build this is.
+#[cfg(all(feature = "redis", feature = "postgres"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (redis, postgres, tls)");
+#[cfg(all(feature = "redis", not(feature = "postgres")))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (redis, tls)");
+#[cfg(all(not(feature = "redis"), feature = "postgres"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (postgres, tls)");
+#[cfg(not(any(feature = "redis", feature = "postgres")))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-Exit codes:
-  the command's status (128+N if it was killed by signal N)
-  1 (or the -E value)  the lock is held (-n) or -w expired
-  64 usage error   65 lock call failed   66 cannot open the lock   69 cannot run the command
-  71 system error  73 read-only or full filesystem   75 lock server unreachable or lock lost
-  124 --max-runtime expired
+/// The headings that group the options in `--help` and the man page.
+const FLOCK: &str = "flock(1) options";
+const BEYOND: &str = "Beyond flock";
+const MACHINES: &str = "Locks across machines";
+const OUTPUT: &str = "Status, checks and output";
 
-Examples:
-  */5 * * * * lockwrap -n /run/lock/backup.lock /usr/local/bin/backup
-  lockwrap -w 30s mkdir:/var/tmp/deploy.lock -c 'make deploy'
-  lockwrap -w 5m /run/lock/db --also mkdir:/var/tmp/deploy.lock make migrate
-  exec 9>/run/lock/app.lock; lockwrap -n 9 || exit 1
-  lockwrap --fair /run/lock/deploy.lock ./deploy.sh   # deploys in the order started
-  lockwrap --status /run/lock/backup.lock";
+/// The long description: `--help` and the man page's DESCRIPTION.
+const LONG_ABOUT: &str = "\
+Run a command while holding a lock: a drop-in for flock(1).
 
-/// lockwrap: run a command while holding a lock; a drop-in for flock(1).
+lockwrap takes LOCK, runs COMMAND, and releases the lock when the command \
+is done (or lockwrap dies). With -n it fails at once if someone else holds \
+the lock, with -w it waits at most so long, else it waits as long as it \
+takes. Besides flock(1)'s file locks it knows lock directories, lock files, \
+abstract sockets, and locks on a Redis or PostgreSQL server that exclude \
+across machines. Installed under the name flock, it behaves as util-linux \
+flock(1), messages included.";
+
+/// Run a command while holding a lock: a drop-in for flock(1)
 #[derive(Debug, Parser)]
 #[command(
     name = "lockwrap",
-    version,
+    version = VERSION,
+    long_about = LONG_ABOUT,
     override_usage = "lockwrap [OPTIONS] <LOCK> <COMMAND> [ARGS...]\n       \
                       lockwrap [OPTIONS] <LOCK> -c <COMMAND_STRING>\n       \
                       lockwrap [OPTIONS] <LOCK> --also <LOCK>... <COMMAND> [ARGS...]\n       \
                       lockwrap [OPTIONS] <FD>\n       \
                       lockwrap [OPTIONS] --fd <N> <COMMAND> [ARGS...]\n       \
                       lockwrap --status [--json] <LOCK>...\n       \
-                      lockwrap --check [--json] [DIR]",
-    after_help = EXAMPLES,
+                      lockwrap --check [--json] [DIR]\n       \
+                      lockwrap --generate <KIND>",
+    after_help = generate::AFTER_SHORT_HELP,
+    after_long_help = generate::after_long_help(),
     trailing_var_arg = true,
     infer_long_args = true,
     args_override_self = true,
     disable_help_subcommand = true
 )]
 struct Cli {
-    /// Take a shared lock (readers); flock and fcntl locks only
-    #[arg(short = 's', long = "shared", overrides_with_all = ["exclusive", "unlock"])]
+    /// Take a shared lock (readers)
+    ///
+    /// Several readers may hold it at once; a writer (-x) excludes them
+    /// all. flock and fcntl locks only.
+    #[arg(short = 's', long = "shared", overrides_with_all = ["exclusive", "unlock"], help_heading = FLOCK)]
     shared: bool,
 
     /// Take an exclusive lock (the default)
-    #[arg(short = 'x', short_alias = 'e', long = "exclusive", overrides_with_all = ["shared", "unlock"])]
+    ///
+    /// One holder at a time (also -e).
+    #[arg(short = 'x', short_alias = 'e', long = "exclusive", overrides_with_all = ["shared", "unlock"], help_heading = FLOCK)]
     exclusive: bool,
 
-    /// Remove a lock (useful with an fd of the caller)
-    #[arg(short = 'u', long = "unlock", overrides_with_all = ["shared", "exclusive"])]
+    /// Remove a lock of the caller's fd
+    ///
+    /// Useful with an fd of the caller, which still holds the lock after
+    /// an earlier lockwrap N.
+    #[arg(short = 'u', long = "unlock", overrides_with_all = ["shared", "exclusive"], help_heading = FLOCK)]
     unlock: bool,
 
-    /// Fail at once (exit 1 or the -E value) if the lock is held
-    #[arg(short = 'n', long = "nonblocking", visible_aliases = ["nb", "nonblock"])]
+    /// Fail at once if the lock is held
+    ///
+    /// Exit 1, or the -E value, without waiting (also --nb, --nonblock).
+    #[arg(short = 'n', long = "nonblocking", aliases = ["nb", "nonblock"], help_heading = FLOCK)]
     nonblock: bool,
 
-    /// Wait at most this long (2.5, 500ms, 30s, 5m, 2h); 0 is the same as -n
+    /// Wait at most this long for the lock
+    ///
+    /// Seconds (2.5) or 500ms, 30s, 5m, 2h; then fail as -n does. 0 is the
+    /// same as -n (also --wait).
     #[arg(
         short = 'w',
         long = "timeout",
-        visible_alias = "wait",
+        alias = "wait",
         value_name = "SECS",
         allow_hyphen_values = true,
-        action = clap::ArgAction::Append
+        action = clap::ArgAction::Append,
+        help_heading = FLOCK
     )]
     // Every value given, the last one counting: flock(1) refuses a bad
-    // one even when a later one overrides it.
+    // one even when a later one overrides it. Parsed here, not by a clap
+    // value parser: flock(1)'s exact messages must come out under its name.
     timeout: Vec<String>,
 
-    /// Exit code when the lock is held (-n) or -w expires (0..255, default 1)
+    /// Exit code if held (-n) or -w expires
+    ///
+    /// 0 to 255; without it, 1.
     #[arg(
         short = 'E',
         long = "conflict-exit-code",
         value_name = "N",
         allow_hyphen_values = true,
-        action = clap::ArgAction::Append
+        action = clap::ArgAction::Append,
+        help_heading = FLOCK
     )]
-    // Every value given, as for -w.
+    // Every value given, as for -w, and parsed here for the same reason.
     conflict_exit_code: Vec<String>,
 
-    /// Do not let the command inherit the lock; only lockwrap holds it
-    #[arg(short = 'o', long = "close")]
+    /// The command does not inherit the lock
+    ///
+    /// Only lockwrap holds it, so a daemon the command leaves behind does
+    /// not keep it.
+    #[arg(short = 'o', long = "close", help_heading = FLOCK)]
     close: bool,
 
-    /// Run this string with $SHELL -c (or /bin/sh -c); with --fd, or after LOCK
+    /// Run this string with $SHELL -c
+    ///
+    /// /bin/sh when SHELL is unset; after the LOCK, or with --fd.
     #[arg(
         short = 'c',
         long = "command",
         value_name = "COMMAND_STRING",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        help_heading = FLOCK
     )]
     command: Option<OsString>,
 
-    /// Exec the command in place (same PID) instead of forking
-    #[arg(short = 'F', long = "no-fork")]
+    /// Exec the command in place (same PID)
+    ///
+    /// Instead of forking: the command then holds the lock itself.
+    #[arg(short = 'F', long = "no-fork", help_heading = FLOCK)]
     no_fork: bool,
 
-    /// Report how long the lock took and what runs (stdout), who holds it on conflict (stderr)
-    #[arg(long)]
+    /// Report waits and holders
+    ///
+    /// How long the lock took and what runs (on stdout), and who holds it
+    /// on a conflict (on stderr).
+    #[arg(long, help_heading = FLOCK)]
     verbose: bool,
 
-    /// Use open-file-description fcntl locks for a PATH or an fd (NFS-safe)
-    #[arg(long)]
+    /// Use OFD fcntl locks (NFS-safe)
+    ///
+    /// Open-file-description fcntl locks for a PATH or an fd, which work
+    /// on NFS (a PATH may also be written fcntl:PATH).
+    #[arg(long, help_heading = FLOCK)]
     fcntl: bool,
 
-    /// Lock bytes from OFFSET on (4096, 4K, 4KB, 1M); implies --fcntl
-    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true)]
+    /// Lock bytes from OFFSET on
+    ///
+    /// 4096, 4K (KiB), 4KB (1000 bytes), 1M...; implies --fcntl.
+    #[arg(long, value_name = "OFFSET", allow_hyphen_values = true, help_heading = FLOCK)]
+    // A byte size, parsed here as -w is: flock(1) 2.42's messages.
     start: Option<String>,
 
-    /// Lock N bytes (0, the default: to the end of the file); implies --fcntl
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    /// Lock N bytes (default: to the end)
+    ///
+    /// 0, the default, locks to the end of the file; implies --fcntl.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, help_heading = FLOCK)]
     length: Option<String>,
 
-    /// Redis and PostgreSQL locks: how long the server keeps a lock whose
-    /// holder stops renewing it (default 30s); renewed every third of it
-    #[arg(long, value_name = "DURATION")]
-    lease: Option<String>,
-
-    /// Lock this already-open fd of the caller, then run the command
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    /// Lock this open fd, run the command
+    ///
+    /// An fd the caller opened: lockwrap --fd 9 COMMAND.
+    #[arg(long, value_name = "N", allow_hyphen_values = true, help_heading = FLOCK)]
+    // Parsed here: flock(1)'s messages for a bad fd.
     fd: Option<String>,
 
-    /// Print who holds each LOCK (free or held, mode, pids, command, age) and
-    /// exit as -n would: 0 if it could be taken now, else the -E code
-    #[arg(long)]
-    status: bool,
+    /// Let up to N holders run at once
+    ///
+    /// A semaphore of N from 1 to 10000; the command gets LOCKWRAP_SLOT.
+    #[arg(long, value_name = "N", value_parser = slots_value, help_heading = BEYOND)]
+    slots: Option<u32>,
 
-    /// With --status: one JSON object per lock (with --check: one object)
-    #[arg(long)]
-    json: bool,
-
-    /// Let up to N holders run at once (a semaphore); the command gets LOCKWRAP_SLOT
-    #[arg(long, value_name = "N")]
-    slots: Option<String>,
-
-    /// Take the lock from its current holder: SIGTERM it, SIGKILL after --kill-grace
-    #[arg(long)]
+    /// Take the lock from its current holder
+    ///
+    /// SIGTERM the holder, SIGKILL it after --kill-grace.
+    #[arg(long, help_heading = BEYOND)]
     replace: bool,
 
-    /// Stop the command (SIGTERM, then SIGKILL) if it runs longer; exit 124
-    #[arg(long, value_name = "DURATION")]
-    max_runtime: Option<String>,
+    /// Stop the command after this long
+    ///
+    /// SIGTERM, then SIGKILL after --kill-grace, and exit 124; 0: no
+    /// limit.
+    #[arg(long, value_name = "DURATION", value_parser = duration_value, help_heading = BEYOND)]
+    max_runtime: Option<Duration>,
 
-    /// Time between SIGTERM and SIGKILL for --replace and --max-runtime (default 10s)
-    #[arg(long, value_name = "DURATION")]
-    kill_grace: Option<String>,
+    /// Time from SIGTERM to SIGKILL
+    ///
+    /// For --replace and --max-runtime; default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = duration_value, help_heading = BEYOND)]
+    kill_grace: Option<Duration>,
 
-    /// Reclaim a mkdir/excl lock whose owner cannot be proven dead once it is older than this
-    #[arg(long, value_name = "DURATION")]
-    stale_after: Option<String>,
+    /// Reclaim a mkdir/excl lock this old
+    ///
+    /// A lock whose owner cannot be proven dead (another host, a
+    /// different boot) is taken over once it is older than this.
+    #[arg(long, value_name = "DURATION", value_parser = duration_value, help_heading = BEYOND)]
+    stale_after: Option<Duration>,
 
-    /// Also take this lock, all or none (repeatable; any kinds); may also
-    /// follow LOCK: lockwrap A --also B COMMAND
-    #[arg(long, value_name = "LOCK", action = clap::ArgAction::Append)]
+    /// Also take this lock, all or none
+    ///
+    /// Repeatable, any kinds; may also follow LOCK: lockwrap A --also B
+    /// COMMAND.
+    #[arg(long, value_name = "LOCK", action = clap::ArgAction::Append, help_heading = BEYOND)]
     also: Vec<OsString>,
 
+    /// Serve waiters first come, first served
+    ///
+    /// Waiters without --fair may still overtake.
+    #[arg(long, help_heading = BEYOND)]
+    fair: bool,
+
+    /// How long a server keeps a lock unrenewed
+    ///
+    /// Redis and PostgreSQL locks: the server keeps a lock whose holder
+    /// stops renewing it this long (default 30s); renewed every third.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration_value, help_heading = MACHINES)]
+    lease: Option<Duration>,
+
+    // --- issue 13, item 7: once per interval across a fleet ---
+    /// Keep the lock this long after taking it
+    ///
+    /// Even when the command ends sooner (or fails), so that a fleet whose
+    /// cron jobs fire seconds apart runs the job once. Redis hands the rest
+    /// to the server and exits at once; other locks keep lockwrap until
+    /// then.
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = duration_value, help_heading = MACHINES)]
+    min_hold: Option<Duration>,
+
+    /// Show who holds each LOCK
+    ///
+    /// Free or held, mode, pids, command, age; exit as -n would: 0 if it
+    /// could be taken now, else the -E code.
+    #[arg(long, help_heading = OUTPUT)]
+    status: bool,
+
+    /// JSON output for --status and --check
+    ///
+    /// With --status, one object per lock; with --check, one object.
+    #[arg(long, help_heading = OUTPUT)]
+    json: bool,
+
     // --- issue 13, item 8: does locking work here? ---
-    /// Prove with real processes that each lock mechanism excludes on the
-    /// filesystem of DIR (default: the current directory) and report it; exit
-    /// 0 if all work, 65 if one does not. Leaves nothing in DIR
-    #[arg(long, conflicts_with = "status")]
+    /// Prove that locking works in DIR
+    ///
+    /// Real processes try each lock mechanism on the filesystem of DIR
+    /// (default: the current directory); exit 0 if all exclude, 65 if one
+    /// does not. Leaves nothing in DIR.
+    #[arg(long, conflicts_with = "status", help_heading = OUTPUT)]
     check: bool,
+
+    /// Print the man page or a completion script
+    ///
+    /// KIND: man, complete-bash, complete-zsh or complete-fish, to stdout;
+    /// README.md says where to install them.
+    #[arg(long, value_name = "KIND", hide_possible_values = true, help_heading = OUTPUT)]
+    generate: Option<generate::Kind>,
 
     /// Internal to --check: take LOCK, say so on stdout, hold it until
     /// stdin closes
     #[arg(long, hide = true, value_name = "LOCK")]
     check_holder: Option<OsString>,
-
-    // --- issue 13, item 7: once per interval across a fleet ---
-    /// Keep the lock until DURATION after it was taken, even when the
-    /// command ends sooner (also when it fails), so that a fleet whose cron
-    /// jobs fire seconds apart runs the job once. Redis hands the rest to
-    /// the server and exits at once; other locks keep lockwrap until then
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
-    min_hold: Option<String>,
-
-    /// Serve waiters first come, first served (waiters without --fair may still overtake)
-    #[arg(long)]
-    fair: bool,
 
     /// The lock, then the command and its arguments (or a single FD)
     #[arg(value_name = "LOCK", num_args = 0..)]
@@ -325,6 +405,8 @@ pub enum Parsed {
     Check(CheckQuery),
     /// `--check-holder LOCK`: a holder process of `--check`.
     CheckHolder(OsString),
+    /// `--generate KIND`: print the man page or a completion script.
+    Generate(generate::Kind),
     /// `--help` or `--version`: print this to stdout and exit 0.
     Info(String),
 }
@@ -351,6 +433,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
                     Ok(Parsed::Info(e.render().to_string()))
                 }
+                ErrorKind::ValueValidation => Err(invalid_value(&e)),
                 _ if program::is_flock() => Err(getopt_error(&e, &argv)),
                 _ => Err(usage(first_line_of(&e.render().to_string()))),
             };
@@ -358,6 +441,9 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
     };
     if let Some(lock) = cli.check_holder {
         return Ok(Parsed::CheckHolder(lock));
+    }
+    if let Some(kind) = cli.generate {
+        return Ok(Parsed::Generate(kind));
     }
     if cli.check {
         return cli.into_check_query().map(Parsed::Check);
@@ -470,6 +556,49 @@ fn expand_flock_prefixes(argv: Vec<OsString>) -> Vec<OsString> {
     }
     out.extend(words);
     out
+}
+
+/// The clap definitions, for `--generate`: the man page and the completion
+/// scripts are rendered from the same definitions as `--help`.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// A value that a clap value parser refused, in the words of the values
+/// parsed by hand: `invalid --slots: '0' is not a number from 1 to 10000`.
+fn invalid_value(e: &clap::Error) -> Error {
+    use clap::error::{ContextKind, ContextValue};
+    let option = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split(' ').next().unwrap_or_default(),
+        _ => "value",
+    };
+    match std::error::Error::source(e) {
+        Some(why) => usage(format!("invalid {option}: {why}")),
+        None => usage(first_line_of(&e.render().to_string())),
+    }
+}
+
+/// `--slots N`: 1 to 10000 (beyond, the slot files and waits cost more
+/// than a semaphore is worth).
+fn slots_value(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| format!("'{text}' is not a number from 1 to 10000"))
+}
+
+/// A DURATION option: 2.5, 500ms, 30s, 5m, 2h.
+fn duration_value(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+}
+
+/// A DURATION that must be more than 0 (`--lease`).
+fn positive_duration_value(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err(format!("'{text}' must be positive")),
+        d => Ok(d),
+    }
 }
 
 /// A usage error with the pointer to --help that every usage error ends with.
@@ -667,27 +796,9 @@ fn exit_code_value(text: &str) -> Result<u8, Error> {
     })
 }
 
-fn parse_option_duration(option: &str, text: &Option<String>) -> Result<Option<Duration>, Error> {
-    text.as_deref()
-        .map(|t| parse_duration(t).map_err(|e| usage(format!("invalid {option}: {e}"))))
-        .transpose()
-}
-
 impl Cli {
     fn slots(&self) -> Result<u32, Error> {
-        match &self.slots {
-            None => Ok(1),
-            Some(text) => text
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=10_000).contains(n))
-                .ok_or_else(|| {
-                    usage(format!(
-                        "invalid --slots: '{text}' (a number from 1 to 10000)"
-                    ))
-                }),
-        }
+        Ok(self.slots.unwrap_or(1))
     }
 
     /// The last `-E` value (1 without one); every one given must be valid.
@@ -796,7 +907,7 @@ impl Cli {
             task,
             mode,
             wait,
-            lease: self.lease()?,
+            lease: self.lease,
             conflict_exit_code,
             close_in_child: self.close,
             no_fork: self.no_fork,
@@ -804,11 +915,9 @@ impl Cli {
             slots,
             replace: self.replace,
             // 0 means no limit, as in timeout(1).
-            max_runtime: parse_option_duration("--max-runtime", &self.max_runtime)?
-                .filter(|limit| !limit.is_zero()),
-            kill_grace: parse_option_duration("--kill-grace", &self.kill_grace)?
-                .unwrap_or(crate::DEFAULT_KILL_GRACE),
-            stale_after: parse_option_duration("--stale-after", &self.stale_after)?,
+            max_runtime: self.max_runtime.filter(|limit| !limit.is_zero()),
+            kill_grace: self.kill_grace.unwrap_or(crate::DEFAULT_KILL_GRACE),
+            stale_after: self.stale_after,
             also,
             min_hold,
             fair: self.fair,
@@ -888,9 +997,7 @@ impl Cli {
     /// server could keep, needs lockwrap to renew it while the command
     /// runs), and without a command there is nothing to hold it after.
     fn min_hold(&self, task: &Task) -> Result<Option<Duration>, Error> {
-        let Some(hold) =
-            parse_option_duration("--min-hold", &self.min_hold)?.filter(|hold| !hold.is_zero())
-        else {
+        let Some(hold) = self.min_hold.filter(|hold| !hold.is_zero()) else {
             return Ok(None);
         };
         if self.no_fork {
@@ -1048,20 +1155,6 @@ impl Cli {
                 other.kind()
             ))
         })
-    }
-
-    /// `--lease DURATION`, which must be positive.
-    fn lease(&self) -> Result<Option<Duration>, Error> {
-        let Some(text) = &self.lease else {
-            return Ok(None);
-        };
-        match parse_duration(text) {
-            Ok(d) if !d.is_zero() => Ok(Some(d)),
-            Ok(_) => Err(usage(format!(
-                "invalid lease: '{text}' (it must be positive)"
-            ))),
-            Err(e) => Err(usage(format!("invalid lease: {e}"))),
-        }
     }
 
     /// `-c STRING` after the lock, or a plain argv.

@@ -181,6 +181,16 @@ pub enum Error {
         /// What the kernel said.
         errno: Errno,
     },
+
+    /// Help, the version, or what `--generate` makes could not be written
+    /// whole to stdout (a full disk): what was written must not be used.
+    #[error("cannot write {what} to stdout: {} (what was written is incomplete)", .errno.desc().to_lowercase())]
+    Print {
+        /// What lockwrap was printing ("the man page").
+        what: &'static str,
+        /// What the kernel said.
+        errno: Errno,
+    },
 }
 
 /// The exit code an errno implies wherever it occurs while creating or
@@ -244,6 +254,7 @@ impl Error {
             Error::Getopt(_) => EXIT_USAGE,
             // flock(1)'s close_stdout() exit code.
             Error::Stdout { .. } => 1,
+            Error::Print { errno, .. } => errno_exit_code(*errno).unwrap_or(EXIT_OS_ERROR),
         }
     }
 

@@ -29,6 +29,7 @@ pub mod cli;
 pub mod duration;
 pub mod error;
 pub mod fair;
+pub mod generate;
 pub mod holder;
 pub mod lockset;
 pub mod program;

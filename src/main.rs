@@ -56,12 +56,21 @@ fn run(argv: Vec<std::ffi::OsString>) -> Ending {
             };
         }
         Ok(Parsed::CheckHolder(lock)) => return Ending::Code(lockwrap::check::hold(&lock)),
-        Ok(Parsed::Info(text)) => {
-            let mut stdout = std::io::stdout().lock();
-            let written = stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush());
-            return Ending::Code(if written.is_ok() { 0 } else { 1 });
+        Ok(Parsed::Info(text)) => return print("the help", text.as_bytes()),
+        Ok(Parsed::Generate(kind)) => {
+            return match lockwrap::generate::render(kind, cli::command()) {
+                Ok(bytes) => print(kind.what(), &bytes),
+                Err(io) => {
+                    // Only writes into memory: no error is expected.
+                    let errno = Errno::from_raw(io.raw_os_error().unwrap_or(libc::EIO));
+                    let e = Error::Print {
+                        what: kind.what(),
+                        errno,
+                    };
+                    e.print();
+                    Ending::Code(e.exit_code(1))
+                }
+            };
         }
         Err(e) => {
             e.print();
@@ -79,6 +88,24 @@ fn run(argv: Vec<std::ffi::OsString>) -> Ending {
                 e.print();
             }
             Ending::Code(e.exit_code(conflict_code))
+        }
+    }
+}
+
+/// Writes help, version or generated text to stdout: exit 0, or 1 when it
+/// could not be written. A full disk says so (a man page cut short must not
+/// pass for a whole one); a reader that went away (`--help | head`) is no
+/// news to anyone.
+fn print(what: &'static str, bytes: &[u8]) -> Ending {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ending::Code(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ending::Code(1),
+        Err(e) => {
+            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+            let e = Error::Print { what, errno };
+            e.print();
+            Ending::Code(e.exit_code(1))
         }
     }
 }
