@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
-use clap::{CommandFactory as _, Parser};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 
 use crate::duration::parse_duration;
 use crate::error::Error;
@@ -425,7 +425,11 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
     } else {
         argv
     };
-    let cli = match Cli::try_parse_from(&argv) {
+    let parsed = Cli::command()
+        .term_width(help_width())
+        .try_get_matches_from(&argv)
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -456,6 +460,23 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
     }
     cli.into_invocation()
         .map(|i| Parsed::Invocation(Box::new(i)))
+}
+
+/// The width that `--help` is wrapped to: the terminal's (stdout, stderr or
+/// stdin, as clap looks), else `COLUMNS`, else 100; never under 40 (a
+/// narrower text is one word a line, and `COLUMNS=0` or `1` is no terminal
+/// anyone reads) nor over 100 (longer lines are hard to read).
+fn help_width() -> usize {
+    terminal_size::terminal_size()
+        .map(|(terminal_size::Width(columns), _)| usize::from(columns))
+        .or_else(|| {
+            std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.trim().parse::<usize>().ok())
+        })
+        .filter(|columns| *columns > 0)
+        .unwrap_or(100)
+        .clamp(40, 100)
 }
 
 /// flock(1)'s long options: util-linux 2.42's, with `--fd` and `--command`

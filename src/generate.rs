@@ -143,8 +143,8 @@ pub(crate) const ENVIRONMENT: &[Entry] = &[
     ),
     (
         "COLUMNS",
-        "The width of --help when stdout is not a terminal (at most 100), \
-         and of the waiting line when the terminal does not tell its own.",
+        "The width of --help when no stdio is a terminal (40 to 100), and \
+         of the waiting line when the terminal does not tell its own.",
     ),
     (
         "TERM",

@@ -260,3 +260,27 @@ fn a_full_disk_is_reported() {
         "lockwrap: cannot write the man page to stdout: no space left on device (what was written is incomplete)\n"
     );
 }
+
+/// COLUMNS that no terminal has (0, 1, garbage) or wider than anyone reads
+/// (10000): --help stays between 40 and 100 columns, neither one word a
+/// line nor a 400-column paragraph.
+#[test]
+fn help_width_stays_between_40_and_100_columns() {
+    let sb = Sandbox::new("helpwidth");
+    let at_40 = lockwrap_at(&sb, "40", &["--help"]);
+    at_40.assert_code(0);
+    for columns in ["0", "1", "20", "-3", "garbage", "10000"] {
+        let out = lockwrap_at(&sb, columns, &["--help"]);
+        out.assert_code(0);
+        let widest = out.stdout.lines().map(|l| l.chars().count()).max();
+        assert!(
+            widest <= Some(100),
+            "--help at COLUMNS={columns} has a line of {widest:?} columns"
+        );
+        assert!(
+            out.stdout.lines().count() <= at_40.stdout.lines().count(),
+            "--help at COLUMNS={columns} is narrower than at 40:\n{}",
+            out.stdout
+        );
+    }
+}
