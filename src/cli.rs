@@ -18,13 +18,13 @@ use crate::spec::{ByteRange, LockSpec};
 /// `--version`: the version and the server backends built in, so a bug
 /// report or a packager can tell which build this is.
 #[cfg(all(feature = "redis", feature = "postgres"))]
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (redis, postgres, tls)");
+pub(crate) const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (redis, postgres, tls)");
 #[cfg(all(feature = "redis", not(feature = "postgres")))]
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (redis, tls)");
+pub(crate) const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (redis, tls)");
 #[cfg(all(not(feature = "redis"), feature = "postgres"))]
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (postgres, tls)");
+pub(crate) const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (postgres, tls)");
 #[cfg(not(any(feature = "redis", feature = "postgres")))]
-const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The headings that group the options in `--help` and the man page.
 const FLOCK: &str = "flock(1) options";
@@ -271,7 +271,7 @@ struct Cli {
     ///
     /// KIND: man, complete-bash, complete-zsh or complete-fish, to stdout;
     /// README.md says where to install them.
-    #[arg(long, value_name = "KIND", hide_possible_values = true, help_heading = OUTPUT)]
+    #[arg(long, value_name = "KIND", hide_possible_values = true, exclusive = true, help_heading = OUTPUT)]
     generate: Option<generate::Kind>,
 
     /// Internal to --check: take LOCK, say so on stdout, hold it until

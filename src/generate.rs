@@ -225,17 +225,38 @@ pub fn render(kind: Kind, cmd: clap::Command) -> Result<Vec<u8>, std::io::Error>
         Kind::CompleteZsh => clap_complete::Shell::Zsh,
         Kind::CompleteFish => clap_complete::Shell::Fish,
     };
-    let mut cmd = cmd;
-    clap_complete::generate(shell, &mut cmd, "lockwrap", &mut out);
+    clap_complete::generate(shell, &mut without_hidden(cmd), "lockwrap", &mut out);
     Ok(out)
+}
+
+/// `cmd` without its hidden options (`--check-holder`, internal to
+/// `--check`): --help and the man page leave them out, but clap_complete
+/// would offer them.
+fn without_hidden(cmd: clap::Command) -> clap::Command {
+    clap::Command::new("lockwrap")
+        .version(crate::cli::VERSION)
+        .args(
+            cmd.get_arguments()
+                .filter(|arg| !arg.is_hide_set())
+                .cloned(),
+        )
 }
 
 /// clap_mangen's title, NAME, SYNOPSIS, DESCRIPTION and OPTIONS, then the
 /// reference sections in roff.
 fn man_page(cmd: clap::Command, out: &mut Vec<u8>) -> Result<(), std::io::Error> {
     use std::io::Write as _;
-    let man = clap_mangen::Man::new(cmd).manual("User Commands");
-    man.render_title(out)?;
+    // The title line by hand: clap_mangen writes an empty date as nothing
+    // at all, which moves the version into the date's place and the
+    // manual's name into the version's.
+    writeln!(
+        out,
+        ".TH {} 1 \"\" \"{} {}\" \"User Commands\"",
+        roff_text(cmd.get_name()),
+        roff_text(cmd.get_name()),
+        roff_text(cmd.get_version().unwrap_or_default()),
+    )?;
+    let man = clap_mangen::Man::new(cmd);
     man.render_name_section(out)?;
     man.render_synopsis_section(out)?;
     man.render_description_section(out)?;

@@ -284,3 +284,73 @@ fn help_width_stays_between_40_and_100_columns() {
         );
     }
 }
+
+/// The man page's header and footer: the manual's name in the header, the
+/// version in the footer (not in the date's place, centre bottom).
+#[test]
+fn man_page_header_names_the_manual_and_footer_the_version() {
+    let sb = Sandbox::new("manth");
+    let out = sb.run(sb.lockwrap(["--generate", "man"]));
+    out.assert_code(0);
+    let page = sb.work_path("lockwrap.1");
+    std::fs::write(&page, &out.stdout).unwrap();
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(&page)
+        .env("MANWIDTH", "80")
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().unwrap_or_default();
+    let footer = lines.next_back().unwrap_or_default();
+    assert!(
+        header.contains("User Commands"),
+        "header: {header:?}\nfooter: {footer:?}"
+    );
+    let version = format!("lockwrap {}", env!("CARGO_PKG_VERSION"));
+    assert!(
+        footer.starts_with(&version),
+        "footer: {footer:?} does not start with {version:?}"
+    );
+}
+
+/// `--check-holder` is internal to --check: --help hides it, and so must
+/// every completion script.
+#[test]
+fn completions_offer_no_hidden_option() {
+    let sb = Sandbox::new("hidden");
+    for kind in ["complete-bash", "complete-zsh", "complete-fish", "man"] {
+        let out = sb.run(sb.lockwrap(["--generate", kind]));
+        out.assert_code(0);
+        assert!(
+            !out.stdout.contains("check-holder") && !out.stdout.contains("check\\-holder"),
+            "{kind} offers the internal --check-holder"
+        );
+        assert!(out.stdout.contains("check"), "{kind} lacks --check");
+    }
+}
+
+/// `--generate KIND` prints and exits: anything else on the command line
+/// is a mistake to report, not to ignore.
+#[test]
+fn generate_refuses_other_arguments() {
+    let sb = Sandbox::new("genextra");
+    for args in [
+        &["--generate", "man", "extra"][..],
+        &["-n", "--generate", "man"],
+        &["--generate", "complete-bash", "--status", "lk"],
+    ] {
+        let out = sb.run(sb.lockwrap(args));
+        out.assert_error(64);
+        assert_eq!(out.stdout, "", "{args:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("--generate"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
