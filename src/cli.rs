@@ -623,10 +623,13 @@ fn positive_duration_value(text: &str) -> Result<Duration, String> {
 }
 
 /// A usage error with the pointer to --help that every usage error ends with.
+/// Control characters of the values quoted in it (a newline, an escape
+/// sequence) are shown escaped: the message stays one line, and the
+/// terminal interprets nothing of what the caller typed.
 fn usage(message: impl AsRef<str>) -> Error {
     Error::Usage(format!(
         "{} (see '{} --help')",
-        message.as_ref(),
+        crate::status::escape_controls(message.as_ref()),
         program::prefix()
     ))
 }

@@ -354,3 +354,23 @@ fn generate_refuses_other_arguments() {
         );
     }
 }
+
+/// A value with a newline or an escape sequence is shown escaped: the
+/// usage error stays one line, and the terminal interprets nothing.
+#[test]
+fn usage_errors_escape_control_characters() {
+    let sb = Sandbox::new("ctrl");
+    for args in [
+        &["-w", "a\nb", "lk", "true"][..],
+        &["-E", "a\nb", "lk", "true"],
+        &["--lease", "a\nb", "lk", "true"],
+        &["--slots", "\u{1b}[31m", "lk", "true"],
+        &["--start", "a\nb", "lk", "true"],
+        &["a\nb"],
+    ] {
+        let out = sb.run(sb.lockwrap(args));
+        out.assert_error(64);
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains('\u{1b}'), "{args:?}: {}", out.stderr);
+    }
+}
