@@ -374,3 +374,16 @@ fn usage_errors_escape_control_characters() {
         assert!(!out.stderr.contains('\u{1b}'), "{args:?}: {}", out.stderr);
     }
 }
+
+/// The package description is the Debian synopsis of `cargo deb`, which
+/// must fit one line: cargo-deb wraps a longer one, and `apt show` then
+/// shows it cut, its last word as the first line of the long description.
+#[test]
+fn package_description_fits_a_debian_synopsis() {
+    let description = env!("CARGO_PKG_DESCRIPTION");
+    assert!(
+        description.chars().count() < 80,
+        "{} characters: {description:?}",
+        description.chars().count()
+    );
+}
