@@ -186,7 +186,7 @@ struct Cli {
     /// Let up to N holders run at once
     ///
     /// A semaphore of N from 1 to 10000; the command gets LOCKWRAP_SLOT.
-    #[arg(long, value_name = "N", value_parser = slots_value, help_heading = BEYOND)]
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = slots_value, help_heading = BEYOND)]
     slots: Option<u32>,
 
     /// Take the lock from its current holder
@@ -199,20 +199,20 @@ struct Cli {
     ///
     /// SIGTERM, then SIGKILL after --kill-grace, and exit 124; 0: no
     /// limit.
-    #[arg(long, value_name = "DURATION", value_parser = duration_value, help_heading = BEYOND)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = duration_value, help_heading = BEYOND)]
     max_runtime: Option<Duration>,
 
     /// Time from SIGTERM to SIGKILL
     ///
     /// For --replace and --max-runtime; default 10s.
-    #[arg(long, value_name = "DURATION", value_parser = duration_value, help_heading = BEYOND)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = duration_value, help_heading = BEYOND)]
     kill_grace: Option<Duration>,
 
     /// Reclaim a mkdir/excl lock this old
     ///
     /// A lock whose owner cannot be proven dead (another host, a
     /// different boot) is taken over once it is older than this.
-    #[arg(long, value_name = "DURATION", value_parser = duration_value, help_heading = BEYOND)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = duration_value, help_heading = BEYOND)]
     stale_after: Option<Duration>,
 
     /// Also take this lock, all or none
@@ -232,7 +232,7 @@ struct Cli {
     ///
     /// Redis and PostgreSQL locks: the server keeps a lock whose holder
     /// stops renewing it this long (default 30s); renewed every third.
-    #[arg(long, value_name = "DURATION", value_parser = positive_duration_value, help_heading = MACHINES)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = positive_duration_value, help_heading = MACHINES)]
     lease: Option<Duration>,
 
     // --- issue 13, item 7: once per interval across a fleet ---

@@ -231,6 +231,14 @@ fn refused_values_are_one_line_usage_errors() {
             "lockwrap: invalid --lease: '0' must be positive (see 'lockwrap --help')\n",
         ),
         (
+            &["--slots", "-1", "lk", "true"],
+            "lockwrap: invalid --slots: '-1' is not a number from 1 to 10000 (see 'lockwrap --help')\n",
+        ),
+        (
+            &["--max-runtime", "-5", "lk", "true"],
+            "lockwrap: invalid --max-runtime: '-5' is not a duration (it must be a finite number >= 0) (see 'lockwrap --help')\n",
+        ),
+        (
             &["--min-hold", "-1", "lk", "true"],
             "lockwrap: invalid --min-hold: '-1' is not a duration (it must be a finite number >= 0) (see 'lockwrap --help')\n",
         ),
