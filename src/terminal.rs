@@ -48,6 +48,20 @@ pub fn draws_live_lines() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
 }
 
+/// Whether a write to stderr's terminal now reaches it: lockwrap is in
+/// that terminal's foreground process group, or the terminal is not its
+/// controlling one (no job control applies there). A background job's
+/// live line would erase the prompt and the user's typing every second,
+/// and under `stty tostop` its first write would stop lockwrap (SIGTTOU)
+/// until brought to the foreground. Asked anew at each draw: `fg` and `bg`
+/// move a waiting lockwrap between the two.
+pub fn stderr_in_foreground() -> bool {
+    match tcgetpgrp(std::io::stderr()) {
+        Ok(group) => group == getpgrp(),
+        Err(_) => true,
+    }
+}
+
 /// The width of the terminal on stderr, in columns: TIOCGWINSZ, read anew
 /// for each line drawn so a resized window counts from the next draw; else
 /// `COLUMNS`; else 80. A pty nobody sized says 0 columns: not believed.

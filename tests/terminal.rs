@@ -164,3 +164,68 @@ fn no_waiting_line_for_term_dumb() {
     }
     assert_eq!(shown, "", "TERM=dumb drew: {shown:?}");
 }
+
+/// A waiter started in the background of a shell with job control draws no
+/// line: it would erase the prompt and what the user types every second,
+/// and with `stty tostop` its first draw would stop it (SIGTTOU, "Stopped
+/// (tty output)"), so that it never ran its command, where flock(1) would.
+#[test]
+fn a_background_waiter_draws_nothing_and_is_not_stopped_by_tostop() {
+    let Some(script) = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        eprintln!("skipped: script(1) from util-linux is not installed");
+        return;
+    };
+    if !Path::new("/bin/bash").exists() {
+        eprintln!("skipped: bash is not installed");
+        return;
+    }
+    let sb = Sandbox::new("background-line");
+    let lock = sb.locks.join("bg").display().to_string();
+    let mut holder = long_holder(&sb, &lock);
+    let ran = sb.work_path("ran");
+    let screen = sb.work_path("screen");
+    let lockwrap = bin().display().to_string();
+    // The background waiter starts first; once the foreground one has
+    // drawn twice, the background one would have drawn at least once.
+    let inner = format!(
+        "stty tostop; '{lockwrap}' -w 60 '{lock}' touch '{ran}' & \
+         '{lockwrap}' -w 60 '{lock}' echo foreground-ran; wait; echo all-done",
+        ran = ran.display()
+    );
+    use std::os::unix::process::CommandExt as _;
+    let mut child = Command::new(script)
+        .args(["-qefc", &format!("bash -mc \"{inner}\""), "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&screen).unwrap())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("script(1)");
+    wait_until("two draws in the foreground", WAIT, || {
+        std::fs::read_to_string(&screen)
+            .unwrap_or_default()
+            .contains("waiting 2s")
+    });
+    holder.release_and_finish().assert_code(0);
+    wait_until("the end of the shell", WAIT, || {
+        std::fs::read_to_string(&screen)
+            .unwrap_or_default()
+            .contains("all-done")
+    });
+    let shown = std::fs::read_to_string(&screen).unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.wait();
+    assert!(ran.exists(), "the background waiter never ran: {shown:?}");
+    assert_eq!(
+        shown.matches("waiting 1s").count(),
+        1,
+        "only the foreground waiter draws: {shown:?}"
+    );
+}
