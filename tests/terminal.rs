@@ -29,6 +29,12 @@ struct Tmux {
 impl Tmux {
     /// Starts `command` in a detached 60x20 pane, or None without tmux.
     fn start(sb: &Sandbox, command: &str) -> Option<Tmux> {
+        Tmux::start_sized(sb, command, 60)
+    }
+
+    /// Starts `command` in a detached pane `columns` wide and 20 rows high,
+    /// or None without tmux.
+    fn start_sized(sb: &Sandbox, command: &str, columns: u16) -> Option<Tmux> {
         if !Path::new("/usr/bin/tmux").exists() {
             eprintln!("skipped: tmux is not installed");
             return None;
@@ -38,7 +44,15 @@ impl Tmux {
         };
         let status = tmux
             .command()
-            .args(["new-session", "-d", "-x", "60", "-y", "20", command])
+            .args([
+                "new-session",
+                "-d",
+                "-x",
+                &columns.to_string(),
+                "-y",
+                "20",
+                command,
+            ])
             .status()
             .expect("tmux");
         assert!(status.success(), "tmux new-session failed");
@@ -110,6 +124,37 @@ fn the_waiting_line_stays_on_one_row_of_a_60_column_terminal_and_is_cleared() {
     common::wait_for_file(&done, WAIT);
     let screen = tmux.screen();
     assert_eq!(screen, ["the-command-ran"], "{screen:#?}");
+}
+
+/// Emoji and other wide characters beyond the first Unicode blocks (U+1FAE0
+/// melting face, U+1F004 mahjong tile, U+1F18E, U+1F201, U+1F7E0, Tangut,
+/// a heart made wide by U+FE0F) count two columns too: counted as one, the
+/// row overflowed and every draw left a row behind.
+#[test]
+fn the_waiting_line_counts_every_emoji_as_two_columns() {
+    let sb = Sandbox::new("tmux-emoji");
+    let lock = sb.locks.join("emoji").display().to_string();
+    let wide = "\u{1fae0}\u{1f004}\u{1f18e}\u{1f201}\u{1f7e0}\u{17000}\u{2764}\u{fe0f}";
+    let mut holder = sb.hold_after(&[], &lock, &format!(": {}", wide.repeat(20)));
+    let done = sb.work_path("done");
+    let command = format!(
+        "cd '{}' && LANG=C.UTF-8 '{}' -w 60 emoji true; touch '{}'; sleep 60",
+        sb.locks.display(),
+        bin().display(),
+        done.display()
+    );
+    let Some(tmux) = Tmux::start_sized(&sb, &command, 200) else {
+        return;
+    };
+    let mut screen = Vec::new();
+    wait_until("the waiting line at 3s", WAIT, || {
+        screen = tmux.screen();
+        screen.iter().any(|r| r.contains("waiting 3s"))
+    });
+    assert_eq!(screen.len(), 1, "{screen:#?}");
+    assert!(screen[0].contains('\u{1fae0}'), "{screen:#?}");
+    holder.release_and_finish().assert_code(0);
+    common::wait_for_file(&done, WAIT);
 }
 
 #[test]
