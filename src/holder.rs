@@ -459,6 +459,24 @@ pub fn process_age(pid: i32) -> Option<Duration> {
     Duration::try_from_secs_f64(age.max(0.0)).ok()
 }
 
+/// Whether process `pid` is a lockwrap, which forwards the signals it is
+/// sent to its command: it runs the same executable as this process, or
+/// one named `lockwrap` (another installed copy). Only decides whether a
+/// command needs a SIGTERM of its own, so a process that merely calls
+/// itself lockwrap gains nothing: its command is still killed after the
+/// grace period.
+pub fn is_lockwrap(pid: i32) -> bool {
+    let same_file =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    let same_exe = std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .zip(std::fs::metadata("/proc/self/exe").ok())
+        .is_some_and(|(theirs, ours)| same_file(&theirs, &ours));
+    same_exe
+        || std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim_end_matches('\n') == "lockwrap")
+}
+
 /// The real uid of a process (first field of "Uid:" in /proc/PID/status):
 /// who started it, which a setuid program does not change.
 pub fn process_real_uid(pid: i32) -> Option<u32> {

@@ -55,17 +55,30 @@ pub fn describe_holders(status: &LockStatus) -> String {
 
 /// `text` with control characters (escape sequences, bells, newlines)
 /// shown as `\u{1b}`: a holder's command is someone else's text, and a
-/// terminal must not interpret it.
+/// terminal must not interpret it. Bidirectional controls and line
+/// separators too: a terminal that honours U+202E (right-to-left override)
+/// would show the rest of the line reversed, disguising what the holder
+/// runs (the "Trojan Source" trick).
 pub fn escape_controls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() {
+        if c.is_control() || is_bidi_or_separator(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// The characters that reorder or break a line without being control
+/// characters (Unicode's Cf bidi controls, and the Zl/Zp separators).
+fn is_bidi_or_separator(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            | '\u{2028}' | '\u{2029}'
+    )
 }
 
 /// One lock's `--status` text: "LOCK: free", "LOCK: exclusive, held by

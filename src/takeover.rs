@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 
 use crate::backend::{HolderInfo, HolderSource, LockStatus};
 use crate::error::Error;
-use crate::holder::{hostname, is_running, process_real_uid, process_stat};
+use crate::holder::{hostname, is_lockwrap, is_running, process_real_uid, process_stat};
 use crate::tree::{Tree, signal_process};
 
 /// How often the end of an evicted holder is checked: it is another
@@ -73,8 +73,13 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, 
         }
         // A lockwrap wrapper forwards SIGTERM to its child; signalling both
         // would deliver it twice. Its child is a target for SIGKILL only.
+        // A kernel lock's wrapper may be anything that passed the fd on
+        // (flock(1), a shell in fd mode), which forwards nothing: its
+        // command gets a SIGTERM of its own.
         let wrapper = Running::find(holder, holder.pid, holder.start_time, lock)?;
         let child = Running::find(holder, holder.child_pid, holder.child_start_time, lock)?;
+        let forwards =
+            holder.source != HolderSource::Kernel || wrapper.is_some_and(|w| is_lockwrap(w.pid));
         if let Some(own) = [wrapper, child]
             .iter()
             .flatten()
@@ -86,7 +91,8 @@ pub fn evict(lock: &str, status: &LockStatus, grace: Duration) -> Result<usize, 
             )));
         }
         match (wrapper, child) {
-            (Some(w), Some(c)) => targets.extend([w.terminate_first(), c]),
+            (Some(w), Some(c)) if forwards => targets.extend([w.terminate_first(), c]),
+            (Some(w), Some(c)) => targets.extend([w.terminate_first(), c.terminate_first()]),
             (Some(p), None) | (None, Some(p)) => targets.push(p.terminate_first()),
             (None, None) => {}
         }

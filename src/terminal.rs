@@ -48,6 +48,20 @@ pub fn draws_live_lines() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
 }
 
+/// Whether a write to stderr's terminal now reaches it: lockwrap is in
+/// that terminal's foreground process group, or the terminal is not its
+/// controlling one (no job control applies there). A background job's
+/// live line would erase the prompt and the user's typing every second,
+/// and under `stty tostop` its first write would stop lockwrap (SIGTTOU)
+/// until brought to the foreground. Asked anew at each draw: `fg` and `bg`
+/// move a waiting lockwrap between the two.
+pub fn stderr_in_foreground() -> bool {
+    match tcgetpgrp(std::io::stderr()) {
+        Ok(group) => group == getpgrp(),
+        Err(_) => true,
+    }
+}
+
 /// The width of the terminal on stderr, in columns: TIOCGWINSZ, read anew
 /// for each line drawn so a resized window counts from the next draw; else
 /// `COLUMNS`; else 80. A pty nobody sized says 0 columns: not believed.
@@ -112,32 +126,22 @@ pub fn one_row(text: &str, columns: usize) -> String {
 /// A small table, not all of Unicode's (no dependency for one status
 /// line): the wide ranges are generous, since a wide character counted as
 /// one column could make the row wrap, while a zero-width one counted as
-/// one only cuts the row a column early.
+/// one only cuts the row a column early. So the symbol blocks
+/// (U+2600-U+27BF, U+1F000-U+1FAFF) count 2 throughout, and U+FE0F (which
+/// asks for the wide emoji form of the character before it, as in ❤️)
+/// counts 1.
 fn char_width(c: char) -> usize {
     let u = u32::from(c);
     match u {
-        0x0300..=0x036F | 0x200B..=0x200F | 0xFE00..=0xFE0F => 0,
+        0x0300..=0x036F | 0x200B..=0x200F | 0xFE00..=0xFE0E => 0,
         0x1100..=0x115F
         | 0x231A..=0x231B
         | 0x2329..=0x232A
         | 0x23E9..=0x23EC
+        | 0x23F0
+        | 0x23F3
         | 0x25FD..=0x25FE
-        | 0x2614..=0x2615
-        | 0x2648..=0x2653
-        | 0x26AA..=0x26AB
-        | 0x26BD..=0x26BE
-        | 0x26F5
-        | 0x26FA
-        | 0x26FD
-        | 0x2705
-        | 0x270A..=0x270B
-        | 0x2728
-        | 0x274C
-        | 0x2753..=0x2755
-        | 0x2757
-        | 0x2795..=0x2797
-        | 0x27B0
-        | 0x27BF
+        | 0x2600..=0x27BF
         | 0x2B1B..=0x2B1C
         | 0x2B50
         | 0x2B55
@@ -153,9 +157,10 @@ fn char_width(c: char) -> usize {
         | 0xFE30..=0xFE6F
         | 0xFF00..=0xFF60
         | 0xFFE0..=0xFFE6
-        | 0x1F300..=0x1F64F
-        | 0x1F900..=0x1F9FF
-        | 0x1F680..=0x1F6FF
+        | 0x16FE0..=0x18DFF
+        | 0x1AFF0..=0x1B2FF
+        | 0x1D300..=0x1D37F
+        | 0x1F000..=0x1FAFF
         | 0x20000..=0x3FFFD => 2,
         _ => 1,
     }
@@ -184,6 +189,20 @@ mod tests {
         let cut = one_row(&"漢".repeat(100), 20);
         assert!(width(&cut) <= 19, "{cut}");
         assert_eq!(one_row("漢字", 6), "漢字");
+    }
+
+    #[test]
+    fn emoji_beyond_the_first_blocks_are_wide() {
+        for c in [
+            "\u{1fae0}",
+            "\u{1f004}",
+            "\u{1f18e}",
+            "\u{1f201}",
+            "\u{17000}",
+            "\u{2764}\u{fe0f}",
+        ] {
+            assert!(width(c) >= 2, "{c}");
+        }
     }
 
     #[test]

@@ -586,6 +586,7 @@ impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         if let Some(progress) = &self.progress
             && progress.shown.get()
+            && crate::terminal::stderr_in_foreground()
             && stderr_writable()
         {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
@@ -601,8 +602,9 @@ impl Progress<'_> {
         }
         self.next_draw.set(now + PROGRESS_EVERY);
         // The terminal may not take more (Ctrl-S, a stalled pty): skip the
-        // line rather than block the wait on it.
-        if !stderr_writable() {
+        // line rather than block the wait on it. Nor from the background,
+        // where it would write over the prompt (or stop lockwrap).
+        if !crate::terminal::stderr_in_foreground() || !stderr_writable() {
             return;
         }
         let reported = seen.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -223,6 +223,33 @@ fn status_text_escapes_control_characters_in_the_command() {
     }
 }
 
+/// Bidirectional controls (U+202E RIGHT-TO-LEFT OVERRIDE, isolates) and
+/// line separators in a holder's command are escaped too: a terminal that
+/// honours them would show the rest of the line reordered (the "Trojan
+/// Source" trick), so a holder could disguise what it runs, or the lock's
+/// name and the text after it, in `--status` and in the waiting line.
+#[test]
+fn status_text_escapes_bidi_controls_in_the_command() {
+    let sb = Sandbox::new("status-bidi");
+    let lock = Backend::Flock.spec(&sb, "bidi");
+    let mut holder = sb.hold_after(&[], &lock, ": 'safe\u{202e}hs.mr\u{2066}x\u{2028}y'");
+    let out = sb.run(sb.lockwrap(["--status", &lock]));
+    out.assert_code(1);
+    for c in ['\u{202e}', '\u{2066}', '\u{2028}'] {
+        assert!(
+            !out.stdout.contains(c),
+            "--status printed {c:?} raw: {:?}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout.contains("safe\\u{202e}hs.mr"),
+        "{:?}",
+        out.stdout
+    );
+    holder.release_and_finish().assert_code(0);
+}
+
 /// Issue 10 (4): a record with a 20 kB command is read: --status names a
 /// live holder instead of "owner unknown".
 #[test]

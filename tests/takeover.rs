@@ -378,3 +378,42 @@ fn replace_never_signals_its_own_caller() {
     assert_eq!(out.stdout, "inner=65\n", "{out:?}");
     assert!(out.stderr.contains("cannot replace the holder"), "{out:?}");
 }
+
+/// A kernel lock's wrapper that is not a lockwrap (flock(1), or a shell
+/// holding the lock on an fd) does not forward SIGTERM: --replace must send
+/// it to the command itself, which `--status` lists as the wrapper's child,
+/// instead of leaving the command to SIGKILL after the grace period.
+#[test]
+fn replace_terms_the_command_of_a_wrapper_that_does_not_forward_signals() {
+    let sb = Sandbox::new("replace-foreign");
+    let lock = sb.locks.join("foreign").display().to_string();
+    let flock = common::system_flock().map(|f| f.display().to_string());
+    let lockwrap = common::bin().display().to_string();
+    let mut wrappers = vec![(
+        "shell-fd",
+        // `; :` keeps the subshell from exec'ing its last command: it
+        // stays the command's parent, holding the lock.
+        format!("( '{lockwrap}' 9 && sh -c \"$0\"; : ) 9>'{lock}'"),
+    )];
+    if let Some(flock) = flock {
+        wrappers.push(("flock(1)", format!("'{flock}' '{lock}' sh -c \"$0\"")));
+    }
+    for (what, wrapper) in wrappers {
+        let termed = sb.work_path(&format!("{what}.termed"));
+        let ready = sb.work_path(&format!("{what}.ready"));
+        let script = format!(
+            "trap 'touch \"{}\"; exit 0' TERM\necho $$ > '{}'\nwhile :; do sleep 0.02; done",
+            termed.display(),
+            ready.display()
+        );
+        let mut command = Command::new("sh");
+        command.args(["-c", &wrapper, &script]);
+        let mut holder = sb.spawn(command, what);
+        wait_for_pid_file(&ready);
+        let out =
+            sb.run(sb.lockwrap(["--replace", "--kill-grace", "8s", "-w", "60", &lock, "true"]));
+        out.assert_code(0);
+        assert!(termed.exists(), "{what}: the command got no SIGTERM");
+        holder.wait_timeout(common::WAIT);
+    }
+}

@@ -29,6 +29,12 @@ struct Tmux {
 impl Tmux {
     /// Starts `command` in a detached 60x20 pane, or None without tmux.
     fn start(sb: &Sandbox, command: &str) -> Option<Tmux> {
+        Tmux::start_sized(sb, command, 60)
+    }
+
+    /// Starts `command` in a detached pane `columns` wide and 20 rows high,
+    /// or None without tmux.
+    fn start_sized(sb: &Sandbox, command: &str, columns: u16) -> Option<Tmux> {
         if !Path::new("/usr/bin/tmux").exists() {
             eprintln!("skipped: tmux is not installed");
             return None;
@@ -38,7 +44,15 @@ impl Tmux {
         };
         let status = tmux
             .command()
-            .args(["new-session", "-d", "-x", "60", "-y", "20", command])
+            .args([
+                "new-session",
+                "-d",
+                "-x",
+                &columns.to_string(),
+                "-y",
+                "20",
+                command,
+            ])
             .status()
             .expect("tmux");
         assert!(status.success(), "tmux new-session failed");
@@ -112,6 +126,37 @@ fn the_waiting_line_stays_on_one_row_of_a_60_column_terminal_and_is_cleared() {
     assert_eq!(screen, ["the-command-ran"], "{screen:#?}");
 }
 
+/// Emoji and other wide characters beyond the first Unicode blocks (U+1FAE0
+/// melting face, U+1F004 mahjong tile, U+1F18E, U+1F201, U+1F7E0, Tangut,
+/// a heart made wide by U+FE0F) count two columns too: counted as one, the
+/// row overflowed and every draw left a row behind.
+#[test]
+fn the_waiting_line_counts_every_emoji_as_two_columns() {
+    let sb = Sandbox::new("tmux-emoji");
+    let lock = sb.locks.join("emoji").display().to_string();
+    let wide = "\u{1fae0}\u{1f004}\u{1f18e}\u{1f201}\u{1f7e0}\u{17000}\u{2764}\u{fe0f}";
+    let mut holder = sb.hold_after(&[], &lock, &format!(": {}", wide.repeat(20)));
+    let done = sb.work_path("done");
+    let command = format!(
+        "cd '{}' && LANG=C.UTF-8 '{}' -w 60 emoji true; touch '{}'; sleep 60",
+        sb.locks.display(),
+        bin().display(),
+        done.display()
+    );
+    let Some(tmux) = Tmux::start_sized(&sb, &command, 200) else {
+        return;
+    };
+    let mut screen = Vec::new();
+    wait_until("the waiting line at 3s", WAIT, || {
+        screen = tmux.screen();
+        screen.iter().any(|r| r.contains("waiting 3s"))
+    });
+    assert_eq!(screen.len(), 1, "{screen:#?}");
+    assert!(screen[0].contains('\u{1fae0}'), "{screen:#?}");
+    holder.release_and_finish().assert_code(0);
+    common::wait_for_file(&done, WAIT);
+}
+
 #[test]
 fn no_waiting_line_for_term_dumb() {
     let Some(script) = ["/usr/bin/script", "/bin/script"]
@@ -163,4 +208,69 @@ fn no_waiting_line_for_term_dumb() {
         }
     }
     assert_eq!(shown, "", "TERM=dumb drew: {shown:?}");
+}
+
+/// A waiter started in the background of a shell with job control draws no
+/// line: it would erase the prompt and what the user types every second,
+/// and with `stty tostop` its first draw would stop it (SIGTTOU, "Stopped
+/// (tty output)"), so that it never ran its command, where flock(1) would.
+#[test]
+fn a_background_waiter_draws_nothing_and_is_not_stopped_by_tostop() {
+    let Some(script) = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        eprintln!("skipped: script(1) from util-linux is not installed");
+        return;
+    };
+    if !Path::new("/bin/bash").exists() {
+        eprintln!("skipped: bash is not installed");
+        return;
+    }
+    let sb = Sandbox::new("background-line");
+    let lock = sb.locks.join("bg").display().to_string();
+    let mut holder = long_holder(&sb, &lock);
+    let ran = sb.work_path("ran");
+    let screen = sb.work_path("screen");
+    let lockwrap = bin().display().to_string();
+    // The background waiter starts first; once the foreground one has
+    // drawn twice, the background one would have drawn at least once.
+    let inner = format!(
+        "stty tostop; '{lockwrap}' -w 60 '{lock}' touch '{ran}' & \
+         '{lockwrap}' -w 60 '{lock}' echo foreground-ran; wait; echo all-done",
+        ran = ran.display()
+    );
+    use std::os::unix::process::CommandExt as _;
+    let mut child = Command::new(script)
+        .args(["-qefc", &format!("bash -mc \"{inner}\""), "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&screen).unwrap())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("script(1)");
+    wait_until("two draws in the foreground", WAIT, || {
+        std::fs::read_to_string(&screen)
+            .unwrap_or_default()
+            .contains("waiting 2s")
+    });
+    holder.release_and_finish().assert_code(0);
+    wait_until("the end of the shell", WAIT, || {
+        std::fs::read_to_string(&screen)
+            .unwrap_or_default()
+            .contains("all-done")
+    });
+    let shown = std::fs::read_to_string(&screen).unwrap();
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.wait();
+    assert!(ran.exists(), "the background waiter never ran: {shown:?}");
+    assert_eq!(
+        shown.matches("waiting 1s").count(),
+        1,
+        "only the foreground waiter draws: {shown:?}"
+    );
 }
