@@ -242,7 +242,7 @@ struct Cli {
     /// cron jobs fire seconds apart runs the job once. Redis hands the rest
     /// to the server and exits at once; other locks keep lockwrap until
     /// then.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = duration_value, help_heading = MACHINES)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = duration_value, help_heading = BEYOND)]
     min_hold: Option<Duration>,
 
     /// Show who holds each LOCK
