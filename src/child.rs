@@ -259,6 +259,7 @@ impl Supervisor<'_, '_> {
             for status in reaped.statuses {
                 self.on_status(status);
             }
+            self.stop_lingering_if_asked(reaped.none_left);
             self.rescan_if_stopping();
             if let Some(ending) = self.ending(reaped.none_left) {
                 return ending;
@@ -279,6 +280,21 @@ impl Supervisor<'_, '_> {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// A stop asked for (SIGTERM, SIGINT...) while the command ran, which
+    /// the command handled and then exited of its own accord, still stops
+    /// what it left behind: the signal was meant for the whole job, and
+    /// nobody may be left to send another (it came just as the command
+    /// ended, or the command trapped it to clean up). Without this lockwrap
+    /// would wait for those processes as long as they ran.
+    fn stop_lingering_if_asked(&mut self, none_left: bool) {
+        if self.state != State::Lingering || none_left {
+            return;
+        }
+        if let Some(signal) = self.received.iter().copied().find(|s| is_terminating(*s)) {
+            self.begin_stop(StopCause::Signal(signal), self.plan.kill_grace);
+        }
     }
 
     /// While stopping, processes that appeared since the last scan (forked

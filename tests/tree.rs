@@ -475,6 +475,34 @@ fn sigint_while_a_worker_keeps_the_lock_stops_it_and_kills_the_wrapper() {
     sb.run(sb.lockwrap(["-n", &lock, "true"])).assert_code(0);
 }
 
+/// SIGINT while the command runs, which the command traps and exits 0 of,
+/// leaving a worker with the mkdir lock: the stop was meant for the whole
+/// job, so the worker is stopped too (lockwrap used to wait for it as long
+/// as it ran; seen as a CI flake when the SIGINT of the test above came
+/// just before its command's exit).
+#[test]
+fn sigint_the_command_handles_still_stops_the_worker_it_leaves() {
+    common::become_subreaper();
+    let sb = Sandbox::new("linger-int-trap");
+    let lock = format!("mkdir:{}", sb.locks.join("lk").display());
+    let worker = sb.work_path("worker.pid");
+    let ready = sb.work_path("ready");
+    let script = format!(
+        "setsid sh -c 'echo $$ > \"{}\"; exec sleep 100' & trap 'exit 0' INT; touch '{}'; while :; do sleep 0.05; done",
+        worker.display(),
+        ready.display()
+    );
+    let mut wrapper = sb.spawn(sb.lockwrap([&lock, "sh", "-c", &script]), "wrapper");
+    let worker = wait_for_pid_file(&worker);
+    let _guard = KillOnDrop(vec![worker]);
+    common::wait_until("the command to trap SIGINT", WAIT, || ready.exists());
+    wrapper.signal(Signal::SIGINT);
+    let out = wrapper.finish();
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "{out:?}");
+    assert!(!common::process_is_running(worker), "the worker still runs");
+    sb.run(sb.lockwrap(["-n", &lock, "true"])).assert_code(0);
+}
+
 /// On a terminal, Ctrl-C reaches the command, lockwrap and the script that
 /// runs it, as with flock(1): the script's loop stops at the first Ctrl-C.
 /// Runs the script under script(1), which gives it a pseudo-terminal.
