@@ -292,7 +292,9 @@ impl Supervisor<'_, '_> {
         if self.state != State::Lingering || none_left {
             return;
         }
-        if let Some(signal) = self.received.iter().copied().find(|s| is_terminating(*s)) {
+        // Not SIGHUP: a command that caught it may have taken it as "reload".
+        let asked = |s: &Signal| matches!(s, Signal::SIGTERM | Signal::SIGINT);
+        if let Some(signal) = self.received.iter().copied().find(asked) {
             self.begin_stop(StopCause::Signal(signal), self.plan.kill_grace);
         }
     }
