@@ -11,9 +11,12 @@
 //! PostgreSQL servers when redis-server and initdb are installed. Missing
 //! peers and servers are skipped with a note.
 //!
-//! LOCKWRAP_BENCH_BASELINE=/path/to/an/older/lockwrap adds that binary's
+//! LOCKWRAP_BENCH_BIN=/path/to/lockwrap measures that binary instead of the
+//! one cargo built (a static build from another target, a release tarball's).
+//! LOCKWRAP_BENCH_BASELINE=/path/to/another/lockwrap adds that binary's
 //! flock rows to the overhead table, measured in the same round-robin (a
-//! before/after comparison in one run).
+//! before/after comparison in one run), labelled with
+//! LOCKWRAP_BENCH_BASELINE_LABEL (default `baseline`).
 //!
 //! Sample counts can be changed with LOCKWRAP_BENCH_N (overhead runs per
 //! command), LOCKWRAP_BENCH_HANDOFF (hand-off samples per backend),
@@ -42,7 +45,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const LOCKWRAP: &str = env!("CARGO_BIN_EXE_lockwrap");
+/// The lockwrap binary measured: LOCKWRAP_BENCH_BIN, else cargo's build.
+fn lockwrap() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("LOCKWRAP_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_lockwrap").to_owned())
+    })
+}
 const TRUE: &str = "/bin/true";
 
 /// CLOCK_MONOTONIC in nanoseconds, comparable across processes.
@@ -169,27 +179,29 @@ fn overhead(dir: &Path, n: u64, notes: &mut Vec<String>) -> Vec<(String, f64)> {
     for (name, spec) in backends(dir) {
         tools.push(Tool::new(
             format!("lockwrap {name} (spawn)"),
-            &[LOCKWRAP, &spec],
+            &[lockwrap(), &spec],
         ));
         // -F leaves a mkdir/excl artifact behind (the exec'd program cannot
         // remove it), so exec mode is measured only where the lock is an fd.
         if matches!(name, "flock" | "fcntl" | "abstract") {
             tools.push(Tool::new(
                 format!("lockwrap {name} -F"),
-                &[LOCKWRAP, "-F", &spec],
+                &[lockwrap(), "-F", &spec],
             ));
         }
     }
     // Another lockwrap binary side by side (a build before a change), to show
     // what the change costs in the same run.
     if let Ok(baseline) = std::env::var("LOCKWRAP_BENCH_BASELINE") {
+        let label =
+            std::env::var("LOCKWRAP_BENCH_BASELINE_LABEL").unwrap_or_else(|_| "baseline".into());
         let spec = format!("{}/baseline.lock", dir.display());
         tools.push(Tool::new(
-            "baseline lockwrap flock (spawn)",
+            format!("{label} lockwrap flock (spawn)"),
             &[baseline.as_str(), &spec],
         ));
         tools.push(Tool::new(
-            "baseline lockwrap flock -F",
+            format!("{label} lockwrap flock -F"),
             &[baseline.as_str(), "-F", &spec],
         ));
     }
@@ -326,7 +338,7 @@ fn lock_tools(dir: &Path, peer_file: &str) -> Vec<(String, Tool)> {
         .map(|(name, spec)| {
             (
                 format!("lockwrap {name}"),
-                Tool::new("", &[LOCKWRAP, &spec]),
+                Tool::new("", &[lockwrap(), &spec]),
             )
         })
         .collect();
@@ -373,13 +385,14 @@ fn handoff(dir: &Path, n: u64) -> Vec<(String, f64)> {
     medians
 }
 
-fn throughput(dir: &Path, procs: usize, secs: u64) {
+fn throughput(dir: &Path, procs: usize, secs: u64) -> Vec<(String, f64)> {
     let tools = lock_tools(dir, "throughput-peer");
     println!(
         "\n### Contention throughput: {procs} loops of acquire / `/bin/true` / release for {secs} s\n"
     );
     println!("| lock | acquisitions/s |");
     println!("|---|---:|");
+    let mut rates = Vec::new();
     for (label, tool) in &tools {
         let count = AtomicU64::new(0);
         let start = Instant::now();
@@ -397,7 +410,9 @@ fn throughput(dir: &Path, procs: usize, secs: u64) {
         });
         let rate = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
         println!("| {label} | {rate:.0} |");
+        rates.push((label.clone(), rate));
     }
+    rates
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -495,7 +510,7 @@ fn scaling(
     for (name, server) in servers {
         rows.push((
             format!("lockwrap {name}"),
-            Tool::new("", &[LOCKWRAP, &server.spec]),
+            Tool::new("", &[lockwrap(), &server.spec]),
             server_waiters,
             Some(*server),
         ));
@@ -588,19 +603,34 @@ fn verdict(met: bool) -> &'static str {
 
 /// The issue's targets, as ratios within this one run; `-` where a section
 /// they come from did not run or a peer is missing.
-fn targets(over: &[(String, f64)], hand: &[(String, f64)], rss: &[(String, u64)]) {
+/// Issue 15's targets: spawn overhead <= 0.8x flock(1) for the static
+/// (release) build and <= 1.0x for the dynamic one, `-F` <= setlock,
+/// throughput >= flock(1), every local backend's hand-off <= 1.2x
+/// flock(1)'s, peak RSS <= flock(1) + 1 MiB.
+fn targets(
+    over: &[(String, f64)],
+    hand: &[(String, f64)],
+    rates: &[(String, f64)],
+    rss: &[(String, u64)],
+) {
     println!("\n### Targets (this run)\n");
     println!("| target | measured | verdict |");
     println!("|---|---|---|");
     let overhead_rows = [
         (
-            "lockwrap flock (spawn) <= 0.8x flock(1) (fork)",
+            "static build: lockwrap flock (spawn) <= 0.8x flock(1) (fork)",
             "lockwrap flock (spawn)",
             "flock(1) (fork)",
             0.8,
         ),
         (
-            "lockwrap flock -F no slower than setlock",
+            "dynamic build: lockwrap flock (spawn) <= 1.0x flock(1) (fork)",
+            "lockwrap flock (spawn)",
+            "flock(1) (fork)",
+            1.0,
+        ),
+        (
+            "lockwrap flock -F <= 1.0x setlock",
             "lockwrap flock -F",
             "daemontools setlock",
             1.0,
@@ -618,17 +648,27 @@ fn targets(over: &[(String, f64)], hand: &[(String, f64)], rss: &[(String, u64)]
             _ => println!("| {target} | - | - |"),
         }
     }
+    match (find(rates, "lockwrap flock"), find(rates, "flock(1)")) {
+        (Some(lw), Some(fl)) => println!(
+            "| lockwrap flock throughput >= flock(1) | {:.2}x ({lw:.0} / {fl:.0} per s) | {} |",
+            lw / fl,
+            verdict(lw >= fl)
+        ),
+        _ => println!("| lockwrap flock throughput >= flock(1) | - | - |"),
+    }
     let mut any = false;
-    for (label, median) in hand.iter().filter(|(l, _)| l.starts_with("lockwrap")) {
-        println!(
-            "| {label} hand-off median < 2 ms | {:.2} ms | {} |",
-            median / 1e3,
-            verdict(*median < 2000.0)
-        );
-        any = true;
+    if let Some(fl) = find(hand, "flock(1)") {
+        for (label, median) in hand.iter().filter(|(l, _)| l.starts_with("lockwrap")) {
+            println!(
+                "| {label} hand-off <= 1.2x flock(1)'s | {:.2}x ({median:.0} / {fl:.0} µs) | {} |",
+                median / fl,
+                verdict(*median <= 1.2 * fl)
+            );
+            any = true;
+        }
     }
     if !any {
-        println!("| hand-off median < 2 ms, every local backend | - | - |");
+        println!("| hand-off <= 1.2x flock(1)'s, every local backend | - | - |");
     }
     let mut any = false;
     if let Some(fl) = find(rss, "flock(1)") {
@@ -729,7 +769,7 @@ fn free_port() -> u16 {
 fn wait_ready(spec: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let mut status = Tool::new("", &[]).command(LOCKWRAP, &["--status", spec]);
+        let mut status = Tool::new("", &[]).command(lockwrap(), &["--status", spec]);
         // "Connection refused" until the server listens is expected here.
         status.stderr(Stdio::null());
         if run_ok(status) {
@@ -933,13 +973,13 @@ fn server_locks(dir: &Path, servers: &[(&str, &Server)], n: u64) {
         "lockwrap flock (local reference)".to_string(),
         Tool::new(
             "",
-            &[LOCKWRAP, &format!("{}/server-ref.lock", dir.display())],
+            &[lockwrap(), &format!("{}/server-ref.lock", dir.display())],
         ),
     )];
     for (name, server) in servers {
         tools.push((
             format!("lockwrap {name}"),
-            Tool::new("", &[LOCKWRAP, &server.spec]),
+            Tool::new("", &[lockwrap(), &server.spec]),
         ));
     }
     println!(
@@ -1042,9 +1082,11 @@ fn main() {
     } else {
         Vec::new()
     };
-    if run("throughput") {
-        throughput(&dir, 4, secs);
-    }
+    let rates = if run("throughput") {
+        throughput(&dir, 4, secs)
+    } else {
+        Vec::new()
+    };
     if run("scaling") {
         scaling(&dir, waiters, &hand, &server_refs, server_waiters);
     }
@@ -1059,7 +1101,7 @@ fn main() {
     drop(server_refs);
     drop(servers);
     if run("targets") {
-        targets(&over, &hand, &rss);
+        targets(&over, &hand, &rates, &rss);
     }
     if !notes.is_empty() {
         println!("\nNotes:\n");

@@ -59,7 +59,6 @@ flock(1), messages included.";
                       lockwrap --check [--json] [DIR]\n       \
                       lockwrap --generate <KIND>",
     after_help = generate::AFTER_SHORT_HELP,
-    after_long_help = generate::after_long_help(),
     trailing_var_arg = true,
     infer_long_args = true,
     args_override_self = true,
@@ -425,8 +424,10 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
     } else {
         argv
     };
+    // The terminal's width and the long help's closing sections are for
+    // --help only: a run that takes a lock neither reads the terminal nor
+    // formats text it never shows.
     let parsed = Cli::command()
-        .term_width(help_width())
         .try_get_matches_from(&argv)
         .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
     let cli = match parsed {
@@ -434,9 +435,18 @@ pub fn parse<I: IntoIterator<Item = OsString>>(argv: I) -> Result<Parsed, Error>
         Err(e) => {
             use clap::error::ErrorKind;
             return match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    Ok(Parsed::Info(e.render().to_string()))
+                ErrorKind::DisplayHelp => {
+                    let help = match help_command()
+                        .term_width(help_width())
+                        .try_get_matches_from(&argv)
+                    {
+                        Err(again) => again.render().to_string(),
+                        // Not reached: the same words ask for help again.
+                        Ok(_) => e.render().to_string(),
+                    };
+                    Ok(Parsed::Info(help))
                 }
+                ErrorKind::DisplayVersion => Ok(Parsed::Info(e.render().to_string())),
                 ErrorKind::ValueValidation => Err(invalid_value(&e)),
                 _ if program::is_flock() => Err(getopt_error(&e, &argv)),
                 _ => Err(usage(first_line_of(&e.render().to_string()))),
@@ -582,7 +592,14 @@ fn expand_flock_prefixes(argv: Vec<OsString>) -> Vec<OsString> {
 /// The clap definitions, for `--generate`: the man page and the completion
 /// scripts are rendered from the same definitions as `--help`.
 pub fn command() -> clap::Command {
-    Cli::command()
+    help_command()
+}
+
+/// The clap definitions with everything only help shows: the long help's
+/// sections after the options (lock specs, exit status, environment,
+/// examples).
+fn help_command() -> clap::Command {
+    Cli::command().after_long_help(generate::after_long_help())
 }
 
 /// A value that a clap value parser refused, in the words of the values

@@ -1,7 +1,20 @@
 //! The lockwrap binary: parse, run, map the outcome to an exit code.
+//!
+//! It starts at C's `main`, not through Rust's runtime start-up: that
+//! start-up reads and parses /proc/self/maps (the main thread's stack
+//! guard), sets up an alternate signal stack and SIGSEGV/SIGBUS handlers
+//! (the "stack overflow" message): about 15 system calls, 0.05 ms of CPU
+//! on the benchmark machine (BENCHMARKS.md), in a wrapper run once per
+//! command. The two things of it lockwrap relies on are done here: fds 0 to
+//! 2 are open (so the lock file never lands on stdout), and SIGPIPE is
+//! ignored (a write to a closed pipe is EPIPE; the command still starts with
+//! SIGPIPE at its default, which std's spawn and exec restore).
 
+#![no_main]
+
+use std::ffi::{CStr, OsString, c_char, c_int};
 use std::io::Write;
-use std::process::ExitCode;
+use std::os::unix::ffi::OsStringExt as _;
 
 use lockwrap::child::Ending;
 use lockwrap::cli::{self, Parsed};
@@ -9,8 +22,17 @@ use lockwrap::{Error, program};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
-fn main() -> ExitCode {
-    let argv: Vec<_> = std::env::args_os().collect();
+/// The process's entry point, called by the C runtime with the command
+/// line.
+#[unsafe(no_mangle)]
+extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+    // SAFETY: the C runtime passes argc NUL-terminated strings in argv,
+    // valid for the whole run; they are copied before anything else.
+    let argv = unsafe { arguments(argc, argv) };
+    open_standard_fds();
+    // SAFETY: SIG_IGN runs no code in this process.
+    let _ =
+        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
     program::set_from_argv0(argv.first().map(|a| a.as_os_str()));
     let ending = run(argv);
     // As flock(1)'s close_stdout(): --verbose lines that could not be
@@ -25,11 +47,58 @@ fn main() -> ExitCode {
             Ending::Code(e.exit_code(1))
         }
     };
+    // Nothing is left in std's stdout buffer to flush at exit: help,
+    // version and generated text are flushed by print(), report lines by
+    // finish_stdout().
     match ending {
-        Ending::Code(code) => ExitCode::from(code),
+        Ending::Code(code) => c_int::from(code),
         Ending::DieOf(signal) => {
             lockwrap::child::die_of(signal);
-            ExitCode::from(128u8.wrapping_add(signal as u8))
+            c_int::from(128u8.wrapping_add(signal as u8))
+        }
+    }
+}
+
+/// The command line as `argc` and `argv` give it.
+///
+/// # Safety
+///
+/// `argv` holds `argc` pointers to NUL-terminated strings.
+unsafe fn arguments(argc: c_int, argv: *const *const c_char) -> Vec<OsString> {
+    (0..usize::try_from(argc).unwrap_or(0))
+        // SAFETY: as the caller promises.
+        .map(|i| unsafe { CStr::from_ptr(*argv.add(i)) })
+        .map(|arg| OsString::from_vec(arg.to_bytes().to_vec()))
+        .collect()
+}
+
+/// As Rust's runtime does at start-up: any of fds 0, 1 and 2 that is closed
+/// is opened on /dev/null, so that no file lockwrap opens (the lock) takes
+/// its number and receives what is written to stdout or stderr. Aborts if
+/// /dev/null cannot be opened, as the runtime does.
+fn open_standard_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: poll reads and writes only the three pollfd structs we own;
+    // it does not use the fds (closed ones are reported with POLLNVAL).
+    let polled = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
+    if polled < 0 {
+        return;
+    }
+    for _closed in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+        // The lowest free fd, so it is this one: the lower ones are open.
+        match nix::fcntl::open(
+            "/dev/null",
+            nix::fcntl::OFlag::O_RDWR,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(null) => {
+                let _ = std::os::fd::IntoRawFd::into_raw_fd(null);
+            }
+            Err(_) => std::process::abort(),
         }
     }
 }

@@ -776,20 +776,22 @@ fn install_interrupt() -> nix::Result<()> {
 
 /// A thread that can be interrupted in a blocking call: a call on a socket
 /// with a timeout, or any call that is not restarted, returns EINTR.
+/// The thread's pthread_t is kept as an integer: it is a pointer (not
+/// `Send`) on musl.
 #[derive(Debug, Clone, Copy)]
-pub struct Interruptee(nix::sys::pthread::Pthread);
+pub struct Interruptee(usize);
 
 impl Interruptee {
     /// The calling thread.
     pub fn this_thread() -> nix::Result<Interruptee> {
         install_interrupt()?;
-        Ok(Interruptee(nix::sys::pthread::pthread_self()))
+        Ok(Interruptee(nix::sys::pthread::pthread_self() as usize))
     }
 
     /// Interrupts its blocking call, if it is in one (a signal that arrives
     /// just before the call starts is lost: send it again while it matters).
     pub fn interrupt(self) {
-        let _ = nix::sys::pthread::pthread_kill(self.0, INTERRUPT);
+        let _ = nix::sys::pthread::pthread_kill(self.0 as nix::sys::pthread::Pthread, INTERRUPT);
     }
 }
 
@@ -854,7 +856,9 @@ impl<T: Send + 'static> Interruptible<T> {
                     // sleep on a hung NFS server): leave the thread.
                     return None;
                 }
-                let _ = nix::sys::pthread::pthread_kill(pthread, INTERRUPT);
+                // std's pthread_t is an integer; libc's is a pointer on musl.
+                #[allow(clippy::unnecessary_cast)]
+                let _ = nix::sys::pthread::pthread_kill(pthread as _, INTERRUPT);
                 let _ = poll_readable(&[self.call.as_fd()], Some(INTERRUPT_AGAIN));
             }
         }

@@ -179,3 +179,30 @@ fn passwords_are_redacted_by_structure_not_by_substring() {
         );
     }
 }
+
+/// Started with stdin and stdout closed, lockwrap opens them on /dev/null
+/// before anything else, so the lock file never takes fd 0 or 1 (where
+/// --verbose lines, or a command's writes to its inherited stdout, would
+/// land in it).
+#[test]
+fn closed_standard_fds_are_opened_on_dev_null_not_reused_for_the_lock() {
+    let sb = Sandbox::new("closed-stdio");
+    let spec = Backend::Flock.spec(&sb, "stdio");
+    let out = Command::new("sh")
+        .args(["-c", r#"exec "$@" <&- >&-"#, "sh"])
+        .arg(common::bin())
+        .args([
+            "--verbose",
+            spec.as_str(),
+            "sh",
+            "-c",
+            "readlink /proc/$PPID/fd/0 /proc/$PPID/fd/1 >&2",
+        ])
+        .output()
+        .expect("run sh");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr, "/dev/null\n/dev/null\n", "{out:?}");
+    let lock = std::fs::read(sb.locks.join("stdio")).expect("lock file");
+    assert!(lock.is_empty(), "the lock file got {lock:?}");
+}

@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, RenameFlags, open, openat, renameat2};
+use nix::fcntl::{OFlag, open, openat};
 use nix::sys::stat::{Mode as Perm, mkdirat};
 
 use super::file_line::FileLine;
@@ -135,7 +135,7 @@ impl Artifact for MkdirLock {
         record: &HolderRecord,
     ) -> Result<Published, Error> {
         let name = self.location.name();
-        match renameat2(dir, temp, dir, name, RenameFlags::RENAME_NOREPLACE) {
+        match path_artifact::rename_noreplace(dir, temp, name) {
             Ok(()) => Ok(Published::Done),
             Err(Errno::EEXIST | Errno::ENOTEMPTY) => Ok(Published::Taken),
             Err(Errno::ENOENT) => Ok(Published::Gone),
@@ -184,13 +184,7 @@ impl Artifact for MkdirLock {
             Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
                 // Someone else's files: put the directory back, as it was found.
                 let name = self.location.name();
-                let _ = renameat2(
-                    dir.as_fd(),
-                    away.as_os_str(),
-                    dir.as_fd(),
-                    name,
-                    RenameFlags::RENAME_NOREPLACE,
-                );
+                let _ = path_artifact::rename_noreplace(dir.as_fd(), away.as_os_str(), name);
                 Err(Error::Artifact {
                     lock: self.lock.clone(),
                     reason: "lock directory not removed: it holds files lockwrap did not create (remove them by hand)".into(),

@@ -44,8 +44,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::NixPath;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, RenameFlags, open, openat, renameat, renameat2};
+use nix::fcntl::{AtFlags, OFlag, open, openat, renameat};
 use nix::sys::stat::{FileStat, Mode as Perm, SFlag, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, ftruncate, unlinkat};
 
@@ -1124,25 +1125,13 @@ pub fn rename_away(
         Some(_) => {}
     }
     let away = location.temp_name();
-    let renamed = match renameat2(
-        dir,
-        location.name(),
-        dir,
-        away.as_os_str(),
-        RenameFlags::RENAME_NOREPLACE,
-    ) {
+    let renamed = match rename_noreplace(dir, location.name(), away.as_os_str()) {
         Err(Errno::EINVAL | Errno::ENOSYS) => renameat(dir, location.name(), dir, away.as_os_str()),
         other => other,
     };
     match renamed {
         Ok(()) if FileId::at(dir, away.as_os_str()) != Some(id) => {
-            let _ = renameat2(
-                dir,
-                away.as_os_str(),
-                dir,
-                location.name(),
-                RenameFlags::RENAME_NOREPLACE,
-            );
+            let _ = rename_noreplace(dir, away.as_os_str(), location.name());
             Err(replaced(lock))
         }
         Ok(()) => Ok(Some(away)),
@@ -1150,6 +1139,32 @@ pub fn rename_away(
         Err(e @ (Errno::EACCES | Errno::EPERM)) => Err(Error::open(lock, e)),
         Err(e) => Err(Error::os(lock, "cannot remove the lock", e)),
     }
+}
+
+/// renameat2(RENAME_NOREPLACE) of `from` to `to`, both in `dir`: fails
+/// with EEXIST instead of replacing `to`, and with EINVAL or ENOSYS where
+/// the filesystem or kernel lacks the flag. nix wraps renameat2 for glibc
+/// only; the raw system call works with every libc (musl for the static
+/// release builds).
+pub fn rename_noreplace(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> nix::Result<()> {
+    from.with_nix_path(|from| {
+        to.with_nix_path(|to| {
+            // SAFETY: two NUL-terminated paths that outlive the call, a
+            // borrowed (so open) directory fd, and a flag; nothing is
+            // written through any pointer.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_renameat2,
+                    dir.as_raw_fd(),
+                    from.as_ptr(),
+                    dir.as_raw_fd(),
+                    to.as_ptr(),
+                    libc::RENAME_NOREPLACE,
+                )
+            };
+            Errno::result(rc).map(drop)
+        })
+    })??
 }
 
 /// Opens a directory for *at() calls.
