@@ -21,6 +21,11 @@ use crate::error::Error;
 use crate::holder::HolderRecord;
 use crate::wait::Waiter;
 
+/// How long a waiter without `--fair` waits before it takes a place in
+/// the line (to be listed by `--status`): its place orders nobody, and
+/// waits shorter than this are not worth the ticket's system calls.
+pub const PLAIN_JOIN_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A waiter's place in line, once it has one. Dropping it leaves the line.
 pub struct Place<'a> {
     lock: &'a str,
@@ -61,6 +66,18 @@ impl<'a> Place<'a> {
         let turn = ticket.wait_turn(waiter);
         *self.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
         turn
+    }
+
+    /// How long a waiter waits before it joins the line at a pause: a fair
+    /// waiter at once (its place is its turn); any other only once it has
+    /// waited [`PLAIN_JOIN_AFTER`], so that the short waits of a busy lock
+    /// (a build's many steps, a batch) cost no ticket.
+    pub fn join_after(&self) -> std::time::Duration {
+        if self.fair {
+            std::time::Duration::ZERO
+        } else {
+            PLAIN_JOIN_AFTER
+        }
     }
 
     /// Joins the line, once, as `waiter` allows: for

@@ -181,7 +181,7 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
                 fair::Place::new(&lock, backends[0].as_ref(), invocation.fair, &command_text);
             let waiter = waiter
                 .with_progress(|| observe_all(&backends))
-                .on_first_wait(|paused| place.join(paused));
+                .on_first_wait_after(place.join_after(), |paused| place.join(paused));
             let acquired = place
                 .before_first_attempt(&waiter)
                 .and_then(|()| acquire_any_slot(&backends, &request, &waiter));
@@ -456,7 +456,7 @@ fn acquire_set(
         let this = waiter
             .for_lock(&member_lock)
             .with_progress(|| observe_all(&backends[at..=at]))
-            .on_first_wait(|paused| place.join(paused));
+            .on_first_wait_after(place.join_after(), |paused| place.join(paused));
         let (taken, renewed) = while_renewing(&mut held, &mut renew_at, || {
             place
                 .before_first_attempt(&this)

@@ -231,6 +231,8 @@ struct FirstWait<'a> {
     /// The deadline of the wait it was set on: a shorter wait made from it
     /// ([`Waiter::within`], a look at other slots) must not cut it short.
     deadline: Option<Instant>,
+    /// Not before this: a pause earlier than this ends by then instead.
+    not_before: Instant,
 }
 
 /// What [`FirstWait`] runs, given the waiter that paused.
@@ -346,13 +348,25 @@ impl<'a> Waiter<'a> {
     /// deadline (not a [`Waiter::within`]'s). An error from `call` ends the
     /// wait with that error.
     pub fn on_first_wait(
+        self,
+        call: impl Fn(&Waiter<'_>) -> Result<(), Error> + Send + Sync + 'a,
+    ) -> Waiter<'a> {
+        self.on_first_wait_after(Duration::ZERO, call)
+    }
+
+    /// [`Waiter::on_first_wait`], but only once the wait has lasted
+    /// `delay`: a pause before that ends by then, and the next one runs
+    /// `call`. A wait that ends sooner never runs it (and costs nothing).
+    pub fn on_first_wait_after(
         mut self,
+        delay: Duration,
         call: impl Fn(&Waiter<'_>) -> Result<(), Error> + Send + Sync + 'a,
     ) -> Waiter<'a> {
         self.first_wait = Some(Arc::new(FirstWait {
             done: AtomicBool::new(false),
             call: Box::new(call),
             deadline: self.deadline,
+            not_before: self.started + delay,
         }));
         self
     }
@@ -478,13 +492,19 @@ impl<'a> Waiter<'a> {
         if self.is_nonblocking() {
             return Err(self.conflict());
         }
+        let mut nap = nap;
         if let Some(first) = &self.first_wait
-            && !first.done.swap(true, Ordering::SeqCst)
+            && !first.done.load(Ordering::SeqCst)
         {
-            if first.deadline == self.deadline {
-                (first.call)(self)?;
-            } else {
-                (first.call)(&self.until(first.deadline))?;
+            let early = first.not_before.saturating_duration_since(Instant::now());
+            if !early.is_zero() {
+                nap = Some(nap.map_or(early, |nap| nap.min(early)));
+            } else if !first.done.swap(true, Ordering::SeqCst) {
+                if first.deadline == self.deadline {
+                    (first.call)(self)?;
+                } else {
+                    (first.call)(&self.until(first.deadline))?;
+                }
             }
         }
         self.watch(wake, nap)

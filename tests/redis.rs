@@ -285,10 +285,19 @@ fn a_waiter_keeps_two_connections() {
                 .count()
                 == 3
         });
-        // The holder's, the waiters' (two each), and the one that asks.
-        let list = server.command(&["CLIENT", "LIST"]);
-        let clients = list.lines().filter(|l| l.starts_with("id=")).count();
-        assert_eq!(clients, 1 + 3 * 2 + 1, "{lock}: {clients} clients: {list}");
+        // The holder's, the waiters' (two each, the second once a waiter
+        // has waited long enough to take a place in the line), and the one
+        // that asks; and no more.
+        let clients = || {
+            let list = server.command(&["CLIENT", "LIST"]);
+            let count = list.lines().filter(|l| l.starts_with("id=")).count();
+            (count, list)
+        };
+        wait_until("each waiter's place in the line", WAIT, || {
+            clients().0 >= 1 + 3 * 2 + 1
+        });
+        let (count, list) = clients();
+        assert_eq!(count, 1 + 3 * 2 + 1, "{lock}: {count} clients: {list}");
         holder.release_and_finish().assert_code(0);
         for waiter in &mut waiters {
             waiter.finish().assert_code(0);
