@@ -12,11 +12,12 @@ use std::ffi::OsStr;
 use std::time::Duration;
 
 use common::records::{hostname, live_process};
+use common::waiters;
 use common::{Sandbox, WAIT, assert_replace_did_not_signal, wait_until};
 use lockwrap::backend;
 use lockwrap::spec::LockSpec;
 use servers::scenarios::{self, run};
-use servers::{Engine, PgServer, PgTlsServer, Postgres, Stopped, waiters, with};
+use servers::{Engine, PgServer, PgTlsServer, Postgres, Stopped, with};
 
 /// Issue 12 (4): every holder gets a fencing token from the server, and a
 /// later holder's is larger.

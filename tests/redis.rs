@@ -10,9 +10,10 @@ mod servers;
 use common::records::{hostname, live_process, now_ms};
 use std::time::{Duration, Instant};
 
+use common::waiters;
 use common::{Sandbox, WAIT, assert_replace_did_not_signal, catches, wait_until};
 use servers::scenarios::{self, run};
-use servers::{Engine, RedisSentinel, RedisServer, RedisTlsServer, SENTINEL_MASTER, waiters, with};
+use servers::{Engine, RedisSentinel, RedisServer, RedisTlsServer, SENTINEL_MASTER, with};
 
 #[test]
 fn wrappers_exclude_each_other_and_tokens_only_grow() {

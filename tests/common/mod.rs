@@ -27,6 +27,7 @@ use nix::unistd::Pid;
 pub mod json;
 pub mod records;
 pub mod tree;
+pub mod waiters;
 
 /// The bound of every wait: long enough for a loaded machine, short enough
 /// that a bug fails the test instead of hanging it.

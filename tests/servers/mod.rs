@@ -11,7 +11,6 @@
 #![allow(dead_code)]
 
 pub mod scenarios;
-pub mod waiters;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

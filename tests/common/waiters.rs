@@ -1,10 +1,10 @@
-//! Who waits for a server lock, as `--status --json` lists it (issue 13,
-//! items 5 and 6), and fair waiters whose order shows in a log. The same
-//! reading of the JSON as tests/fair.rs does for the local backends.
+//! Who waits for a lock, as `--status --json` lists it (issue 13, items 5
+//! and 6), and fair waiters whose order shows in a log: for the local
+//! backends (tests/fair.rs) and the servers alike.
 
 use std::path::Path;
 
-use crate::common::{Proc, Sandbox, WAIT, wait_until};
+use super::{Proc, Sandbox, WAIT, wait_until};
 
 /// A waiter as `--status --json` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,25 @@ pub fn wait_listed(sb: &Sandbox, lock: &str, pid: i32) -> Listed {
             found = waiters(&status_json(sb, lock))
                 .into_iter()
                 .find(|w| w.pid == Some(pid));
+            found.is_some()
+        },
+    );
+    found.unwrap()
+}
+
+/// Waits until `--status --json` lists `pid` as a `--fair` waiter (its
+/// ticket, not only its request blocked in the kernel, which /proc/locks
+/// may show first), and returns it.
+#[track_caller]
+pub fn wait_listed_fair(sb: &Sandbox, lock: &str, pid: i32) -> Listed {
+    let mut found = None;
+    wait_until(
+        &format!("{lock}: pid {pid} to be listed waiting with --fair"),
+        WAIT,
+        || {
+            found = waiters(&status_json(sb, lock))
+                .into_iter()
+                .find(|w| w.pid == Some(pid) && w.fair);
             found.is_some()
         },
     );
