@@ -178,6 +178,8 @@ impl ChildPlan<'_> {
             tree: Tree::of_this_process(),
             deadline: self.max_runtime.and_then(|limit| now.checked_add(limit)),
             received: Vec::new(),
+            stop_asked_at: None,
+            ended_at: None,
             last_forwarded: None,
             rescan_at: None,
         };
@@ -238,6 +240,10 @@ struct Supervisor<'p, 'h> {
     deadline: Option<Instant>,
     /// The forwarded signals lockwrap received.
     received: Vec<Signal>,
+    /// When lockwrap last received SIGTERM or SIGINT (a request to stop).
+    stop_asked_at: Option<Instant>,
+    /// When the command's end was seen.
+    ended_at: Option<Instant>,
     /// The last signal forwarded, who sent it and when.
     last_forwarded: Option<(Signal, Option<i32>, Duration)>,
     /// While stopping: when to look for new processes of the tree again.
@@ -282,14 +288,23 @@ impl Supervisor<'_, '_> {
             .min()
     }
 
-    /// A stop asked for (SIGTERM, SIGINT...) while the command ran, which
-    /// the command handled and then exited of its own accord, still stops
-    /// what it left behind: the signal was meant for the whole job, and
-    /// nobody may be left to send another (it came just as the command
-    /// ended, or the command trapped it to clean up). Without this lockwrap
-    /// would wait for those processes as long as they ran.
+    /// A stop asked for (SIGTERM, SIGINT) while the command ran, which the
+    /// command handled and then exited of its own accord within
+    /// `--kill-grace` (the time a stop grants), still stops what it left
+    /// behind: the signal was meant for the whole job, and nobody may be
+    /// left to send another (it came just as the command ended, or the
+    /// command trapped it to clean up). Without this lockwrap would wait
+    /// for those processes as long as they ran. A command that exits later
+    /// ignored the request and went on with its work: what it leaves is
+    /// what it meant to leave, and lockwrap waits for it as usual.
     fn stop_lingering_if_asked(&mut self, none_left: bool) {
         if self.state != State::Lingering || none_left {
+            return;
+        }
+        let (Some(asked), Some(ended)) = (self.stop_asked_at, self.ended_at) else {
+            return;
+        };
+        if ended.saturating_duration_since(asked) > self.plan.kill_grace {
             return;
         }
         // Not SIGHUP: a command that caught it may have taken it as "reload".
@@ -335,6 +350,9 @@ impl Supervisor<'_, '_> {
         }
         if !self.received.contains(&signal) {
             self.received.push(signal);
+        }
+        if matches!(signal, Signal::SIGTERM | Signal::SIGINT) && self.status.is_none() {
+            self.stop_asked_at = Some(Instant::now());
         }
         // In a shared group, the terminal already delivered what it
         // generated to the command.
@@ -390,6 +408,7 @@ impl Supervisor<'_, '_> {
         match status {
             WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _) if pid == self.command => {
                 self.status = Some(status);
+                self.ended_at = Some(Instant::now());
                 self.on_command_end(status);
             }
             _ => {}

@@ -603,3 +603,47 @@ fn a_foreground_worker_gets_a_forwarded_sigterm_once() {
         "the worker's SIGTERMs: {out:?}"
     );
 }
+
+/// A SIGTERM the command ignored long before it ended (it ran on, finished
+/// its work and exited 0, leaving a worker it meant to leave) is no stop of
+/// the job: lockwrap waits for the worker and ends as the command did
+/// (it used to SIGTERM/SIGKILL the worker and exit 143 when the command
+/// exited, however long after the signal).
+#[test]
+fn a_sigterm_the_command_ignored_long_before_stops_nothing() {
+    common::become_subreaper();
+    let sb = Sandbox::new("linger-term-ignored");
+    let lock = format!("mkdir:{}", sb.locks.join("lk").display());
+    let command = sb.work_path("command.pid");
+    let ready = sb.work_path("ready");
+    let go = sb.work_path("go");
+    let stop = sb.work_path("stop");
+    let finished = sb.work_path("finished");
+    let script = format!(
+        "trap '' TERM; echo $$ > '{command}'; \
+         sh -c 'while [ ! -e \"{stop}\" ]; do sleep 0.05; done; touch \"{finished}\"' & \
+         touch '{ready}'; while [ ! -e '{go}' ]; do sleep 0.05; done; exit 0",
+        command = command.display(),
+        stop = stop.display(),
+        finished = finished.display(),
+        ready = ready.display(),
+        go = go.display(),
+    );
+    let mut wrapper = sb.spawn(
+        sb.lockwrap(["--kill-grace", "0.1", &lock, "sh", "-c", &script]),
+        "wrapper",
+    );
+    let command = wait_for_pid_file(&command);
+    common::wait_until("the command to ignore SIGTERM", WAIT, || ready.exists());
+    wrapper.signal(Signal::SIGTERM);
+    // Long after the signal, as --kill-grace goes: the command ignored it.
+    std::thread::sleep(Duration::from_millis(600));
+    fs::write(&go, "").unwrap();
+    // Reaped by lockwrap, which has then decided about the worker.
+    common::wait_until("lockwrap to reap the command", WAIT, || {
+        !std::path::Path::new(&format!("/proc/{command}")).exists()
+    });
+    fs::write(&stop, "").unwrap();
+    wrapper.finish().assert_code(0);
+    assert!(finished.exists(), "the worker was stopped");
+}
