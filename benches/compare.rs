@@ -7,14 +7,17 @@
 //!
 //! (cargo builds the lockwrap binary with the release profile first). It
 //! prints markdown tables: wrapper overhead, hand-off latency, contention
-//! throughput, peak RSS, and acquire + release against throwaway Redis and
-//! PostgreSQL servers when redis-server and initdb are installed. Missing
-//! peers and servers are skipped with a note.
+//! throughput, peak RSS, and acquire + release against throwaway Redis
+//! (plain and TLS-only, with a throwaway CA made by the openssl command) and
+//! PostgreSQL servers when redis-server and initdb are installed, beside
+//! psql taking an advisory lock on the same server, with issue 15's server
+//! targets. Missing peers and servers are skipped with a note.
 //!
 //! LOCKWRAP_BENCH_BIN=/path/to/lockwrap measures that binary instead of the
 //! one cargo built (a static build from another target, a release tarball's).
 //! LOCKWRAP_BENCH_BASELINE=/path/to/another/lockwrap adds that binary's
-//! flock rows to the overhead table, measured in the same round-robin (a
+//! flock rows to the overhead table and its server rows to the server
+//! table, measured in the same round-robin (a
 //! before/after comparison in one run), labelled with
 //! LOCKWRAP_BENCH_BASELINE_LABEL (default `baseline`).
 //!
@@ -716,6 +719,9 @@ struct Server {
     /// A command that prints the number of client connections (redis-cli
     /// or psql), empty when the client tool is missing.
     count: Vec<String>,
+    /// Other programs timed against this server beside lockwrap, each with
+    /// its row label: psql taking an advisory lock, the way a user would.
+    peers: Vec<(String, Vec<String>)>,
 }
 
 impl Server {
@@ -813,6 +819,114 @@ fn redis_server(dir: &Path, notes: &mut Vec<String>) -> Option<Server> {
         stop: Vec::new(),
         child: Some(child),
         count,
+        peers: Vec::new(),
+    };
+    wait_ready(&server.spec).then_some(server)
+}
+
+/// Runs `openssl ARGS` in `dir`; whether it succeeded.
+fn openssl(dir: &Path, args: &[&str]) -> bool {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A throwaway CA and a certificate for 127.0.0.1 signed by it, made with
+/// the openssl command in `dir` (as the tests make theirs): `ca.pem`,
+/// `server.pem`, `server.key`. False when openssl is missing or fails.
+fn make_certificates(dir: &Path) -> bool {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+        &["-subj", "/CN=lockwrap bench CA"],
+        &["-addext", "basicConstraints=critical,CA:TRUE"],
+        &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+    ]
+    .concat();
+    let request = [
+        &["req"][..],
+        &ec,
+        &["-keyout", "server.key", "-out", "server.csr"],
+        &["-subj", "/CN=lockwrap bench server"],
+    ]
+    .concat();
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ];
+    std::fs::create_dir_all(dir).is_ok()
+        && std::fs::write(
+            dir.join("server.ext"),
+            "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .is_ok()
+        && openssl(dir, &ca)
+        && openssl(dir, &request)
+        && openssl(dir, &sign)
+}
+
+/// A redis-server that speaks only TLS, with a certificate of a throwaway
+/// CA; the lock spec trusts that CA alone (`?tls_ca=`). None (with a note)
+/// when openssl is missing or redis-server was built without TLS.
+fn redis_tls_server(dir: &Path, notes: &mut Vec<String>) -> Option<Server> {
+    let program = which("redis-server")?;
+    let certs = dir.join("tls");
+    if which("openssl").is_none() || !make_certificates(&certs) {
+        notes.push("rediss: no openssl command to make a certificate with; skipped".into());
+        return None;
+    }
+    let port = free_port().to_string();
+    let file = |name: &str| certs.join(name).display().to_string();
+    let child = Command::new(program)
+        .args(["--port", "0", "--bind", "127.0.0.1", "--tls-port", &port])
+        .args(["--tls-cert-file", &file("server.pem")])
+        .args(["--tls-key-file", &file("server.key")])
+        .args(["--tls-ca-cert-file", &file("ca.pem")])
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let server = Server {
+        spec: format!("rediss://127.0.0.1:{port}?tls_ca={}#bench", file("ca.pem")),
+        stop: Vec::new(),
+        child: Some(child),
+        count: Vec::new(),
+        peers: Vec::new(),
     };
     wait_ready(&server.spec).then_some(server)
 }
@@ -870,11 +984,11 @@ fn postgres_server(dir: &Path, max_connections: usize, notes: &mut Vec<String>) 
         "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c max_connections={}",
         max_connections.max(100)
     );
-    let count = match Some(bin.join("psql"))
-        .filter(|p| p.is_file())
-        .or_else(|| which("psql"))
-    {
-        Some(psql) => [psql.display().to_string()]
+    // psql with the connection settings of the lock spec below: TCP to
+    // 127.0.0.1, user and database postgres, the default sslmode (prefer)
+    // as lockwrap's, no password, no ~/.psqlrc.
+    let psql = |psql: &Path, sql: &str| -> Vec<String> {
+        [psql.display().to_string()]
             .into_iter()
             .chain(
                 [
@@ -890,16 +1004,49 @@ fn postgres_server(dir: &Path, max_connections: usize, notes: &mut Vec<String>) 
                     "-d",
                     "postgres",
                     "-c",
-                    "select count(*) from pg_stat_activity where backend_type = 'client backend'",
+                    sql,
                 ]
                 .map(String::from),
             )
-            .collect(),
+            .collect()
+    };
+    let installed = Some(bin.join("psql")).filter(|p| p.is_file());
+    let count = match installed.clone().or_else(|| which("psql")) {
+        Some(program) => psql(
+            &program,
+            "select count(*) from pg_stat_activity where backend_type = 'client backend'",
+        ),
         None => {
             notes.push("psql not installed: PostgreSQL connections not counted".into());
             Vec::new()
         }
     };
+    const TRY_LOCK: &str = "select pg_try_advisory_lock(1)";
+    let mut peers = Vec::new();
+    if let Some(program) = &installed {
+        peers.push((
+            format!("psql -c '{TRY_LOCK}' ({})", program.display()),
+            psql(program, TRY_LOCK),
+        ));
+    }
+    // The psql of PATH, when it is another program: Debian's is a Perl
+    // script (pg_wrapper) that picks a version, then runs the binary above.
+    match which("psql") {
+        Some(program)
+            if installed.as_ref().and_then(|p| p.canonicalize().ok())
+                != program.canonicalize().ok() =>
+        {
+            peers.push((
+                format!("psql -c '{TRY_LOCK}' ({}, as in PATH)", program.display()),
+                psql(&program, TRY_LOCK),
+            ));
+        }
+        Some(_) => {}
+        None if installed.is_none() => {
+            notes.push("psql not installed: no psql row in the server table".into());
+        }
+        None => {}
+    }
     let start = [
         as_postgres("pg_ctl"),
         vec![
@@ -934,15 +1081,18 @@ fn postgres_server(dir: &Path, max_connections: usize, notes: &mut Vec<String>) 
         stop,
         child: None,
         count,
+        peers,
     };
     (started && wait_ready(&server.spec)).then_some(server)
 }
 
 /// Starts the throwaway Redis and PostgreSQL servers in `dir`, the ones
-/// that can be started here; they stop when dropped.
+/// that can be started here (and a TLS-only Redis, `rediss`, if `tls`);
+/// they stop when dropped.
 fn start_servers(
     dir: &Path,
     max_connections: usize,
+    tls: bool,
     notes: &mut Vec<String>,
 ) -> Vec<(&'static str, Server)> {
     if std::fs::create_dir_all(dir).is_err() {
@@ -953,9 +1103,11 @@ fn start_servers(
         return Vec::new();
     }
     let mut servers = Vec::new();
-    for name in ["redis", "postgres"] {
+    for name in ["redis", "rediss", "postgres"] {
         let server = match name {
             "redis" => redis_server(dir, notes),
+            "rediss" if tls => redis_tls_server(dir, notes),
+            "rediss" => continue,
             _ => postgres_server(dir, max_connections, notes),
         };
         match server {
@@ -966,11 +1118,20 @@ fn start_servers(
     servers
 }
 
+/// Issue 15's server targets: Redis within 0.5 ms of a local lock, TLS
+/// (rediss://) not doubling that, PostgreSQL within 2x of psql taking an
+/// advisory lock on the same server.
+const REDIS_OVER_LOCAL_US: f64 = 500.0;
+const REDISS_OVER_REDIS: f64 = 2.0;
+const POSTGRES_OVER_PSQL: f64 = 2.0;
+
 /// Acquire + release against a local server: `lockwrap SPEC /bin/true`,
-/// round-robin with the flock backend (in `dir`) as the reference.
-fn server_locks(dir: &Path, servers: &[(&str, &Server)], n: u64) {
+/// round-robin with the flock backend (in `dir`) as the reference and the
+/// servers' peers (psql); then the server targets, judged on this run.
+fn server_locks(dir: &Path, servers: &[(&str, &Server)], n: u64, notes: &mut Vec<String>) {
+    let reference = "lockwrap flock (local reference)";
     let mut tools = vec![(
-        "lockwrap flock (local reference)".to_string(),
+        reference.to_string(),
         Tool::new(
             "",
             &[lockwrap(), &format!("{}/server-ref.lock", dir.display())],
@@ -982,28 +1143,118 @@ fn server_locks(dir: &Path, servers: &[(&str, &Server)], n: u64) {
             Tool::new("", &[lockwrap(), &server.spec]),
         ));
     }
+    // Another lockwrap binary side by side, as in the overhead table.
+    if let Ok(baseline) = std::env::var("LOCKWRAP_BENCH_BASELINE") {
+        let label =
+            std::env::var("LOCKWRAP_BENCH_BASELINE_LABEL").unwrap_or_else(|_| "baseline".into());
+        for (name, server) in servers {
+            tools.push((
+                format!("{label} lockwrap {name}"),
+                Tool::new("", &[baseline.as_str(), &server.spec]),
+            ));
+        }
+    }
+    // The peers run whole, without /bin/true: their own command is the lock call.
+    let mut peers = Vec::new();
+    for (_, server) in servers {
+        for (label, argv) in &server.peers {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            peers.push((label.clone(), Tool::new("", &argv[..1]), argv[1..].to_vec()));
+        }
+    }
     println!(
         "\n### Locks on a server: `lockwrap SPEC /bin/true` against a local server ({n} runs each)\n"
     );
     println!("| lock | median µs | p95 µs | median minus flock backend µs |");
     println!("|---|---:|---:|---:|");
-    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(n as usize); tools.len()];
-    for _ in 0..n {
-        for ((_, tool), s) in tools.iter().zip(samples.iter_mut()) {
+    let rows = tools.len() + peers.len();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(n as usize); rows];
+    let mut failed = vec![0u64; rows];
+    // One round first, not counted: the binaries and the certificate files
+    // in the page cache, the servers' scripts loaded (a warm host).
+    for round in 0..=n {
+        let commands =
+            tools
+                .iter()
+                .map(|(_, tool)| tool.command(TRUE, &[]))
+                .chain(peers.iter().map(|(_, tool, args)| {
+                    let (first, rest) = args.split_first().expect("a peer's arguments");
+                    tool.command(first, rest)
+                }));
+        // Each round starts one row later, so that no row always follows
+        // the same other one (a psql run, say).
+        let mut commands: Vec<(usize, Command)> = commands.enumerate().collect();
+        let start = round as usize % commands.len();
+        commands.rotate_left(start);
+        for (i, mut command) in commands {
+            command.stderr(Stdio::null());
             let start = Instant::now();
-            run_ok(tool.command(TRUE, &[]));
-            s.push(start.elapsed().as_secs_f64() * 1e6);
+            let ok = run_ok(command);
+            let us = start.elapsed().as_secs_f64() * 1e6;
+            if round > 0 {
+                samples[i].push(us);
+                failed[i] += u64::from(!ok);
+            }
         }
     }
-    let reference = stats(&mut samples[0]).median;
-    for ((label, _), s) in tools.iter().zip(samples.iter_mut()) {
+    let labels: Vec<&str> = tools
+        .iter()
+        .map(|(l, _)| l.as_str())
+        .chain(peers.iter().map(|(l, _, _)| l.as_str()))
+        .collect();
+    let medians: Vec<(String, f64)> = labels
+        .iter()
+        .zip(samples.iter_mut())
+        .map(|(label, s)| (label.to_string(), stats(s).median))
+        .collect();
+    let local = medians[0].1;
+    for ((label, s), failed) in labels.iter().zip(samples.iter_mut()).zip(&failed) {
         let s = stats(s);
         println!(
             "| {label} | {:.0} | {:.0} | {:.0} |",
             s.median,
             s.p95,
-            s.median - reference
+            s.median - local
         );
+        if *failed > 0 {
+            notes.push(format!("{label}: {failed} of {n} runs failed"));
+        }
+    }
+    println!("\n#### Server targets (this run)\n");
+    println!("| target | measured | verdict |");
+    println!("|---|---|---|");
+    let redis = find(&medians, "lockwrap redis").map(|m| m - local);
+    match redis {
+        Some(over) => println!(
+            "| lockwrap redis <= {reference} + {REDIS_OVER_LOCAL_US:.0} µs | +{over:.0} µs | {} |",
+            verdict(over <= REDIS_OVER_LOCAL_US)
+        ),
+        None => println!("| lockwrap redis <= local + {REDIS_OVER_LOCAL_US:.0} µs | - | - |"),
+    }
+    match (redis, find(&medians, "lockwrap rediss").map(|m| m - local)) {
+        (Some(plain), Some(tls)) => println!(
+            "| lockwrap rediss (TLS) over local <= {REDISS_OVER_REDIS:.0}x redis over local | {:.2}x (+{tls:.0} / +{plain:.0} µs) | {} |",
+            tls / plain.max(1.0),
+            verdict(tls <= REDISS_OVER_REDIS * plain)
+        ),
+        _ => println!(
+            "| lockwrap rediss (TLS) over local <= {REDISS_OVER_REDIS:.0}x redis over local | - | - |"
+        ),
+    }
+    let postgres = find(&medians, "lockwrap postgres");
+    let mut any = false;
+    for (label, _, _) in &peers {
+        if let (Some(lw), Some(psql)) = (postgres, find(&medians, label)) {
+            println!(
+                "| lockwrap postgres <= {POSTGRES_OVER_PSQL:.0}x {label} | {:.2}x ({lw:.0} / {psql:.0} µs) | {} |",
+                lw / psql,
+                verdict(lw <= POSTGRES_OVER_PSQL * psql)
+            );
+            any = true;
+        }
+    }
+    if !any {
+        println!("| lockwrap postgres <= {POSTGRES_OVER_PSQL:.0}x psql | - | - |");
     }
 }
 
@@ -1067,11 +1318,22 @@ fn main() {
     // dropped, before the bench directory is removed.
     let servers = if run("scaling") || run("servers") {
         // The holder, the waiters and the counting client, with room to spare.
-        start_servers(&dir.join("servers"), server_waiters + 20, &mut notes)
+        start_servers(
+            &dir.join("servers"),
+            server_waiters + 20,
+            run("servers"),
+            &mut notes,
+        )
     } else {
         Vec::new()
     };
     let server_refs: Vec<(&str, &Server)> = servers.iter().map(|(n, s)| (*n, s)).collect();
+    // The scaling table queues waiters on the plain servers only.
+    let scaling_refs: Vec<(&str, &Server)> = server_refs
+        .iter()
+        .copied()
+        .filter(|(name, _)| *name != "rediss")
+        .collect();
     let over = if run("overhead") {
         overhead(&dir, n, &mut notes)
     } else {
@@ -1088,7 +1350,7 @@ fn main() {
         Vec::new()
     };
     if run("scaling") {
-        scaling(&dir, waiters, &hand, &server_refs, server_waiters);
+        scaling(&dir, waiters, &hand, &scaling_refs, server_waiters);
     }
     let rss = if run("rss") {
         peak_rss(&dir)
@@ -1096,8 +1358,9 @@ fn main() {
         Vec::new()
     };
     if run("servers") {
-        server_locks(&dir, &server_refs, n.min(200));
+        server_locks(&dir, &server_refs, n.min(200), &mut notes);
     }
+    drop(scaling_refs);
     drop(server_refs);
     drop(servers);
     if run("targets") {
