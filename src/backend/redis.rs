@@ -50,7 +50,8 @@
 //! TLS (`rediss://`) is rustls with the ring provider (no shared library).
 //! The server's certificate is verified against the system trust store,
 //! or SSL_CERT_FILE / SSL_CERT_DIR when set (as OpenSSL takes them), or
-//! only the CA file of `?tls_ca=PATH`; `?tls_cert=PATH&tls_key=PATH` give a
+//! only the CA file of `?tls_ca=PATH` (then no other store is read: loading
+//! the system's costs milliseconds); `?tls_cert=PATH&tls_key=PATH` give a
 //! client certificate ([`TlsFiles`]). A refused certificate is a setting to
 //! fix (78), never a reason to fall back to plain text.
 
@@ -479,26 +480,14 @@ impl RedisLock {
             ConnectionAddr::TcpTls { host, .. } => Some(host.clone()),
             _ => None,
         };
-        if host.is_some() {
-            // Read by the driver's trust store code, which would block on a
-            // FIFO or read a device forever.
-            super::tls_files::check_trust_store_env().map_err(|why| {
-                self.config_error(&format!("TLS: cannot load the trust store: {why}"))
-            })?;
-        }
         // A TLS failure names the host and why; anything else as without TLS.
         let failure = |what: &str, e: &RedisError| match (&host, rustls_error(e)) {
             (Some(host), Some(tls)) => self.tls_failure(host, tls),
-            _ => match (&host, trust_store_error(e)) {
-                (Some(_), Some(store)) => self.config_error(&format!(
-                    "TLS: cannot load the trust store (SSL_CERT_FILE, SSL_CERT_DIR): {store}"
-                )),
-                // TLS settings the driver cannot use: not worth a retry.
-                (Some(host), None) if e.kind() == ErrorKind::InvalidClientConfig => {
-                    self.config_error(&format!("TLS: {} (host {host})", describe(e)))
-                }
-                _ => self.failure(what, e),
-            },
+            // TLS settings the driver cannot use: not worth a retry.
+            (Some(host), None) if e.kind() == ErrorKind::InvalidClientConfig => {
+                self.config_error(&format!("TLS: {} (host {host})", describe(e)))
+            }
+            _ => self.failure(what, e),
         };
         let client = match certificates {
             Some(certificates) => {
@@ -947,7 +936,8 @@ impl TlsFiles {
     }
 
     /// The files' contents, checked to hold what they should: a missing,
-    /// unreadable or wrong file is named with its parameter and path.
+    /// unreadable or wrong file is named with its parameter and path. The
+    /// roots to trust are always given: without `tls_ca`, the system's.
     fn read(&self) -> Result<TlsCertificates, String> {
         let read = |key: &str, path: &PathBuf| {
             super::tls_files::read(path)
@@ -967,11 +957,12 @@ impl TlsFiles {
             }
             Ok(pem)
         };
-        let root_cert = self
-            .ca
-            .as_ref()
-            .map(|path| certificates("tls_ca", path))
-            .transpose()?;
+        // Always given to the driver, which then reads no trust store of its
+        // own (see Cargo.toml): the tls_ca file alone, or the system's.
+        let root_cert = match &self.ca {
+            Some(path) => certificates("tls_ca", path)?,
+            None => system_roots()?,
+        };
         let client_tls = match (&self.cert, &self.key) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
@@ -1015,9 +1006,35 @@ impl TlsFiles {
         };
         Ok(TlsCertificates {
             client_tls,
-            root_cert,
+            root_cert: Some(root_cert),
         })
     }
+}
+
+/// The system trust store as PEM: SSL_CERT_FILE and SSL_CERT_DIR when set
+/// (as OpenSSL takes them), else the distribution's bundle and directory.
+/// A file in them that cannot be read or parsed is an error, as it was when
+/// the driver read them.
+fn system_roots() -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    const STORE: &str = "TLS: cannot load the trust store";
+    // The loader would block on a FIFO or read a device forever.
+    super::tls_files::check_trust_store_env().map_err(|why| format!("{STORE}: {why}"))?;
+    let mut found = rustls_native_certs::load_native_certs();
+    if let Some(e) = found.errors.pop() {
+        return Err(format!("{STORE} (SSL_CERT_FILE, SSL_CERT_DIR): {e}"));
+    }
+    let mut pem = Vec::new();
+    for cert in &found.certs {
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        let text = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        for line in text.as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    Ok(pem)
 }
 
 /// `text` with `%XX` escapes decoded (invalid ones are kept as they are).
@@ -1064,12 +1081,6 @@ fn wrapped<E: std::error::Error + 'static>(e: &RedisError) -> Option<&E> {
 /// The TLS error behind a failed connection or call, if any.
 fn rustls_error(e: &RedisError) -> Option<&rustls::Error> {
     wrapped::<rustls::Error>(e)
-}
-
-/// The trust store that could not be loaded (an SSL_CERT_FILE that does
-/// not exist, say), if that is what failed.
-fn trust_store_error(e: &RedisError) -> Option<&rustls_native_certs::Error> {
-    wrapped::<rustls_native_certs::Error>(e)
 }
 
 /// Why a TLS handshake failed, in words, and whether it is the server that
@@ -1548,6 +1559,23 @@ mod tests {
         let (a, b) = (random_token(), random_token());
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+    }
+
+    /// Without roots of ours the driver would trust its compiled-in ones
+    /// (the webpki-roots feature, enabled only so that it reads no store
+    /// itself), not the system's or the `tls_ca` file's.
+    #[test]
+    fn the_driver_is_always_given_the_roots_to_trust() {
+        assert!(TlsFiles::default().read().unwrap().root_cert.is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let pem = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+        std::fs::write(&ca, pem).unwrap();
+        let files = TlsFiles {
+            ca: Some(ca),
+            ..TlsFiles::default()
+        };
+        assert_eq!(files.read().unwrap().root_cert, Some(pem.into()));
     }
 
     #[test]
