@@ -349,6 +349,11 @@ fn acquire_any_slot(
         .map_err(|e| Error::os(waiter.lock(), "cannot wait for the slots", e))?;
     std::thread::scope(|scope| {
         let (results, arrivals) = std::sync::mpsc::channel();
+        // The handles are kept until every thread has been interrupted for
+        // the last time: a dropped handle detaches its thread, whose
+        // pthread_t then dangles once it exits (on musl, pthread_kill on it
+        // reads freed memory and crashes).
+        let mut threads = Vec::with_capacity(backends.len());
         for (slot, backend) in backends.iter().enumerate() {
             let results = results.clone();
             let terms = waiter.terms();
@@ -360,11 +365,16 @@ fn acquire_any_slot(
                     let outcome = backend.acquire(request, &terms.waiter(cancel));
                     let _ = results.send(SlotNews::Ended(slot, outcome));
                 });
-            if let Err(e) = started {
-                let _ = nix::unistd::write(&cancel_all, b"x");
-                let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN));
-                return Err(Error::os(waiter.lock(), "cannot wait for the slots", errno));
-            }
+            let started = match started {
+                Ok(thread) => thread,
+                Err(e) => {
+                    let _ = nix::unistd::write(&cancel_all, b"x");
+                    let errno =
+                        nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN));
+                    return Err(Error::os(waiter.lock(), "cannot wait for the slots", errno));
+                }
+            };
+            threads.push(started);
         }
         drop(results);
         // Signals go to the slot threads, which wait on them; this thread
@@ -415,6 +425,9 @@ fn acquire_any_slot(
                 stopping = true;
                 let _ = nix::unistd::write(&cancel_all, b"x");
             }
+        }
+        for thread in threads {
+            let _ = thread.join();
         }
         match (won, failed) {
             (Some(won), _) => Ok(won),

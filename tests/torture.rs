@@ -111,16 +111,19 @@ fn script(log: &Path, dir: &Path, id: usize, kill: Kill) -> String {
 
 fn spawn_wrapper(spec: &str, script: &str, stderr: &File) -> Child {
     let stderr = stderr.try_clone().expect("dup stderr log");
-    Command::new(env!("CARGO_BIN_EXE_lockwrap"))
-        .arg(spec)
-        .args(["sh", "-c", script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        // Its own process group, so the test can kill wrapper and command together.
-        .process_group(0)
-        .spawn()
-        .expect("spawn lockwrap")
+    Command::new(
+        std::env::var_os("LOCKWRAP_TEST_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_lockwrap").into()),
+    )
+    .arg(spec)
+    .args(["sh", "-c", script])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(stderr)
+    // Its own process group, so the test can kill wrapper and command together.
+    .process_group(0)
+    .spawn()
+    .expect("spawn lockwrap")
 }
 
 /// Waits for `child` to end, at most BOUND; kills its group and reports on timeout.

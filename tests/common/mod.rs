@@ -36,9 +36,13 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// How often bounded polls look again.
 const POLL: Duration = Duration::from_millis(5);
 
-/// The lockwrap binary under test.
+/// The lockwrap binary under test: cargo's build, or LOCKWRAP_TEST_BIN
+/// (the static musl build, which .ci/run tests too).
 pub fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("lockwrap")
+    match std::env::var_os("LOCKWRAP_TEST_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => assert_cmd::cargo::cargo_bin("lockwrap"),
+    }
 }
 
 /// util-linux flock(1), when installed, for side-by-side checks.
