@@ -22,6 +22,7 @@ macro_rules! say {
     }};
 }
 
+pub mod arena;
 pub mod backend;
 pub mod check;
 pub mod child;

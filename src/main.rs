@@ -22,6 +22,12 @@ use lockwrap::{Error, program};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 
+/// The static musl build allocates from an arena first: musl's malloc
+/// would map and unmap pages about 30 times in a run (see src/arena.rs).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: lockwrap::arena::Arena = lockwrap::arena::Arena::new();
+
 /// The process's entry point, called by the C runtime with the command
 /// line.
 #[unsafe(no_mangle)]
