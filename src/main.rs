@@ -36,6 +36,7 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     // valid for the whole run; they are copied before anything else.
     let argv = unsafe { arguments(argc, argv) };
     open_standard_fds();
+    one_malloc_arena();
     // SAFETY: SIG_IGN runs no code in this process.
     let _ =
         unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
@@ -64,6 +65,22 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
         }
     }
 }
+
+/// glibc gives each thread that allocates its own malloc arena (a 128 MiB
+/// reservation mapped, trimmed and made writable: four system calls and
+/// more resident memory), and a contended wait starts a thread. lockwrap's
+/// few threads allocate little: one arena serves them all.
+#[cfg(target_env = "gnu")]
+fn one_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator parameter; called before any
+    // thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+}
+
+/// Other C libraries have no per-thread arenas to limit (the static musl
+/// build allocates from src/arena.rs first).
+#[cfg(not(target_env = "gnu"))]
+fn one_malloc_arena() {}
 
 /// The command line as `argc` and `argv` give it.
 ///

@@ -10,7 +10,6 @@ use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -717,25 +716,39 @@ impl NameWatch {
 /// its own way (a server-side cancel) and then [`Background::finish`]es it;
 /// a thread still blocked then is left to the process's exit.
 pub struct Background<T> {
-    result: mpsc::Receiver<T>,
     done: OwnedFd,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<T>>,
 }
 
 impl<T: Send + 'static> Background<T> {
     /// Starts `call` on a new thread.
     pub fn start(call: impl FnOnce() -> T + Send + 'static) -> nix::Result<Background<T>> {
+        Background::start_with_stack(call, None)
+    }
+
+    /// Starts `call` on a new thread with a stack of `stack` bytes (None:
+    /// std's default, 2 MiB): a thread that only blocks in one system call
+    /// needs a few pages, and a smaller stack is cheaper to map and unmap.
+    fn start_with_stack(
+        call: impl FnOnce() -> T + Send + 'static,
+        stack: Option<usize>,
+    ) -> nix::Result<Background<T>> {
         let (done, notify) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        let (sender, result) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("lock-wait".into())
+        let mut builder = std::thread::Builder::new().name("lock-wait".into());
+        if let Some(bytes) = stack {
+            builder = builder.stack_size(bytes);
+        }
+        // The result comes back through the join, not a channel: a channel
+        // allocates on the thread, and glibc then creates a malloc arena
+        // for it (a 128 MiB mapping) on every contended wait.
+        let thread = builder
             .spawn(move || {
-                let _ = sender.send(call());
+                let result = call();
                 let _ = nix::unistd::write(&notify, b"x");
+                result
             })
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EAGAIN)))?;
         Ok(Background {
-            result,
             done,
             thread: Some(thread),
         })
@@ -748,11 +761,11 @@ impl<T: Send + 'static> Background<T> {
 
     /// The result, if the call has returned (the thread is then joined).
     pub fn try_result(&mut self) -> Option<T> {
-        let result = self.result.try_recv().ok()?;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        // The thread writes to the pipe just before it returns its result.
+        if !poll_readable(&[self.done.as_fd()], Some(Duration::ZERO)).is_ok_and(|ready| ready[0]) {
+            return None;
         }
-        Some(result)
+        self.thread.take()?.join().ok()
     }
 
     /// Waits up to `within` for the call to return and joins its thread;
@@ -822,6 +835,10 @@ const INTERRUPT_AGAIN: Duration = Duration::from_millis(2);
 /// How long a cancel keeps interrupting a call that does not return.
 const CANCEL_AT_MOST: Duration = Duration::from_secs(2);
 
+/// The stack of an [`Interruptible`] call's thread: it runs one system call
+/// in a loop and a do-nothing signal handler.
+const INTERRUPTIBLE_STACK: usize = 128 * 1024;
+
 /// A blocking call (flock, an OFD lock) on a helper thread, so that the
 /// caller can keep watching the deadline and signals, and that can be
 /// cancelled and joined: a wait given up leaves no thread, no fd and no lock
@@ -841,7 +858,7 @@ impl<T: Send + 'static> Interruptible<T> {
         install_interrupt()?;
         let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&cancelled);
-        let call = Background::start(move || call(&flag))?;
+        let call = Background::start_with_stack(move || call(&flag), Some(INTERRUPTIBLE_STACK))?;
         Ok(Interruptible { call, cancelled })
     }
 
@@ -882,10 +899,9 @@ impl<T: Send + 'static> Interruptible<T> {
                 let _ = poll_readable(&[self.call.as_fd()], Some(INTERRUPT_AGAIN));
             }
         }
-        let result = self.call.result.recv().ok();
-        if let Some(thread) = self.call.thread.take() {
-            let _ = thread.join();
-        }
-        result
+        self.call
+            .thread
+            .take()
+            .and_then(|thread| thread.join().ok())
     }
 }
