@@ -11,13 +11,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{Backend, Sandbox, WAIT};
-
-/// Whether a missing tool must fail the test instead of skipping it (set
-/// by .ci/run, which installs strace).
-fn tools_required() -> bool {
-    std::env::var("LOCKWRAP_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
-}
+use common::{Backend, Sandbox, WAIT, strace_works, tools_required};
 
 /// A small tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -163,17 +157,6 @@ fn a_full_filesystem_fails_a_fair_waiter_with_73_and_lets_others_wait() {
     assert!(marker.exists());
     fs::remove_file(filler).unwrap();
     assert_eq!(tmpfs.entries(), ["L"]);
-}
-
-/// Whether strace runs here (installed, and ptrace permitted).
-fn strace_works() -> bool {
-    Command::new("strace")
-        .args(["-qq", "-o", "/dev/null", "true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// The names of the system calls lockwrap itself (not its command) makes
