@@ -531,6 +531,11 @@ fn a_stopped_mkdir_watcher_holds_nobody_up() {
 }
 
 #[test]
+fn a_killed_mkdir_watcher_holds_nobody_up() {
+    a_stopped_or_killed_watcher_holds_nobody_up(Backend::Mkdir, Signal::SIGKILL);
+}
+
+#[test]
 fn a_killed_excl_watcher_holds_nobody_up() {
     a_stopped_or_killed_watcher_holds_nobody_up(Backend::Excl, Signal::SIGKILL);
 }
