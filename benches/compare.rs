@@ -16,13 +16,16 @@
 //! LOCKWRAP_BENCH_BIN=/path/to/lockwrap measures that binary instead of the
 //! one cargo built (a static build from another target, a release tarball's).
 //! LOCKWRAP_BENCH_BASELINE=/path/to/another/lockwrap adds that binary's
-//! flock rows to the overhead table and its server rows to the server
-//! table, measured in the same round-robin (a
-//! before/after comparison in one run), labelled with
+//! flock rows to the overhead table, a row per local backend to the
+//! hand-off table and its server rows to the server table, measured in the
+//! same round-robin (a before/after comparison in one run), labelled with
 //! LOCKWRAP_BENCH_BASELINE_LABEL (default `baseline`).
 //!
 //! Sample counts can be changed with LOCKWRAP_BENCH_N (overhead runs per
 //! command), LOCKWRAP_BENCH_HANDOFF (hand-off samples per backend),
+//! LOCKWRAP_BENCH_HANDOFF_WAIT_MS (how long the hand-off's waiter has been
+//! blocked when the holder's command exits, default 20; past 50 ms an mkdir
+//! or excl waiter has judged the holder and watches its processes),
 //! LOCKWRAP_BENCH_SECS (seconds per throughput run), LOCKWRAP_BENCH_WAITERS
 //! (waiters queued on one local lock in the scaling table, default 200) and
 //! LOCKWRAP_BENCH_SERVER_WAITERS (waiters queued on one Redis or PostgreSQL
@@ -323,7 +326,10 @@ fn handoff_us(tool: &Tool) -> f64 {
     let waiter = waiter.spawn().expect("spawn waiter");
     // Give the waiter time to block on the lock; this is not part of the
     // measured interval.
-    thread::sleep(Duration::from_millis(20));
+    thread::sleep(Duration::from_millis(env_num(
+        "LOCKWRAP_BENCH_HANDOFF_WAIT_MS",
+        20,
+    )));
     let released = release_holder(holder);
     let out = waiter.wait_with_output().expect("waiter");
     let acquired: u64 = String::from_utf8_lossy(&out.stdout)
@@ -353,7 +359,25 @@ fn lock_tools(dir: &Path, peer_file: &str) -> Vec<(String, Tool)> {
 }
 
 fn handoff(dir: &Path, n: u64) -> Vec<(String, f64)> {
-    let tools = lock_tools(dir, "handoff-peer");
+    let mut tools = lock_tools(dir, "handoff-peer");
+    // Another lockwrap binary's rows, interleaved with these in every round
+    // (a before/after comparison in one run), on locks of their own.
+    if let Ok(baseline) = std::env::var("LOCKWRAP_BENCH_BASELINE") {
+        let label =
+            std::env::var("LOCKWRAP_BENCH_BASELINE_LABEL").unwrap_or_else(|_| "baseline".into());
+        let base_dir = dir.join("baseline");
+        std::fs::create_dir_all(&base_dir).expect("baseline bench dir");
+        for (name, spec) in backends(&base_dir) {
+            let spec = match name {
+                "abstract" => format!("{spec}-baseline"),
+                _ => spec,
+            };
+            tools.push((
+                format!("{label} lockwrap {name}"),
+                Tool::new("", &[baseline.as_str(), &spec]),
+            ));
+        }
+    }
     println!(
         "\n### Hand-off latency: holder's command exits -> waiter's command starts ({n} samples each)\n"
     );

@@ -162,6 +162,7 @@ impl ChildPlan<'_> {
         if let Err(e) = recorded {
             crate::say!("warning: {e}");
         }
+        held.command_started();
         let now = Instant::now();
         let mut supervisor = Supervisor {
             plan: self,

@@ -330,6 +330,12 @@ impl Held for HeldSet {
         first
     }
 
+    fn command_started(&mut self) {
+        for member in &mut self.held {
+            member.lock.command_started();
+        }
+    }
+
     /// Each variable a lock sets (`LOCKWRAP_TOKEN`) comes from the first
     /// lock in the order given that sets it, and the same name with an `S`
     /// (`LOCKWRAP_TOKENS`) lists it for every lock that sets it, one line

@@ -11,13 +11,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{Backend, Sandbox, WAIT};
-
-/// Whether a missing tool must fail the test instead of skipping it (set
-/// by .ci/run, which installs strace).
-fn tools_required() -> bool {
-    std::env::var("LOCKWRAP_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
-}
+use common::{Backend, Sandbox, WAIT, strace_works, tools_required};
 
 /// A small tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -163,17 +157,6 @@ fn a_full_filesystem_fails_a_fair_waiter_with_73_and_lets_others_wait() {
     assert!(marker.exists());
     fs::remove_file(filler).unwrap();
     assert_eq!(tmpfs.entries(), ["L"]);
-}
-
-/// Whether strace runs here (installed, and ptrace permitted).
-fn strace_works() -> bool {
-    Command::new("strace")
-        .args(["-qq", "-o", "/dev/null", "true"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// The names of the system calls lockwrap itself (not its command) makes
@@ -406,4 +389,95 @@ fn a_fair_waiter_killed_at_any_line_system_call_never_blocks_the_line() {
     sb.run(sb.lockwrap(["--fair", "-n", &lock, "true"]))
         .assert_code(0);
     assert_eq!(sb.lock_dir_entries(), ["lk"], "left behind beside the lock");
+}
+
+/// Issue 15 (hand-off): a mkdir or excl waiter prepares its artifact while
+/// it waits. SIGKILLed at any system call of its wait (the room, the watch,
+/// the artifact it prepares, the attempts, giving up at `-w`), it leaves
+/// nothing that keeps the lock from the next wrapper once the holder
+/// releases it, and that wrapper's release removes whatever it left.
+#[test]
+fn a_waiter_killed_at_any_system_call_leaves_nothing_stuck() {
+    if !strace_works() {
+        assert!(
+            !tools_required(),
+            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
+        );
+        eprintln!("skipped: strace is not installed or cannot trace here");
+        return;
+    }
+    for backend in [Backend::Mkdir, Backend::Excl] {
+        let sb = Sandbox::new(&format!("sigkill-waiter-{backend:?}"));
+        let lock = backend.spec(&sb, "lk");
+        let mut holder = sb.hold(&[], &lock);
+        let args = ["-w", "0.2", lock.as_str(), "true"];
+        // The calls of a waiter that waits until -w expires.
+        let trace = sb.work_path("trace");
+        let mut command = Command::new("strace");
+        command
+            .args(["-f", "-qq", "-o"])
+            .arg(&trace)
+            .arg(common::bin())
+            .args(args);
+        sb.run(command).assert_code(1);
+        let mut names: Vec<String> = Vec::new();
+        for line in fs::read_to_string(&trace).unwrap().lines() {
+            let call = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.split_once('('));
+            if let Some((name, _)) = call
+                && [
+                    "openat",
+                    "mkdir",
+                    "mkdirat",
+                    "flock",
+                    "write",
+                    "pwrite64",
+                    "linkat",
+                    "renameat2",
+                    "unlinkat",
+                    "inotify_add_watch",
+                    "fstat",
+                    "close",
+                ]
+                .contains(&name)
+                && !names.iter().any(|n| n == name)
+            {
+                names.push(name.to_owned());
+            }
+        }
+        assert!(
+            names.iter().any(|n| n == "renameat2" || n == "linkat"),
+            "{lock}: the waiter made no attempt: {names:?}"
+        );
+        let mut kills = 0;
+        for name in &names {
+            for n in 1.. {
+                assert!(n < 1000, "{name}: the injection never stops firing");
+                let inject = format!("inject={name}:signal=SIGKILL:when={n}");
+                let mut command = Command::new("strace");
+                command
+                    .args(["-f", "-qq", "-o", "/dev/null", "-e", &inject])
+                    .arg(common::bin())
+                    .args(args);
+                let out = sb.run(command);
+                let killed = out.status.signal() == Some(libc::SIGKILL)
+                    || out.status.code() == Some(128 + libc::SIGKILL);
+                if !killed {
+                    out.assert_code(1);
+                    break;
+                }
+                kills += 1;
+            }
+        }
+        assert!(kills > 20, "{lock}: only {kills} injections fired");
+        holder.release_and_finish().assert_code(0);
+        sb.run(sb.lockwrap(["-n", &lock, "true"])).assert_code(0);
+        assert_eq!(
+            sb.lock_dir_entries(),
+            Vec::<String>::new(),
+            "{lock}: left behind after the next wrapper's release"
+        );
+    }
 }

@@ -531,6 +531,11 @@ fn a_stopped_mkdir_watcher_holds_nobody_up() {
 }
 
 #[test]
+fn a_killed_mkdir_watcher_holds_nobody_up() {
+    a_stopped_or_killed_watcher_holds_nobody_up(Backend::Mkdir, Signal::SIGKILL);
+}
+
+#[test]
 fn a_killed_excl_watcher_holds_nobody_up() {
     a_stopped_or_killed_watcher_holds_nobody_up(Backend::Excl, Signal::SIGKILL);
 }
@@ -763,4 +768,206 @@ fn abstract_n_leaves_the_holders_backlog_alone() {
         "{lock}: {out:?}"
     );
     holder.release_and_finish().assert_code(0);
+}
+
+/// The calls of the first process in an `strace -f` trace (the wrapper's
+/// main thread), without the pid.
+fn wrapper_calls(trace: &str) -> Vec<&str> {
+    let main = trace
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().next())
+        .expect("an empty trace");
+    trace
+        .lines()
+        .filter_map(|line| line.strip_prefix(main)?.strip_prefix(' '))
+        .map(str::trim_start)
+        .collect()
+}
+
+/// Issue 15 (hand-off): a mkdir or excl waiter makes its artifact while the
+/// lock is held, so that taking it at the release is one rename (mkdir) or
+/// link (excl); and its turn in the waiting room is given back only once
+/// its command runs. Between taking the lock and starting the command it
+/// creates, truncates and removes nothing of its own but the temp name an
+/// excl link leaves.
+fn a_waiter_takes_a_released_lock_in_one_step(backend: Backend) {
+    if !common::strace_works() {
+        assert!(
+            !common::tools_required(),
+            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
+        );
+        eprintln!("skipped: strace is not installed or cannot trace here");
+        return;
+    }
+    let sb = Sandbox::new(&format!("one-step-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let trace = sb.work_path("trace");
+    let ran = sb.work_path("ran");
+    let mut command = std::process::Command::new("strace");
+    command
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg(common::bin())
+        .args([lock.as_str(), "touch"])
+        .arg(&ran);
+    let mut waiter = sb.spawn(command, "waiter");
+    wait_until("the waiter's artifact beside the held lock", WAIT, || {
+        sb.lock_dir_entries()
+            .iter()
+            .any(|name| name.starts_with(".lk.lockwrap-") && name.ends_with(".tmp"))
+    });
+    holder.release_and_finish().assert_code(0);
+    waiter.finish().assert_code(0);
+    assert!(ran.exists(), "{lock}: the waiter's command did not run");
+    let text = fs::read_to_string(&trace).unwrap();
+    let calls = wrapper_calls(&text);
+    let makes = |call: &&&str| match backend {
+        Backend::Mkdir => call.starts_with("mkdir"),
+        _ => {
+            call.starts_with("openat(")
+                && call.contains("\".lk.lockwrap-")
+                && call.contains("O_EXCL")
+        }
+    };
+    let made: Vec<&&str> = calls.iter().filter(makes).collect();
+    assert_eq!(
+        made.len(),
+        1,
+        "{lock}: the waiter made its artifact again: {made:#?}"
+    );
+    let published = calls
+        .iter()
+        .position(|call| {
+            (call.starts_with("renameat2(") || call.starts_with("linkat("))
+                && call.contains(", \"lk\", ")
+                && call.ends_with("= 0")
+        })
+        .unwrap_or_else(|| panic!("{lock}: no publishing call in {calls:#?}"));
+    let spawned = calls[published..]
+        .iter()
+        .position(|call| call.contains("CLONE_VFORK") || call.starts_with("vfork("))
+        .unwrap_or_else(|| panic!("{lock}: no spawn after the publishing call"))
+        + published;
+    let in_the_way: Vec<&&str> = calls[published + 1..spawned]
+        .iter()
+        .filter(|call| {
+            call.contains("lockwrap-queue")
+                || call.starts_with("ftruncate")
+                || call.starts_with("mkdir")
+        })
+        .collect();
+    assert!(
+        in_the_way.is_empty(),
+        "{lock}: between taking the lock and starting the command: {in_the_way:#?}"
+    );
+}
+
+#[test]
+fn a_mkdir_waiter_takes_a_released_lock_in_one_step() {
+    a_waiter_takes_a_released_lock_in_one_step(Backend::Mkdir);
+}
+
+#[test]
+fn an_excl_waiter_takes_a_released_lock_in_one_step() {
+    a_waiter_takes_a_released_lock_in_one_step(Backend::Excl);
+}
+
+/// How many pidfds `pid` has open.
+fn pidfds(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| {
+        fds.flatten()
+            .filter(|fd| {
+                fs::read_link(fd.path())
+                    .is_ok_and(|target| target.as_os_str() == "anon_inode:[pidfd]")
+            })
+            .count()
+    })
+}
+
+/// Issue 15 (hand-off): a mkdir or excl waiter that judged the holder alive
+/// watches its processes (the wrapper and its command) and judges it again
+/// only once all of them have exited: when the command exits first, its
+/// wrapper is about to release the lock (here it waits for what the command
+/// left running), and judging the holder again then only competes with that
+/// release.
+fn a_waiter_judges_a_live_holder_again_only_once_it_is_gone(backend: Backend) {
+    if !common::strace_works() {
+        assert!(
+            !common::tools_required(),
+            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
+        );
+        eprintln!("skipped: strace is not installed or cannot trace here");
+        return;
+    }
+    let sb = Sandbox::new(&format!("judged-once-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let ready = sb.work_path("ready");
+    let command_gate = sb.fifo("command-gate");
+    let left_gate = sb.fifo("left-gate");
+    // The command leaves a process behind, which keeps the lock after the
+    // command's exit (lockwrap waits for the command's whole tree).
+    let script = format!(
+        "(read x < '{left}') & echo $$ > '{ready}'; read y < '{command}'",
+        left = left_gate.display(),
+        ready = ready.display(),
+        command = command_gate.display(),
+    );
+    let mut holder = sb.spawn(sb.lockwrap([lock.as_str(), "sh", "-c", &script]), "holder");
+    let command = common::wait_for_pid_file(&ready);
+    let trace = sb.work_path("trace");
+    let mut strace = std::process::Command::new("strace");
+    strace
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg(common::bin())
+        .args([lock.as_str(), "true"]);
+    let mut waiter = sb.spawn(strace, "waiter");
+    // The wrapper and its command, judged alive and watched: strace's own
+    // pid is the waiter's parent, the waiter is its child.
+    let waiter_pid = || {
+        fs::read_to_string(format!(
+            "/proc/{}/task/{}/children",
+            waiter.pid(),
+            waiter.pid()
+        ))
+        .ok()
+        .and_then(|children| children.split_whitespace().next()?.parse::<i32>().ok())
+    };
+    wait_until(
+        "the waiter to watch the holder's two processes",
+        WAIT,
+        || waiter_pid().is_some_and(|pid| pidfds(pid) == 2),
+    );
+    let pid = waiter_pid().expect("the waiter");
+    common::open_gate(&command_gate);
+    wait_until("the holder's command to exit", WAIT, || {
+        !common::process_is_running(command)
+    });
+    wait_until("the waiter to sleep again", WAIT, || all_threads_sleep(pid));
+    common::open_gate(&left_gate);
+    holder.finish().assert_code(0);
+    waiter.finish().assert_code(0);
+    let text = fs::read_to_string(&trace).unwrap();
+    let calls = wrapper_calls(&text);
+    let judged: Vec<&&str> = calls
+        .iter()
+        .filter(|call| call.starts_with("pidfd_open("))
+        .collect();
+    assert_eq!(
+        judged.len(),
+        2,
+        "{lock}: the waiter judged the holder again while its wrapper lived: {judged:#?}"
+    );
+}
+
+#[test]
+fn a_mkdir_waiter_judges_a_live_holder_again_only_once_it_is_gone() {
+    a_waiter_judges_a_live_holder_again_only_once_it_is_gone(Backend::Mkdir);
+}
+
+#[test]
+fn an_excl_waiter_judges_a_live_holder_again_only_once_it_is_gone() {
+    a_waiter_judges_a_live_holder_again_only_once_it_is_gone(Backend::Excl);
 }

@@ -301,6 +301,10 @@ pub trait Held: Send {
         Ok(())
     }
 
+    /// The command is running: what was kept off the way between taking
+    /// the lock and starting it can be done now.
+    fn command_started(&mut self) {}
+
     /// Extra environment for the child (a fencing token, a slot number).
     fn child_env(&self) -> Vec<(OsString, OsString)> {
         Vec::new()

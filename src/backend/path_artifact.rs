@@ -141,6 +141,8 @@ struct Candidate {
     dir: OwnedFd,
     temp: OsString,
     created: Option<Created>,
+    /// How long the record it carries is.
+    len: usize,
 }
 
 impl Candidate {
@@ -162,11 +164,12 @@ impl Candidate {
             dir,
             temp,
             created: Some(created),
+            len: record.encode().len(),
         })
     }
 
     /// Writes `record` over the one it carries (a later acquisition time).
-    fn rewrite(&self, lock: &str, record: &HolderRecord) -> Result<(), Error> {
+    fn rewrite(&mut self, lock: &str, record: &HolderRecord) -> Result<(), Error> {
         let Some(created) = &self.created else {
             return Ok(());
         };
@@ -182,7 +185,13 @@ impl Candidate {
                 Err(e) => return Err(failed(e)),
             }
         }
-        ftruncate(fd, encoded.len() as i64).map_err(failed)
+        // Usually as long as before (only the time changed): no truncation,
+        // which would cost an inode update before every attempt.
+        if encoded.len() < self.len {
+            ftruncate(fd, encoded.len() as i64).map_err(failed)?;
+        }
+        self.len = encoded.len();
+        Ok(())
     }
 
     /// The artifact, now published: no longer removed on drop.
@@ -337,16 +346,24 @@ pub fn acquire<A: Artifact>(
     let mut judged: Option<Judged> = None;
     let mut first_seen: Option<(FileId, Instant)> = None;
     loop {
-        let found = FileId::of_path(artifact.path());
+        // With a candidate prepared, an attempt is a rename that fails if
+        // the lock is taken: no need to look first.
+        let found = match candidate {
+            Some(_) => None,
+            None => FileId::of_path(artifact.path()),
+        };
         if found.is_none() {
             match attempt(artifact, &mut candidate, &mut record)? {
                 Attempt::Won(created) => {
-                    // The next waiter in the room starts watching at once.
-                    drop(room);
+                    // Given back once the command runs (see `AfterSpawn`).
                     return Ok(Taken {
                         record,
                         created,
                         watch,
+                        after_spawn: AfterSpawn {
+                            _room: room,
+                            _judged: judged,
+                        },
                     });
                 }
                 Attempt::Again => continue,
@@ -370,12 +387,21 @@ pub fn acquire<A: Artifact>(
                             record,
                             created,
                             watch: None,
+                            after_spawn: AfterSpawn::default(),
                         });
                     }
                 },
                 None => None,
             };
             watch = NameWatch::new(artifact.location().path()).ok();
+            // Prepared now, while the lock is held, so that taking it at its
+            // release is one rename. A failure here is met again, and
+            // reported, at the attempt.
+            if candidate.is_none()
+                && let Ok(dir) = artifact.location().open_dir(artifact.lock())
+            {
+                candidate = Candidate::prepare(artifact, dir.as_fd(), &record).ok();
+            }
             continue;
         }
         let found = match found {
@@ -426,14 +452,27 @@ pub fn acquire<A: Artifact>(
             (Some(_), true) => Some(Instant::now() + RECHECK_WITH_WATCH),
             (Some(_), false) => None,
         };
-        let mut wake = exits.clone();
-        wake.extend(watch.iter().map(NameWatch::as_fd));
+        // A holder is alive while any of its processes is, so it is judged
+        // again only once all have exited: a lockwrap holder's command
+        // exiting is followed by its release, which the watch reports,
+        // and judging the holder meanwhile only slows that release down.
+        let mut running = exits.clone();
         let keep = loop {
             let left = recheck_at.map(|at| at.saturating_duration_since(Instant::now()));
+            let mut wake = running.clone();
+            wake.extend(watch.iter().map(NameWatch::as_fd));
             waiter.pause(&wake, left)?;
-            if poll_readable(&exits, Some(Duration::ZERO)).is_ok_and(|ready| ready.contains(&true))
+            if let Ok(exited) = poll_readable(&running, Some(Duration::ZERO))
+                && exited.contains(&true)
             {
-                break false;
+                running = running
+                    .iter()
+                    .zip(exited)
+                    .filter_map(|(fd, exited)| (!exited).then_some(*fd))
+                    .collect();
+                if running.is_empty() {
+                    break false;
+                }
             }
             if watch.as_ref().is_some_and(NameWatch::drain) {
                 break true;
@@ -710,6 +749,20 @@ pub struct Taken {
     /// The waiter's inotify watch, if it had to wait. Kept until the lock is
     /// released so that its slow close does not delay starting the command.
     watch: Option<NameWatch>,
+    after_spawn: AfterSpawn,
+}
+
+/// What a waiter that has won keeps until its command is running, so that
+/// giving it back is not between the release it waited for and the
+/// command's start.
+#[derive(Default)]
+struct AfterSpawn {
+    /// Its turn in the room: the next waiter's turn could not take the lock
+    /// meanwhile anyway.
+    _room: Option<Turn>,
+    /// The last holder it judged: closing the fd of that holder's removed
+    /// artifact can free its inode (ext4: a journal update).
+    _judged: Option<Judged>,
 }
 
 /// Who holds a path-artifact lock, from its record.
@@ -1198,6 +1251,8 @@ pub struct ArtifactHeld<A: Artifact> {
     released: bool,
     /// Dropped after the artifact is removed (fields drop after `Drop::drop`).
     _watch: Option<NameWatch>,
+    /// Dropped once the command runs, or at the release.
+    after_spawn: Option<AfterSpawn>,
 }
 
 impl<A: Artifact> ArtifactHeld<A> {
@@ -1211,6 +1266,7 @@ impl<A: Artifact> ArtifactHeld<A> {
             record_fd: taken.created.record,
             released: false,
             _watch: taken.watch,
+            after_spawn: Some(taken.after_spawn),
         }
     }
 
@@ -1248,6 +1304,10 @@ impl<A: Artifact + Send> super::Held for ArtifactHeld<A> {
         append_to_record(self.artifact.lock(), fd.as_fd(), &before, &record.encode())?;
         self.record = record;
         Ok(())
+    }
+
+    fn command_started(&mut self) {
+        self.after_spawn = None;
     }
 
     fn release(mut self: Box<Self>) -> Result<(), Error> {

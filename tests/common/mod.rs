@@ -36,6 +36,23 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// How often bounded polls look again.
 const POLL: Duration = Duration::from_millis(5);
 
+/// Whether a missing tool must fail the test instead of skipping it (set
+/// by .ci/run, which installs strace).
+pub fn tools_required() -> bool {
+    std::env::var("LOCKWRAP_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
+}
+
+/// Whether strace runs here (installed, and ptrace permitted).
+pub fn strace_works() -> bool {
+    Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The lockwrap binary under test: cargo's build, or LOCKWRAP_TEST_BIN
 /// (the static musl build, which .ci/run tests too).
 pub fn bin() -> PathBuf {
