@@ -218,7 +218,7 @@ fn connections_received(server: &RedisServer) -> u64 {
 fn a_slots_waiter_keeps_its_connections() {
     with(|server: &RedisServer| {
         let sb = Sandbox::new("slots-conns");
-        let lock = server.lock("pool");
+        let lock = server.lock("slots-conns");
         let (mut first, _) = sb.hold_slot(&["--slots", "2"], &lock);
         let (mut second, _) = sb.hold_slot(&["--slots", "2"], &lock);
         let before = connections_received(server);
@@ -313,7 +313,7 @@ fn a_waiter_keeps_two_connections() {
 fn a_short_lease_waiter_waits_for_its_w() {
     with(|server: &RedisServer| {
         let sb = Sandbox::new("short-lease-wait");
-        let lock = server.lock("short");
+        let lock = server.lock("short-lease");
         let mut holder = sb.hold(&[], &lock);
         for lease in ["0.2", "0.3"] {
             let out = run(&sb, &["--lease", lease, "-w", "1", &lock, "true"]);
@@ -1102,14 +1102,14 @@ fn fair_waiters_get_a_redis_lock_in_order_despite_a_sigkilled_one() {
 fn a_fair_redis_waiter_never_overtakes_a_stopped_head() {
     with(|server: &RedisServer| {
         let sb = Sandbox::new("redis-fair-stopped");
-        let lock = server.lock("st");
+        let lock = server.lock("fair-stopped");
         let log = sb.work_path("order.log");
         let mut holder = sb.hold(&[], &lock);
         let mut first = waiters::start_fair_waiter(&sb, &lock, &log, 1);
         waiters::wait_listed(&sb, &lock, first.pid());
         let mut second = waiters::start_fair_waiter(&sb, &lock, &log, 2);
         waiters::wait_listed(&sb, &lock, second.pid());
-        server.wait_for_waiters("st", 2);
+        server.wait_for_waiters("fair-stopped", 2);
         let stopped = servers::Stopped::stop(first.pid());
         holder.release_and_finish().assert_code(0);
         let watched = Instant::now();
@@ -1447,18 +1447,18 @@ fn a_planted_ticket_record_hides_no_waiter() {
 fn a_line_key_of_another_type_is_refused_with_66() {
     with(|server: &RedisServer| {
         let sb = Sandbox::new("redis-line-wrongtype");
-        let lock = server.lock("wt");
-        server.command(&["SET", "lockwrap:wt:line", "not a line"]);
+        let lock = server.lock("line-type");
+        server.command(&["SET", "lockwrap:line-type:line", "not a line"]);
         let out = run(&sb, &["--fair", &lock, "true"]);
         out.assert_error(66);
         assert!(
-            out.stderr.contains("lockwrap:wt:line") && out.stderr.contains("DEL"),
+            out.stderr.contains("lockwrap:line-type:line") && out.stderr.contains("DEL"),
             "{out:?}"
         );
         run(&sb, &[&lock, "true"]).assert_code(0);
         run(&sb, &["--status", &lock]).assert_code(0);
         assert_eq!(
-            server.command(&["GET", "lockwrap:wt:line"]),
+            server.command(&["GET", "lockwrap:line-type:line"]),
             "$10\r\nnot a line\r\n"
         );
     });
