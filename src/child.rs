@@ -50,7 +50,6 @@ const SAME_SIGNAL_WITHIN: Duration = Duration::from_millis(10);
 const RESCAN_EVERY: Duration = Duration::from_millis(500);
 
 /// How to run the command.
-#[derive(Debug, Clone)]
 pub struct ChildPlan<'a> {
     /// The lock as the user wrote it, for messages.
     pub lock: &'a str,
@@ -72,6 +71,11 @@ pub struct ChildPlan<'a> {
     /// `--min-hold`: when the lock may be released at the earliest (its
     /// acquisition plus the minimum hold).
     pub hold_until: Option<Instant>,
+    /// The waiter's place in the lock's line, if it took one: left once the
+    /// command has started (before an exec), so that leaving costs the
+    /// hand-off nothing. The next fair waiter's turn comes then; the lock is
+    /// this wrapper's anyway.
+    pub in_line: std::cell::Cell<Option<crate::fair::Place<'a>>>,
 }
 
 /// How lockwrap ends once the command has: an exit code, or (after the
@@ -109,6 +113,8 @@ impl ChildPlan<'_> {
     /// `-F`: replaces this process with the command, which keeps the lock.
     /// Returns only on failure (the caller's guard then releases the lock).
     pub fn exec(&self, held: &dyn Held) -> Error {
+        // The exec'd program cannot leave the line.
+        drop(self.in_line.take());
         match self.command(held) {
             // std resets the signal mask and SIGPIPE before exec.
             Ok(mut command) => self.exec_error(&command.exec()),
@@ -163,6 +169,7 @@ impl ChildPlan<'_> {
             crate::say!("warning: {e}");
         }
         held.command_started();
+        drop(self.in_line.take());
         let now = Instant::now();
         let mut supervisor = Supervisor {
             plan: self,
@@ -217,8 +224,8 @@ enum StopCause {
     Signal(Signal),
 }
 
-struct Supervisor<'p, 'h> {
-    plan: &'p ChildPlan<'p>,
+struct Supervisor<'p, 'a, 'h> {
+    plan: &'p ChildPlan<'a>,
     held: &'h mut dyn Held,
     signals: &'p Signals,
     /// Whether the command is in lockwrap's process group (a terminal's
@@ -251,7 +258,7 @@ struct Supervisor<'p, 'h> {
     rescan_at: Option<Instant>,
 }
 
-impl Supervisor<'_, '_> {
+impl Supervisor<'_, '_, '_> {
     fn run(&mut self) -> Result<Ending, Error> {
         loop {
             let timeout = self

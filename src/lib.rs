@@ -175,7 +175,7 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
     }
     let waiter = Waiter::new(&lock, invocation.wait, &signals);
     // On failure, also the locks in the way, for --verbose.
-    let (acquired, took) = match &set {
+    let (acquired, took, in_line) = match &set {
         None => {
             // One line for all the slots of a semaphore: slot 0's.
             let place =
@@ -187,10 +187,12 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
                 .before_first_attempt(&waiter)
                 .and_then(|()| acquire_any_slot(&backends, &request, &waiter));
             let took = waiter.elapsed();
-            // Out of line before the command runs: the next fair waiter's turn.
             drop(waiter);
-            drop(place);
-            (acquired.map_err(|e| (e, &backends[..])), took)
+            // The place is left once the command has started (or at once,
+            // if the wait failed): leaving is a few metadata operations on
+            // the lock's directory, off the hand-off's critical path there.
+            let in_line = acquired.is_ok().then_some(place);
+            (acquired.map_err(|e| (e, &backends[..])), took, in_line)
         }
         // A set draws the waiting line of the lock it waits for, and waits
         // in that lock's line.
@@ -200,7 +202,7 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
                 .map_err(|(at, e)| (e, &backends[at..=at]));
             let took = waiter.elapsed();
             drop(waiter);
-            (acquired, took)
+            (acquired, took, None)
         }
     };
     // --min-hold counts from here: the lock is ours (or the wait failed).
@@ -254,6 +256,7 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
         hold_until: invocation
             .min_hold
             .and_then(|hold| acquired_at.checked_add(hold)),
+        in_line: std::cell::Cell::new(in_line),
     };
     if invocation.verbose {
         program::report(

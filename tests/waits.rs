@@ -971,3 +971,72 @@ fn a_mkdir_waiter_judges_a_live_holder_again_only_once_it_is_gone() {
 fn an_excl_waiter_judges_a_live_holder_again_only_once_it_is_gone() {
     a_waiter_judges_a_live_holder_again_only_once_it_is_gone(Backend::Excl);
 }
+
+/// Issue 15 (hand-off): a waiter that took a place in the lock's line (it
+/// waited past 100 ms, so `--status` lists it) leaves the line only once its
+/// command has started: leaving (an unlink, a listing, an rmdir of the line
+/// directory) is kept off the hand-off's critical path.
+fn a_waiter_in_line_leaves_it_after_its_command_starts(backend: Backend) {
+    if !common::strace_works() {
+        assert!(
+            !common::tools_required(),
+            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
+        );
+        eprintln!("skipped: strace is not installed or cannot trace here");
+        return;
+    }
+    let sb = Sandbox::new(&format!("leave-line-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let trace = sb.work_path("trace");
+    let ran = sb.work_path("ran");
+    let mut command = std::process::Command::new("strace");
+    command
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg(common::bin())
+        .args([lock.as_str(), "touch"])
+        .arg(&ran);
+    let mut waiter = sb.spawn(command, "waiter");
+    let in_line = || {
+        sb.lock_dir_entries()
+            .iter()
+            .filter(|name| name.starts_with(".lk.lockwrap-line-"))
+            .any(|line| {
+                fs::read_dir(sb.locks.join(line)).is_ok_and(|mut tickets| {
+                    tickets.any(|t| {
+                        t.is_ok_and(|t| t.file_name().to_string_lossy().ends_with(".wait"))
+                    })
+                })
+            })
+    };
+    wait_until("the waiter's ticket in the line", WAIT, in_line);
+    holder.release_and_finish().assert_code(0);
+    waiter.finish().assert_code(0);
+    assert!(ran.exists(), "{lock}: the waiter's command did not run");
+    let text = fs::read_to_string(&trace).unwrap();
+    let calls = wrapper_calls(&text);
+    let spawned = calls
+        .iter()
+        .position(|call| call.contains("CLONE_VFORK") || call.starts_with("vfork("))
+        .unwrap_or_else(|| panic!("{lock}: no spawn in {calls:#?}"));
+    let left = calls
+        .iter()
+        .position(|call| call.starts_with("unlinkat(") && call.contains(".wait\""))
+        .unwrap_or_else(|| panic!("{lock}: the waiter never left the line: {calls:#?}"));
+    assert!(
+        spawned < left,
+        "{lock}: the waiter left the line before starting its command: {:#?}",
+        &calls[left..=spawned]
+    );
+}
+
+#[test]
+fn a_flock_waiter_in_line_leaves_it_after_its_command_starts() {
+    a_waiter_in_line_leaves_it_after_its_command_starts(Backend::Flock);
+}
+
+#[test]
+fn a_mkdir_waiter_in_line_leaves_it_after_its_command_starts() {
+    a_waiter_in_line_leaves_it_after_its_command_starts(Backend::Mkdir);
+}

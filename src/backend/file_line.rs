@@ -302,8 +302,23 @@ impl Line for FileLine {
         let Ok(dir) = open_line_dir(parent.as_fd(), &name, nix::unistd::geteuid().as_raw()) else {
             return;
         };
+        // A waiter still in line tidies when it leaves (it may be leaving
+        // just now, with the lock this holder released): the holder only
+        // clears a line whose waiters are all gone, without reading their
+        // records on the hand-off's critical path.
+        if any_flock_held(dir.as_fd()) {
+            return;
+        }
         tidy(parent.as_fd(), &name, dir.as_fd());
     }
+}
+
+/// Whether any ticket of the line directory `dir` has its flock held: a
+/// waiter is (or seems to be) in line.
+fn any_flock_held(dir: BorrowedFd<'_>) -> bool {
+    list(dir).iter().any(|ticket| {
+        open_ticket(dir, &ticket.name).is_some_and(|file| probe(file.as_fd()) == Some(true))
+    })
 }
 
 /// A ticket in a file line.
