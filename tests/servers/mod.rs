@@ -299,6 +299,36 @@ fn redis_ping(port: u16, password: Option<&str>) -> bool {
             .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
 }
 
+/// The process id of the Redis server (or sentinel) answering on `port`,
+/// from `INFO server`.
+fn redis_pid(port: u16, password: Option<&str>) -> Option<u32> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    let mut buf = [0u8; 4096];
+    if let Some(password) = password {
+        stream.write_all(&resp(&["AUTH", password])).ok()?;
+        let n = stream.read(&mut buf).ok()?;
+        if !buf[..n].starts_with(b"+OK") {
+            return None;
+        }
+    }
+    stream.write_all(&resp(&["INFO", "server"])).ok()?;
+    let mut reply = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&reply);
+        if let Some(rest) = text.split("process_id:").nth(1)
+            && let Some((pid, _)) = rest.split_once('\r')
+        {
+            return pid.trim().parse().ok();
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// A TCP server on a loopback port that is neither Redis nor PostgreSQL:
 /// it answers every connection with an HTTP error and closes it. Runs until
 /// the test process exits.
@@ -991,8 +1021,13 @@ impl RedisTlsServer {
                     break;
                 }
                 // Listening: it has loaded its certificates. (A plain PING
-                // cannot tell more without a TLS client.)
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // cannot tell more without a TLS client.) Its own log says
+                // so: a connection could reach another test's server that
+                // took the port first.
+                if std::fs::read_to_string(&log)
+                    .is_ok_and(|text| text.contains("Ready to accept connections"))
+                    && TcpStream::connect(("127.0.0.1", port)).is_ok()
+                {
                     return Some(RedisTlsServer {
                         child,
                         port,
@@ -1050,7 +1085,13 @@ fn answers_ping(child: &mut Child, port: u16, password: Option<&str>) -> bool {
             break;
         }
         if redis_ping(port, password) {
-            return true;
+            // The port was free when chosen, but another test's server may
+            // have taken it since (ours then fails to bind): only our own
+            // server will do, or two tests would share one.
+            if redis_pid(port, password) == Some(child.id()) {
+                return true;
+            }
+            break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
