@@ -168,6 +168,22 @@ impl Signals {
     }
 }
 
+/// Holds back, on the calling thread and until the guard drops, every
+/// signal that could cut a call on a socket short: the caught ones and
+/// [`Interruptee::interrupt`]'s. For a brief clean-up that must finish
+/// (taking back a lock whose acquisition a signal interrupted), bounded by
+/// its own timeouts; the signals are delivered when the guard drops.
+pub fn uninterrupted() -> Deferred {
+    let mut set = SigSet::empty();
+    for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD, INTERRUPT]) {
+        set.add(signal);
+    }
+    let previous = set
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .ok();
+    Deferred { previous }
+}
+
 /// Caught signals held back; see [`Signals::defer`].
 pub struct Deferred {
     previous: Option<SigSet>,

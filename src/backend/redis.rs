@@ -576,7 +576,11 @@ impl RedisLock {
     /// After an acquire whose outcome is unknown: deletes the lock if it
     /// holds our token (the owner-checked release), on a fresh connection,
     /// briefly and best effort, so that no phantom lock stays for a lease.
+    /// The signal that cut the acquisition short, or another one (a slot
+    /// wait being cancelled interrupts its thread again and again), must
+    /// not cut this short too: held back until it is done.
     fn take_back(&self, info: &Target, keys: &Keys, token: &str) {
+        let _whole = crate::wait::uninterrupted();
         if let Ok(mut con) = self.connect(info, TAKE_BACK_TIMEOUT, None) {
             let _ = keys.release(token).invoke::<i64>(&mut con);
         }
