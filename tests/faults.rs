@@ -11,7 +11,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{Backend, Sandbox, WAIT, strace_works, tools_required};
+use common::{Backend, Sandbox, WAIT};
 
 /// A small tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -193,12 +193,7 @@ fn syscalls(sb: &Sandbox, args: &[&str]) -> Vec<String> {
 /// system call in turn, N = 1, 2, ... until a run completes without it.
 #[test]
 fn a_sigkill_at_any_system_call_leaves_a_lock_the_next_wrapper_takes() {
-    if !strace_works() {
-        assert!(
-            !tools_required(),
-            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
-        );
-        eprintln!("skipped: strace is not installed or cannot trace here");
+    if !common::strace_usable() {
         return;
     }
     for backend in [Backend::Mkdir, Backend::Excl] {
@@ -290,12 +285,7 @@ fn running_out_of_fds_leaves_nothing_the_next_wrapper_cannot_clean() {
 /// left beside the lock.
 #[test]
 fn a_fair_waiter_killed_at_any_line_system_call_never_blocks_the_line() {
-    if !strace_works() {
-        assert!(
-            !tools_required(),
-            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
-        );
-        eprintln!("skipped: strace is not installed or cannot trace here");
+    if !common::strace_usable() {
         return;
     }
     let sb = Sandbox::new("sigkill-fair");
@@ -318,60 +308,32 @@ fn a_fair_waiter_killed_at_any_line_system_call_never_blocks_the_line() {
     // The calls of a fair waiter that joins the line, waits behind the one
     // ahead until -w expires, and leaves.
     let args = ["--fair", "-w", "0.1", lock.as_str(), "true"];
-    let trace = sb.work_path("trace");
-    let mut command = Command::new("strace");
-    command
-        .args(["-f", "-qq", "-o"])
-        .arg(&trace)
-        .arg(common::bin())
-        .args(args);
-    sb.run(command).assert_code(1);
-    let text = fs::read_to_string(&trace).unwrap();
-    let mut names: Vec<&str> = Vec::new();
-    for line in text.lines() {
-        let call = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.split_once('('));
-        if let Some((name, _)) = call
-            && [
-                "openat",
-                "mkdir",
-                "flock",
-                "pwrite64",
-                "unlinkat",
-                "getdents64",
-                "newfstatat",
-                "fstat",
-                "close",
-                "clone3",
-                "clone",
-            ]
-            .contains(&name)
-            && !names.contains(&name)
-        {
-            names.push(name);
-        }
-    }
+    let names = calls_made(
+        &sb,
+        &args,
+        &[
+            "openat",
+            "mkdir",
+            "flock",
+            "pwrite64",
+            "unlinkat",
+            "getdents64",
+            "newfstatat",
+            "fstat",
+            "close",
+            "clone3",
+            "clone",
+        ],
+    );
     assert!(
-        names.contains(&"flock") && names.contains(&"unlinkat"),
+        names.iter().any(|n| n == "flock") && names.iter().any(|n| n == "unlinkat"),
         "{names:?}"
     );
     let mut kills = 0;
-    for name in names {
+    for name in &names {
         for n in 1.. {
             assert!(n < 1000, "{name}: the injection never stops firing");
-            let inject = format!("inject={name}:signal=SIGKILL:when={n}");
-            let mut command = Command::new("strace");
-            command
-                .args(["-f", "-qq", "-o", "/dev/null", "-e", &inject])
-                .arg(common::bin())
-                .args(args);
-            let out = sb.run(command);
-            let killed = out.status.signal() == Some(libc::SIGKILL)
-                || out.status.code() == Some(128 + libc::SIGKILL);
-            if !killed {
-                out.assert_code(1);
+            if !killed_at(&sb, name, n, &args) {
                 break;
             }
             kills += 1;
@@ -398,12 +360,7 @@ fn a_fair_waiter_killed_at_any_line_system_call_never_blocks_the_line() {
 /// releases it, and that wrapper's release removes whatever it left.
 #[test]
 fn a_waiter_killed_at_any_system_call_leaves_nothing_stuck() {
-    if !strace_works() {
-        assert!(
-            !tools_required(),
-            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
-        );
-        eprintln!("skipped: strace is not installed or cannot trace here");
+    if !common::strace_usable() {
         return;
     }
     for backend in [Backend::Mkdir, Backend::Excl] {
@@ -412,41 +369,24 @@ fn a_waiter_killed_at_any_system_call_leaves_nothing_stuck() {
         let mut holder = sb.hold(&[], &lock);
         let args = ["-w", "0.2", lock.as_str(), "true"];
         // The calls of a waiter that waits until -w expires.
-        let trace = sb.work_path("trace");
-        let mut command = Command::new("strace");
-        command
-            .args(["-f", "-qq", "-o"])
-            .arg(&trace)
-            .arg(common::bin())
-            .args(args);
-        sb.run(command).assert_code(1);
-        let mut names: Vec<String> = Vec::new();
-        for line in fs::read_to_string(&trace).unwrap().lines() {
-            let call = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.split_once('('));
-            if let Some((name, _)) = call
-                && [
-                    "openat",
-                    "mkdir",
-                    "mkdirat",
-                    "flock",
-                    "write",
-                    "pwrite64",
-                    "linkat",
-                    "renameat2",
-                    "unlinkat",
-                    "inotify_add_watch",
-                    "fstat",
-                    "close",
-                ]
-                .contains(&name)
-                && !names.iter().any(|n| n == name)
-            {
-                names.push(name.to_owned());
-            }
-        }
+        let names = calls_made(
+            &sb,
+            &args,
+            &[
+                "openat",
+                "mkdir",
+                "mkdirat",
+                "flock",
+                "write",
+                "pwrite64",
+                "linkat",
+                "renameat2",
+                "unlinkat",
+                "inotify_add_watch",
+                "fstat",
+                "close",
+            ],
+        );
         assert!(
             names.iter().any(|n| n == "renameat2" || n == "linkat"),
             "{lock}: the waiter made no attempt: {names:?}"
@@ -455,17 +395,7 @@ fn a_waiter_killed_at_any_system_call_leaves_nothing_stuck() {
         for name in &names {
             for n in 1.. {
                 assert!(n < 1000, "{name}: the injection never stops firing");
-                let inject = format!("inject={name}:signal=SIGKILL:when={n}");
-                let mut command = Command::new("strace");
-                command
-                    .args(["-f", "-qq", "-o", "/dev/null", "-e", &inject])
-                    .arg(common::bin())
-                    .args(args);
-                let out = sb.run(command);
-                let killed = out.status.signal() == Some(libc::SIGKILL)
-                    || out.status.code() == Some(128 + libc::SIGKILL);
-                if !killed {
-                    out.assert_code(1);
+                if !killed_at(&sb, name, n, &args) {
                     break;
                 }
                 kills += 1;
@@ -480,4 +410,52 @@ fn a_waiter_killed_at_any_system_call_leaves_nothing_stuck() {
             "{lock}: left behind after the next wrapper's release"
         );
     }
+}
+
+/// Runs `lockwrap ARGS` under strace with a SIGKILL injected at the `n`th
+/// call of `name`: true when the kill fired (the run died of it), false
+/// when the run no longer makes that many such calls (it must then have
+/// ended with exit 1, a conflict).
+fn killed_at(sb: &Sandbox, name: &str, n: usize, args: &[&str]) -> bool {
+    let inject = format!("inject={name}:signal=SIGKILL:when={n}");
+    let mut command = Command::new("strace");
+    command
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", &inject])
+        .arg(common::bin())
+        .args(args);
+    let out = sb.run(command);
+    let killed = out.status.signal() == Some(libc::SIGKILL)
+        || out.status.code() == Some(128 + libc::SIGKILL);
+    if !killed {
+        out.assert_code(1);
+    }
+    killed
+}
+
+/// Runs `lockwrap ARGS` (which must end in a conflict, exit 1) under
+/// `strace -f` and returns which of the system calls `wanted` it made, in
+/// the order of their first call.
+fn calls_made(sb: &Sandbox, args: &[&str], wanted: &[&str]) -> Vec<String> {
+    let trace = sb.work_path("trace");
+    let mut command = Command::new("strace");
+    command
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg(common::bin())
+        .args(args);
+    sb.run(command).assert_code(1);
+    let mut names: Vec<String> = Vec::new();
+    for line in fs::read_to_string(&trace).unwrap().lines() {
+        let call = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.split_once('('));
+        if let Some((name, _)) = call
+            && wanted.contains(&name)
+            && !names.iter().any(|n| n == name)
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names
 }

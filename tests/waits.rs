@@ -785,24 +785,9 @@ fn wrapper_calls(trace: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Issue 15 (hand-off): a mkdir or excl waiter makes its artifact while the
-/// lock is held, so that taking it at the release is one rename (mkdir) or
-/// link (excl); and its turn in the waiting room is given back only once
-/// its command runs. Between taking the lock and starting the command it
-/// creates, truncates and removes nothing of its own but the temp name an
-/// excl link leaves.
-fn a_waiter_takes_a_released_lock_in_one_step(backend: Backend) {
-    if !common::strace_works() {
-        assert!(
-            !common::tools_required(),
-            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
-        );
-        eprintln!("skipped: strace is not installed or cannot trace here");
-        return;
-    }
-    let sb = Sandbox::new(&format!("one-step-{backend:?}"));
-    let lock = backend.spec(&sb, "lk");
-    let mut holder = sb.hold(&[], &lock);
+/// Starts `lockwrap LOCK touch RAN` under `strace -f`, tracing into TRACE;
+/// returns the process, TRACE and RAN.
+fn spawn_traced_waiter(sb: &Sandbox, lock: &str) -> (Proc, std::path::PathBuf, std::path::PathBuf) {
     let trace = sb.work_path("trace");
     let ran = sb.work_path("ran");
     let mut command = std::process::Command::new("strace");
@@ -810,9 +795,25 @@ fn a_waiter_takes_a_released_lock_in_one_step(backend: Backend) {
         .args(["-f", "-qq", "-o"])
         .arg(&trace)
         .arg(common::bin())
-        .args([lock.as_str(), "touch"])
+        .args([lock, "touch"])
         .arg(&ran);
-    let mut waiter = sb.spawn(command, "waiter");
+    (sb.spawn(command, "waiter"), trace, ran)
+}
+
+/// Issue 15 (hand-off): a mkdir or excl waiter makes its artifact while the
+/// lock is held, so that taking it at the release is one rename (mkdir) or
+/// link (excl); and its turn in the waiting room is given back only once
+/// its command runs. Between taking the lock and starting the command it
+/// creates, truncates and removes nothing of its own but the temp name an
+/// excl link leaves.
+fn a_waiter_takes_a_released_lock_in_one_step(backend: Backend) {
+    if !common::strace_usable() {
+        return;
+    }
+    let sb = Sandbox::new(&format!("one-step-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let (mut waiter, trace, ran) = spawn_traced_waiter(&sb, &lock);
     wait_until("the waiter's artifact beside the held lock", WAIT, || {
         sb.lock_dir_entries()
             .iter()
@@ -893,12 +894,7 @@ fn pidfds(pid: i32) -> usize {
 /// left running), and judging the holder again then only competes with that
 /// release.
 fn a_waiter_judges_a_live_holder_again_only_once_it_is_gone(backend: Backend) {
-    if !common::strace_works() {
-        assert!(
-            !common::tools_required(),
-            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
-        );
-        eprintln!("skipped: strace is not installed or cannot trace here");
+    if !common::strace_usable() {
         return;
     }
     let sb = Sandbox::new(&format!("judged-once-{backend:?}"));
@@ -977,27 +973,13 @@ fn an_excl_waiter_judges_a_live_holder_again_only_once_it_is_gone() {
 /// command has started: leaving (an unlink, a listing, an rmdir of the line
 /// directory) is kept off the hand-off's critical path.
 fn a_waiter_in_line_leaves_it_after_its_command_starts(backend: Backend) {
-    if !common::strace_works() {
-        assert!(
-            !common::tools_required(),
-            "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
-        );
-        eprintln!("skipped: strace is not installed or cannot trace here");
+    if !common::strace_usable() {
         return;
     }
     let sb = Sandbox::new(&format!("leave-line-{backend:?}"));
     let lock = backend.spec(&sb, "lk");
     let mut holder = sb.hold(&[], &lock);
-    let trace = sb.work_path("trace");
-    let ran = sb.work_path("ran");
-    let mut command = std::process::Command::new("strace");
-    command
-        .args(["-f", "-qq", "-o"])
-        .arg(&trace)
-        .arg(common::bin())
-        .args([lock.as_str(), "touch"])
-        .arg(&ran);
-    let mut waiter = sb.spawn(command, "waiter");
+    let (mut waiter, trace, ran) = spawn_traced_waiter(&sb, &lock);
     let in_line = || {
         sb.lock_dir_entries()
             .iter()

@@ -42,6 +42,20 @@ pub fn tools_required() -> bool {
     std::env::var("LOCKWRAP_REQUIRE_SERVERS").is_ok_and(|v| v == "1")
 }
 
+/// Whether a test that needs strace can run: when strace cannot trace here
+/// it is skipped (with a note), unless .ci/run requires the tools.
+pub fn strace_usable() -> bool {
+    if strace_works() {
+        return true;
+    }
+    assert!(
+        !tools_required(),
+        "LOCKWRAP_REQUIRE_SERVERS=1 but strace is missing or cannot trace"
+    );
+    eprintln!("skipped: strace is not installed or cannot trace here");
+    false
+}
+
 /// Whether strace runs here (installed, and ptrace permitted).
 pub fn strace_works() -> bool {
     Command::new("strace")
