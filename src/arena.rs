@@ -68,9 +68,12 @@ impl Arena {
             // The base is page-aligned, so aligning the offset aligns the address.
             let start = used.checked_next_multiple_of(align)?;
             let end = start.checked_add(size).filter(|end| *end <= ARENA_BYTES)?;
+            // Acquire: the range may have just been freed by another
+            // thread (see `move_top`), whose last use of it must come
+            // before this thread's first.
             match self
                 .used
-                .compare_exchange_weak(used, end, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange_weak(used, end, Ordering::Acquire, Ordering::Relaxed)
             {
                 Ok(_) => return Some((self.base() + start) as *mut u8),
                 Err(now) => used = now,
@@ -80,11 +83,19 @@ impl Arena {
 
     /// Moves the top of the arena from `from` to `to` if the allocation
     /// ending at `from` is still the most recent one.
+    ///
+    /// AcqRel: moving the top down frees a range that another thread may
+    /// take next (Release: this thread's last use of it happens before that
+    /// thread's first, which its Acquire in `bump` pairs with); moving it up
+    /// takes a range another thread may have just freed (Acquire). With
+    /// Relaxed, a weakly ordered CPU (the aarch64 musl build) or the
+    /// compiler could let a read of freed memory see the next owner's
+    /// writes.
     fn move_top(&self, from: usize, to: usize) -> bool {
         to <= ARENA_BYTES
             && self
                 .used
-                .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
     }
 }

@@ -112,12 +112,18 @@ impl ChildPlan<'_> {
 
     /// `-F`: replaces this process with the command, which keeps the lock.
     /// Returns only on failure (the caller's guard then releases the lock).
-    pub fn exec(&self, held: &dyn Held) -> Error {
+    pub fn exec(&self, held: &mut dyn Held) -> Error {
         // The exec'd program cannot leave the line.
         drop(self.in_line.take());
         match self.command(held) {
-            // std resets the signal mask and SIGPIPE before exec.
-            Ok(mut command) => self.exec_error(&command.exec()),
+            Ok(mut command) => {
+                // Nothing runs after the exec to give back what the lock
+                // kept for after the spawn (a mkdir/excl waiter's turn in
+                // the waiting room, whose file would stay beside the lock).
+                held.command_started();
+                // std resets the signal mask and SIGPIPE before exec.
+                self.exec_error(&command.exec())
+            }
             Err(e) => e,
         }
     }

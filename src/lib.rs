@@ -271,7 +271,7 @@ pub fn run(invocation: Invocation) -> Result<Ending, Error> {
         if let Some(signal) = signals.take_forwarded() {
             return Err(Error::Interrupted { lock, signal });
         }
-        return Err(plan.exec(held.as_ref()));
+        return Err(plan.exec(held.as_mut()));
     }
     let code = plan.run(held.as_mut(), &signals)?;
     let _deferred = signals.defer();

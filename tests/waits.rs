@@ -1022,3 +1022,36 @@ fn a_flock_waiter_in_line_leaves_it_after_its_command_starts() {
 fn a_mkdir_waiter_in_line_leaves_it_after_its_command_starts() {
     a_waiter_in_line_leaves_it_after_its_command_starts(Backend::Mkdir);
 }
+
+/// Issue 15 attack: a mkdir or excl waiter that wins with `-F` gives its
+/// turn in the waiting room back before the exec, as it did before the
+/// turn was kept until the command's start: an exec'd command never
+/// "starts" for lockwrap, and no release follows to remove the room, so
+/// `.NAME.lockwrap-queue` stayed beside the lock after every -F hand-off.
+fn an_exec_waiter_leaves_no_room_behind(backend: Backend) {
+    let sb = Sandbox::new(&format!("exec-room-{backend:?}"));
+    let lock = backend.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let ran = sb.work_path("ran");
+    let script = format!("echo $$ > '{}'", ran.display());
+    let mut waiter = sb.spawn(sb.lockwrap(["-F", &lock, "sh", "-c", &script]), "waiter");
+    wait_until_waiting(&waiter);
+    holder.release_and_finish().assert_code(0);
+    waiter.finish().assert_code(0);
+    assert!(ran.exists(), "{lock}: the exec'd command did not run");
+    // The exec'd command held the lock and exited: its artifact stays for
+    // the next wrapper to reclaim, and nothing else.
+    assert_eq!(sb.lock_dir_entries(), ["lk"], "{lock}");
+    sb.run(sb.lockwrap(["-n", &lock, "true"])).assert_code(0);
+    assert_eq!(sb.lock_dir_entries(), Vec::<String>::new(), "{lock}");
+}
+
+#[test]
+fn a_mkdir_exec_waiter_leaves_no_room_behind() {
+    an_exec_waiter_leaves_no_room_behind(Backend::Mkdir);
+}
+
+#[test]
+fn an_excl_exec_waiter_leaves_no_room_behind() {
+    an_exec_waiter_leaves_no_room_behind(Backend::Excl);
+}

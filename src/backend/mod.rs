@@ -301,8 +301,9 @@ pub trait Held: Send {
         Ok(())
     }
 
-    /// The command is running: what was kept off the way between taking
-    /// the lock and starting it can be done now.
+    /// The command is running (with `-F`: is about to replace this
+    /// process): what was kept off the way between taking the lock and
+    /// starting it can be done now.
     fn command_started(&mut self) {}
 
     /// Extra environment for the child (a fencing token, a slot number).
