@@ -399,3 +399,39 @@ fn stale_after_and_lease_where_they_mean_nothing_are_usage_errors() {
         assert!(!marker.exists(), "{option} with {lock}: the command ran");
     }
 }
+
+/// Issue 15 (attack): a waiter's prepared artifact, left beside the lock for
+/// the whole wait, is swept at a release only when its owner is gone by
+/// its name AND its guard flock is free: a /proc mounted with hidepid hides
+/// another user's live waiter, whose pid then looks gone. Here the temp
+/// name names a dead process, but someone holds its flock: it stays.
+#[test]
+fn a_leftover_whose_flock_is_held_is_not_swept() {
+    let sb = Sandbox::new("sweep-guard");
+    let boot: String = fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .chars()
+        .take(8)
+        .collect();
+    let pid_ns = {
+        use std::os::unix::fs::MetadataExt as _;
+        fs::metadata("/proc/self/ns/pid").unwrap().ino()
+    };
+    let (pid, start) = dead_process(&sb);
+    let temp = sb
+        .locks
+        .join(format!(".lk.lockwrap-{boot}-{pid_ns}-{pid}-{start}-1.tmp"));
+    fs::create_dir(&temp).unwrap();
+    let guard = fs::File::open(&temp).unwrap();
+    nix::fcntl::Flock::lock(guard, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map(|held| {
+            let spec = Backend::Mkdir.spec(&sb, "lk");
+            sb.run(sb.lockwrap([spec.as_str(), "true"])).assert_code(0);
+            assert!(temp.exists(), "a temp whose guard is held was swept");
+            drop(held);
+            // Its flock free, the dead owner's leftover goes at the next release.
+            sb.run(sb.lockwrap([spec.as_str(), "true"])).assert_code(0);
+            assert!(!temp.exists(), "a dead owner's free leftover was kept");
+        })
+        .unwrap_or_else(|(_, e)| panic!("flock the temp: {e}"));
+}

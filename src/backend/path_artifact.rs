@@ -1100,10 +1100,28 @@ fn sweep_leftovers(location: &Location, lock: &str) {
             }
             None => false,
         };
-        if gone {
+        // Every artifact keeps its owner's flock (the guard) for the
+        // owner's life: a held one proves the owner alive whatever the pid
+        // says (a /proc mounted with hidepid hides other users' processes).
+        if gone && !guard_is_held(dir.as_fd(), &entry) {
             let _ = remove_temp(dir.as_fd(), &entry);
         }
     }
+}
+
+/// Whether someone holds the flock of the entry `name` in `dir` (an
+/// artifact's guard). An entry that cannot be opened tells nothing: false.
+fn guard_is_held(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+    let Ok(fd) = openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Perm::empty(),
+    ) else {
+        return false;
+    };
+    // The probe's flock, if it got one, goes with the fd.
+    matches!(try_flock(fd.as_fd()), Err(Errno::EWOULDBLOCK))
 }
 
 /// Removes the temp `name` in `dir`: a file, or a lock
