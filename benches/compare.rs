@@ -415,27 +415,39 @@ fn handoff(dir: &Path, n: u64) -> Vec<(String, f64)> {
 fn throughput(dir: &Path, procs: usize, secs: u64) -> Vec<(String, f64)> {
     let tools = lock_tools(dir, "throughput-peer");
     println!(
-        "\n### Contention throughput: {procs} loops of acquire / `/bin/true` / release for {secs} s\n"
+        "\n### Contention throughput: {procs} loops of acquire / `/bin/true` / release for {secs} s each (half-second slices, round-robin)\n"
     );
     println!("| lock | acquisitions/s |");
     println!("|---|---:|");
-    let mut rates = Vec::new();
-    for (label, tool) in &tools {
-        let count = AtomicU64::new(0);
-        let start = Instant::now();
-        let until = start + Duration::from_secs(secs);
-        thread::scope(|s| {
-            for _ in 0..procs {
-                s.spawn(|| {
-                    while Instant::now() < until {
-                        if run_ok(tool.command(TRUE, &[])) {
-                            count.fetch_add(1, Ordering::Relaxed);
+    // Round-robin in slices of half a second, so that a change of load
+    // during the run hits every row alike (as in the other sections).
+    let slice = Duration::from_millis(500);
+    let rounds = (secs * 2).max(1);
+    let mut counts = vec![0u64; tools.len()];
+    let mut spent = vec![Duration::ZERO; tools.len()];
+    for _ in 0..rounds {
+        for (i, (_, tool)) in tools.iter().enumerate() {
+            let count = AtomicU64::new(0);
+            let start = Instant::now();
+            let until = start + slice;
+            thread::scope(|s| {
+                for _ in 0..procs {
+                    s.spawn(|| {
+                        while Instant::now() < until {
+                            if run_ok(tool.command(TRUE, &[])) {
+                                count.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
-                    }
-                });
-            }
-        });
-        let rate = count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+                    });
+                }
+            });
+            counts[i] += count.load(Ordering::Relaxed);
+            spent[i] += start.elapsed();
+        }
+    }
+    let mut rates = Vec::new();
+    for (i, (label, _)) in tools.iter().enumerate() {
+        let rate = counts[i] as f64 / spent[i].as_secs_f64();
         println!("| {label} | {rate:.0} |");
         rates.push((label.clone(), rate));
     }
