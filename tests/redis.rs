@@ -211,6 +211,37 @@ fn connections_received(server: &RedisServer) -> u64 {
         .unwrap_or_else(|| panic!("no total_connections_received in {info:?}"))
 }
 
+/// The replies the server has written so far (INFO stats): one per round
+/// trip of a client that waits for each answer before it asks again.
+fn replies_written(server: &RedisServer) -> u64 {
+    let info = server.command(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_writes_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_writes_processed in {info:?}"))
+}
+
+/// Issue 15: an uncontended run makes three round trips to the server:
+/// the greeting (PING) goes in one write with the acquire, then the
+/// command's pid is recorded, then the lock released. (The first run on a
+/// server also loads the scripts; a database other than 0 and a password
+/// cost one more each.)
+#[test]
+fn an_uncontended_run_makes_three_round_trips() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("round-trips");
+        let lock = server.lock("trips");
+        run(&sb, &[&lock, "true"]).assert_code(0);
+        for round in 0..3 {
+            let before = replies_written(server);
+            run(&sb, &[&lock, "sh", "-c", "true & wait"]).assert_code(0);
+            // Less the reply to the INFO that asked before.
+            let trips = replies_written(server) - before - 1;
+            assert_eq!(trips, 3, "round {round}: {trips} round trips");
+        }
+    });
+}
+
 /// Issue 11 (2): a `--slots 2` waiter keeps its connections for the whole
 /// wait: over 3 s it opens at most 4 (say, one per slot and one to be
 /// woken), not a new one per look at the slots.

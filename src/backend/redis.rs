@@ -324,9 +324,31 @@ impl RedisLock {
         timeout: Duration,
         waiter: Option<&Waiter<'_>>,
     ) -> Result<Connection, Error> {
+        self.connect_with(target, timeout, waiter, None)
+            .map(|(con, _)| con)
+            .map_err(|failed| failed.error)
+    }
+
+    /// [`RedisLock::connect`], sending the packed command `then` in the
+    /// same write as the greeting when it can (one round trip less):
+    /// `Ok((con, true))` when it went, and its reply is the next to read on
+    /// `con`; `Ok((con, false))` when the caller must send it itself (with
+    /// Sentinel, whose master is asked its role first, and with a database
+    /// other than 0, which must be selected before `then` can run). A
+    /// failure says whether `then` went (its outcome is then unknown).
+    fn connect_with(
+        &self,
+        target: &Target,
+        timeout: Duration,
+        waiter: Option<&Waiter<'_>>,
+        then: Option<&[u8]>,
+    ) -> Result<(Connection, bool), Failed> {
         match &target.sentinels {
-            Some(sentinels) => self.connect_to_master(target, sentinels, timeout, waiter),
-            None => self.connect_to(&target.info, &target.certificates, timeout, waiter),
+            Some(sentinels) => self
+                .connect_to_master(target, sentinels, timeout, waiter)
+                .map(|con| (con, false))
+                .map_err(Failed::before),
+            None => self.connect_to(&target.info, &target.certificates, timeout, waiter, then),
         }
     }
 
@@ -358,7 +380,10 @@ impl RedisLock {
                     &target.certificates,
                     timeout,
                     waiter,
+                    None,
                 )
+                .map(|(con, _)| con)
+                .map_err(|failed| failed.error)
                 .and_then(|mut con| {
                     ::redis::cmd("SENTINEL")
                         .arg("get-master-addr-by-name")
@@ -396,7 +421,9 @@ impl RedisLock {
                 _ => ConnectionAddr::Tcp(master_host, master_port),
             });
             let connected = self
-                .connect_to(&info, &target.certificates, timeout, waiter)
+                .connect_to(&info, &target.certificates, timeout, waiter, None)
+                .map(|(con, _)| con)
+                .map_err(|failed| failed.error)
                 .and_then(|mut con| {
                     let role = ::redis::cmd("ROLE")
                         .query::<::redis::Value>(&mut con)
@@ -446,36 +473,50 @@ impl RedisLock {
     ///
     /// The driver only logs in (AUTH, when there is a password); the first
     /// command is a PING, which tells a server that wants a password
-    /// (NOAUTH) or is not Redis at all from one that answers, before any
-    /// longer command could make the server drop an unauthenticated client.
-    /// The database is selected after it, so that each failure has its own
-    /// message.
+    /// (NOAUTH) or is not Redis at all from one that answers. The database
+    /// is selected after it, so that each failure has its own message. Both
+    /// go in one write, with `then` after them when the database is 0 (see
+    /// [`RedisLock::connect_with`]): the server answers in order, so the
+    /// PING's answer comes first even from a server that then drops an
+    /// unauthenticated client for a long command.
     ///
     /// With a `waiter`, connecting also ends at its deadline (a timeout) and
-    /// on a forwarded signal (128+N), not only after `timeout`.
+    /// on a forwarded signal (128+N), not only after `timeout`: the TCP
+    /// connect (and the TLS handshake) on a helper thread, since neither
+    /// gives up at a signal; the answers are read here, where a signal
+    /// interrupts the read.
     ///
-    /// Over TLS the handshake happens with the PING: a certificate either
-    /// side refuses ends it there ([`RedisLock::tls_failure`]).
+    /// Over TLS the handshake happens with the PING, on the helper thread:
+    /// a certificate either side refuses ends it there
+    /// ([`RedisLock::tls_failure`]).
     fn connect_to(
         &self,
         info: &ConnectionInfo,
         certificates: &Option<TlsCertificates>,
         timeout: Duration,
         waiter: Option<&Waiter<'_>>,
-    ) -> Result<Connection, Error> {
+        then: Option<&[u8]>,
+    ) -> Result<(Connection, bool), Failed> {
         const CONNECT: &str = "cannot connect to the Redis server";
         let handshake = waiter
             .and_then(Waiter::remaining)
             .map_or(timeout, |left| left.min(timeout))
             .max(Duration::from_millis(1));
         let ended = |e: Error| waiter.and_then(Waiter::ended).unwrap_or(e);
+        let original = info;
         let db = info.redis_settings().db();
         let settings = info
             .redis_settings()
             .clone()
             .set_db(0)
             .set_skip_set_lib_name();
-        let info = info.clone().set_redis_settings(settings);
+        // Nagle's algorithm would hold a second write back until the first
+        // is acknowledged: the TLS handshake's last flight and the request
+        // after it.
+        let info = info
+            .clone()
+            .set_redis_settings(settings)
+            .set_tcp_settings(::redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let host = match info.addr() {
             ConnectionAddr::TcpTls { host, .. } => Some(host.clone()),
             _ => None,
@@ -489,6 +530,20 @@ impl RedisLock {
             }
             _ => self.failure(what, e),
         };
+        // A failure of the greeting (the handshake, the PING's answer).
+        let greeting_failure = |e: &RedisError| match &host {
+            // The handshake goes with the first command: a server that does
+            // not speak TLS may wait for the end of a line forever (plain
+            // Redis does), which tells nothing about the server and is a
+            // timeout like any other (75).
+            Some(host) if e.is_timeout() => ended(Error::TempFail {
+                lock: self.lock.clone(),
+                reason: format!(
+                    "{CONNECT}: TLS: no answer to the handshake in time (host {host}; is this the server's TLS port? plain Redis is redis://)"
+                ),
+            }),
+            _ => ended(failure(CONNECT, e)),
+        };
         let client = match certificates {
             Some(certificates) => {
                 // ring is this build's only provider; installing it (once per
@@ -498,21 +553,27 @@ impl RedisLock {
             }
             None => Client::open(info),
         }
-        .map_err(|e| failure("cannot use the Redis server", &e))?;
+        .map_err(|e| Failed::before(failure("cannot use the Redis server", &e)))?;
         let limit = CONNECT_TIMEOUT.min(handshake.max(MIN_LEASE));
-        // Connecting and the first command, which carries the TLS handshake:
-        // `Ok(con)`, or the failed step (`true`: the greeting) and its error.
-        let greet = move || -> Result<Connection, (bool, RedisError)> {
-            let mut con = client
-                .get_connection_with_timeout(limit)
-                .map_err(|e| (false, e))?;
-            con.set_read_timeout(Some(handshake))
-                .and_then(|()| con.set_write_timeout(Some(handshake)))
-                .map_err(|e| (false, e))?;
-            ::redis::cmd("PING")
-                .query::<String>(&mut con)
-                .map_err(|e| (true, e))?;
-            Ok(con)
+        let ping = ::redis::cmd("PING").get_packed_command();
+        let tls = host.is_some();
+        // Connecting, and over TLS the handshake, which goes with the first
+        // write (the PING's): `Ok(con)`, or the failed step (`true`: the
+        // greeting) and its error.
+        let greet = {
+            let ping = ping.clone();
+            move || -> Result<Connection, (bool, RedisError)> {
+                let mut con = client
+                    .get_connection_with_timeout(limit)
+                    .map_err(|e| (false, e))?;
+                con.set_read_timeout(Some(handshake))
+                    .and_then(|()| con.set_write_timeout(Some(handshake)))
+                    .map_err(|e| (false, e))?;
+                if tls {
+                    con.send_packed_command(&ping).map_err(|e| (true, e))?;
+                }
+                Ok(con)
+            }
         };
         let greeted = match waiter {
             // On a helper thread, so that the deadline and a signal end the
@@ -520,46 +581,65 @@ impl RedisLock {
             // on EINTR); a thread given up on ends by itself at its
             // timeouts.
             Some(waiter) => {
-                let mut call = crate::wait::Background::start(greet)
-                    .map_err(|e| Error::os(&self.lock, "cannot start a thread", e))?;
+                let mut call = crate::wait::Background::start(greet).map_err(|e| {
+                    Failed::before(Error::os(&self.lock, "cannot start a thread", e))
+                })?;
                 loop {
                     if let Some(result) = call.try_result() {
                         break result;
                     }
-                    waiter.watch(&[call.as_fd()], None)?;
+                    waiter
+                        .watch(&[call.as_fd()], None)
+                        .map_err(Failed::before)?;
                 }
             }
             None => greet(),
         };
         let mut con = match greeted {
             Ok(con) => con,
-            Err((false, e)) => return Err(ended(failure(CONNECT, &e))),
-            Err((true, e)) => {
-                return Err(match &host {
-                    // The handshake goes with the first command: a server
-                    // that does not speak TLS may wait for the end of a line
-                    // forever (plain Redis does), which tells nothing about
-                    // the server and is a timeout like any other (75).
-                    Some(host) if e.is_timeout() => ended(Error::TempFail {
-                        lock: self.lock.clone(),
-                        reason: format!(
-                            "{CONNECT}: TLS: no answer to the handshake in time (host {host}; is this the server's TLS port? plain Redis is redis://)"
-                        ),
-                    }),
-                    _ => ended(failure(CONNECT, &e)),
-                });
-            }
+            Err((false, e)) => return Err(Failed::before(ended(failure(CONNECT, &e)))),
+            Err((true, e)) => return Err(Failed::before(greeting_failure(&e))),
         };
-        let set_timeouts = |con: &mut Connection, limit: Duration| {
-            con.set_read_timeout(Some(limit))
-                .and_then(|()| con.set_write_timeout(Some(limit)))
-                .map_err(|e| self.failure("cannot set up the connection", &e))
-        };
+        // The rest of the greeting, and `then` if it can go now.
+        let then = then.filter(|_| db == 0);
+        let sent = then.is_some();
+        let fail = |error: Error| Failed { error, sent };
+        let mut request = Vec::new();
+        if !tls {
+            request.extend_from_slice(&ping);
+        }
         if db != 0 {
-            ::redis::cmd("SELECT")
-                .arg(db)
-                .query::<()>(&mut con)
-                .map_err(|e| match e.kind() {
+            request.extend_from_slice(&::redis::cmd("SELECT").arg(db).get_packed_command());
+        }
+        request.extend_from_slice(then.unwrap_or_default());
+        let wrote = if request.is_empty() {
+            Ok(())
+        } else {
+            con.send_packed_command(&request)
+        };
+        let answer =
+            |con: &mut Connection| con.recv_response().and_then(::redis::Value::extract_error);
+        let greeting = answer(&mut con)
+            .and_then(|pong| Ok(::redis::from_redis_value::<String>(pong)?))
+            .and(wrote);
+        if let Err(e) = greeting {
+            let mut error = greeting_failure(&e);
+            if tls && sent && e.is_connection_dropped() && waiter.and_then(Waiter::ended).is_none()
+            {
+                // A TLS 1.3 server that refuses this client (one without
+                // the client certificate it wants, or with one it does not
+                // trust) says so in an alert after the handshake, and the
+                // request written after it makes the connection fail
+                // before the alert is read: a greeting alone tells why.
+                if let Err(again) = self.connect_to(original, certificates, timeout, waiter, None) {
+                    error = again.error;
+                }
+            }
+            return Err(fail(error));
+        }
+        if db != 0 {
+            answer(&mut con).map_err(|e| {
+                fail(match e.kind() {
                     ErrorKind::Server(ServerErrorKind::ResponseError) => {
                         self.config_error(&format!(
                             "the server has no database {db} ({}); fix the /DB part of the URL",
@@ -567,10 +647,13 @@ impl RedisLock {
                         ))
                     }
                     _ => ended(failure(CONNECT, &e)),
-                })?;
+                })
+            })?;
         }
-        set_timeouts(&mut con, timeout)?;
-        Ok(con)
+        con.set_read_timeout(Some(timeout))
+            .and_then(|()| con.set_write_timeout(Some(timeout)))
+            .map_err(|e| fail(self.failure("cannot set up the connection", &e)))?;
+        Ok((con, sent))
     }
 
     /// After an acquire whose outcome is unknown: deletes the lock if it
@@ -704,6 +787,22 @@ struct Target {
     /// For `redis+sentinel://`: the sentinels that name the master (whose
     /// address then replaces the one in `info`).
     sentinels: Option<Sentinels>,
+}
+
+/// A connection that could not be made or greeted.
+struct Failed {
+    /// Why, with the exit code that tells retry from fix.
+    error: Error,
+    /// Whether the command to send with the greeting went: its outcome is
+    /// then unknown ([`RedisLock::take_back`]).
+    sent: bool,
+}
+
+impl Failed {
+    /// A failure before anything was sent.
+    fn before(error: Error) -> Failed {
+        Failed { error, sent: false }
+    }
 }
 
 /// The sentinel part of a `redis[s]+sentinel://` URL.
@@ -1151,41 +1250,81 @@ impl Backend for RedisLock {
         let lease = self.lease(request)?;
         let info = self.connection_info()?;
         let call_timeout = lease / 3;
-        let mut con = self.connect(&info, call_timeout, Some(waiter))?;
         let keys = Keys::new(&self.remote.name);
         let token = random_token();
         let acquire = Script::new(ACQUIRE);
+        let (host, pid) = (holder::hostname(), std::process::id());
+        // One attempt: the script by its hash (`EVALSHA`), or `EVAL` with
+        // its text.
+        let attempt = |by_text: bool, now_ms: u64| {
+            let mut cmd = if by_text {
+                ::redis::cmd("EVAL").arg(ACQUIRE).clone()
+            } else {
+                ::redis::cmd("EVALSHA").arg(acquire.get_hash()).clone()
+            };
+            cmd.arg(3)
+                .arg(&keys.lock)
+                .arg(&keys.fence)
+                .arg(&keys.holder)
+                .arg(&token)
+                .arg(lease.as_millis() as u64)
+                .arg(&host)
+                .arg(pid)
+                .arg(request.command)
+                .arg(now_ms);
+            cmd
+        };
+        let now_ms = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        };
+        // The first attempt goes with the greeting, in the same write.
+        let mut sent = Instant::now();
+        let first = attempt(false, now_ms()).get_packed_command();
+        let (mut con, mut pending) =
+            match self.connect_with(&info, call_timeout, Some(waiter), Some(&first)) {
+                Ok(connected) => connected,
+                Err(failed) => {
+                    if failed.sent {
+                        self.take_back(&info, &keys, &token);
+                    }
+                    return Err(failed.error);
+                }
+            };
         loop {
             // A round trip gives up at the deadline too (-w is honoured while
             // the server does not answer); the outcome is then unknown, and
             // taken back below.
             set_call_timeout(&con, within_deadline(call_timeout, waiter));
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0);
-            let sent = Instant::now();
-            let reply: Vec<i64> = acquire
-                .key(&keys.lock)
-                .key(&keys.fence)
-                .key(&keys.holder)
-                .arg(&token)
-                .arg(lease.as_millis() as u64)
-                .arg(holder::hostname())
-                .arg(std::process::id())
-                .arg(request.command)
-                .arg(now_ms as u64)
-                .invoke(&mut con)
-                .map_err(|e| {
-                    // The script may have run although its reply was lost
-                    // (a timeout, a signal): take back what it may have set.
-                    self.take_back(&info, &keys, &token);
-                    // A forwarded signal interrupts the round trip (EINTR):
-                    // 128+N, not "server unreachable".
-                    waiter
-                        .ended()
-                        .unwrap_or_else(|| self.failure("cannot take the lock", &e))
-                })?;
+            let reply = if std::mem::take(&mut pending) {
+                con.recv_response()
+            } else {
+                sent = Instant::now();
+                attempt(false, now_ms()).query(&mut con)
+            };
+            let reply = match reply.and_then(::redis::Value::extract_error) {
+                // The server does not know the script (yet, or since a
+                // SCRIPT FLUSH): it did not run. Its text goes instead
+                // (and is kept by the server for the next EVALSHA).
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    sent = Instant::now();
+                    attempt(true, now_ms()).query(&mut con)
+                }
+                answer => answer,
+            }
+            .and_then(|answer| Ok(::redis::from_redis_value::<Vec<i64>>(answer)?));
+            let reply: Vec<i64> = reply.map_err(|e| {
+                // The script may have run although its reply was lost
+                // (a timeout, a signal): take back what it may have set.
+                self.take_back(&info, &keys, &token);
+                // A forwarded signal interrupts the round trip (EINTR):
+                // 128+N, not "server unreachable".
+                waiter
+                    .ended()
+                    .unwrap_or_else(|| self.failure("cannot take the lock", &e))
+            })?;
             match reply.as_slice() {
                 [1, fence] => {
                     let follow = info.sentinels.is_some().then(|| (self.clone(), info));
