@@ -63,8 +63,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::redis::{
-    Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo, ErrorKind,
-    IntoConnectionInfo, RedisError, Script, ServerErrorKind, TlsCertificates,
+    Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
+    RedisError, Script, ServerErrorKind, TlsCertificates,
 };
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -76,8 +76,12 @@ use crate::holder;
 use crate::spec::RemoteLock;
 use crate::wait::Waiter;
 
+#[path = "redis_conn.rs"]
+mod conn;
 #[path = "redis_line.rs"]
 mod line;
+
+use conn::{Con, Plain};
 
 /// The lease when `--lease` is not given.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -97,10 +101,33 @@ const MAX_NAP: Duration = Duration::from_secs(1);
 
 /// The read and write timeouts of `con` (best effort: a connection whose
 /// timeouts cannot be set keeps its old ones).
-fn set_call_timeout(con: &Connection, limit: Duration) {
+fn set_call_timeout(con: &Con, limit: Duration) {
     let limit = Some(limit.max(Duration::from_millis(1)));
     let _ = con.set_read_timeout(limit);
     let _ = con.set_write_timeout(limit);
+}
+
+/// The next answer on `con`. A read that a signal interrupted is read
+/// again when the signal ends nothing (a stop and continue, which Linux
+/// ends a socket call with a timeout for even without a handler, or
+/// SIGCHLD) and `con` can (see [`Con::recv_again`]); a forwarded signal or
+/// the deadline is `Err`.
+fn recv_through_stops(
+    con: &mut Con,
+    waiter: Option<&Waiter<'_>>,
+) -> Result<Result<::redis::Value, RedisError>, Error> {
+    let mut answer = con.recv_response();
+    while let (Err(e), Some(waiter)) = (&answer, waiter)
+        && wrapped::<std::io::Error>(e)
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
+    {
+        waiter.watch(&[], Some(Duration::ZERO))?;
+        match con.recv_again() {
+            Some(again) => answer = again,
+            None => break,
+        }
+    }
+    Ok(answer)
 }
 
 /// `limit`, or less if the wait's deadline comes sooner.
@@ -323,7 +350,7 @@ impl RedisLock {
         target: &Target,
         timeout: Duration,
         waiter: Option<&Waiter<'_>>,
-    ) -> Result<Connection, Error> {
+    ) -> Result<Con, Error> {
         self.connect_with(target, timeout, waiter, None)
             .map(|(con, _)| con)
             .map_err(|failed| failed.error)
@@ -342,7 +369,7 @@ impl RedisLock {
         timeout: Duration,
         waiter: Option<&Waiter<'_>>,
         then: Option<&[u8]>,
-    ) -> Result<(Connection, bool), Failed> {
+    ) -> Result<(Con, bool), Failed> {
         match &target.sentinels {
             Some(sentinels) => self
                 .connect_to_master(target, sentinels, timeout, waiter)
@@ -367,7 +394,7 @@ impl RedisLock {
         sentinels: &Sentinels,
         timeout: Duration,
         waiter: Option<&Waiter<'_>>,
-    ) -> Result<Connection, Error> {
+    ) -> Result<Con, Error> {
         let ended = || waiter.and_then(Waiter::ended);
         let mut unknown = Vec::new();
         let mut master_error = None;
@@ -481,10 +508,13 @@ impl RedisLock {
     /// unauthenticated client for a long command.
     ///
     /// With a `waiter`, connecting also ends at its deadline (a timeout) and
-    /// on a forwarded signal (128+N), not only after `timeout`: the TCP
-    /// connect (and the TLS handshake) on a helper thread, since neither
-    /// gives up at a signal; the answers are read here, where a signal
-    /// interrupts the read.
+    /// on a forwarded signal (128+N), not only after `timeout`. Plain TCP
+    /// to an address without a login is our own connection, made on this
+    /// thread ([`conn::Plain`], whose connect a signal interrupts); any
+    /// other is the driver's, which connects (and does the TLS handshake
+    /// and AUTH) on a helper thread, since its connect does not give up at
+    /// a signal. The answers are read here, where a signal interrupts the
+    /// read.
     ///
     /// Over TLS the handshake happens with the PING, on the helper thread:
     /// a certificate either side refuses ends it there
@@ -496,7 +526,7 @@ impl RedisLock {
         timeout: Duration,
         waiter: Option<&Waiter<'_>>,
         then: Option<&[u8]>,
-    ) -> Result<(Connection, bool), Failed> {
+    ) -> Result<(Con, bool), Failed> {
         const CONNECT: &str = "cannot connect to the Redis server";
         let handshake = waiter
             .and_then(Waiter::remaining)
@@ -544,6 +574,21 @@ impl RedisLock {
             }),
             _ => ended(failure(CONNECT, e)),
         };
+        // Plain TCP to an address, without a login or RESP3: our own
+        // connection, made on this thread. (The driver refuses a wildcard
+        // address with a message of its own.)
+        let plain = match info.addr() {
+            ConnectionAddr::Tcp(host, port)
+                if info.redis_settings().password().is_none()
+                    && !info.redis_settings().protocol().supports_resp3() =>
+            {
+                host.parse::<std::net::IpAddr>()
+                    .ok()
+                    .filter(|ip| !ip.is_unspecified())
+                    .map(|ip| std::net::SocketAddr::new(ip, *port))
+            }
+            _ => None,
+        };
         let client = match certificates {
             Some(certificates) => {
                 // ring is this build's only provider; installing it (once per
@@ -562,9 +607,10 @@ impl RedisLock {
         // greeting) and its error.
         let greet = {
             let ping = ping.clone();
-            move || -> Result<Connection, (bool, RedisError)> {
+            move || -> Result<Con, (bool, RedisError)> {
                 let mut con = client
                     .get_connection_with_timeout(limit)
+                    .map(Con::Driver)
                     .map_err(|e| (false, e))?;
                 con.set_read_timeout(Some(handshake))
                     .and_then(|()| con.set_write_timeout(Some(handshake)))
@@ -575,25 +621,39 @@ impl RedisLock {
                 Ok(con)
             }
         };
-        let greeted = match waiter {
-            // On a helper thread, so that the deadline and a signal end the
-            // wait at once, also during a TLS handshake (whose reads retry
-            // on EINTR); a thread given up on ends by itself at its
-            // timeouts.
-            Some(waiter) => {
-                let mut call = crate::wait::Background::start(greet).map_err(|e| {
-                    Failed::before(Error::os(&self.lock, "cannot start a thread", e))
-                })?;
-                loop {
-                    if let Some(result) = call.try_result() {
-                        break result;
+        let greeted = match (plain, waiter) {
+            // Ours, on this thread (see redis_conn.rs).
+            (Some(addr), _) => self
+                .connect_plain(addr, limit, waiter)
+                .map_err(Failed::before)?
+                .and_then(|con| {
+                    let con = Con::Plain(con);
+                    con.set_read_timeout(Some(handshake))
+                        .and_then(|()| con.set_write_timeout(Some(handshake)))
+                        .map(|()| con)
+                })
+                .map_err(|e| (false, e)),
+            (None, waiter) => match waiter {
+                // On a helper thread, so that the deadline and a signal end the
+                // wait at once, also during a TLS handshake (whose reads retry
+                // on EINTR); a thread given up on ends by itself at its
+                // timeouts.
+                Some(waiter) => {
+                    let mut call = crate::wait::Background::start(greet).map_err(|e| {
+                        Failed::before(Error::os(&self.lock, "cannot start a thread", e))
+                    })?;
+                    warm_cpu_features();
+                    loop {
+                        if let Some(result) = call.try_result() {
+                            break result;
+                        }
+                        waiter
+                            .watch(&[call.as_fd()], None)
+                            .map_err(Failed::before)?;
                     }
-                    waiter
-                        .watch(&[call.as_fd()], None)
-                        .map_err(Failed::before)?;
                 }
-            }
-            None => greet(),
+                None => greet(),
+            },
         };
         let mut con = match greeted {
             Ok(con) => con,
@@ -617,9 +677,14 @@ impl RedisLock {
         } else {
             con.send_packed_command(&request)
         };
-        let answer =
-            |con: &mut Connection| con.recv_response().and_then(::redis::Value::extract_error);
-        let greeting = answer(&mut con)
+        // While the server works on it.
+        warm_cpu_features();
+        let answer = |con: &mut Con| -> Result<Result<::redis::Value, RedisError>, Failed> {
+            recv_through_stops(con, waiter)
+                .map(|answer| answer.and_then(::redis::Value::extract_error))
+                .map_err(|error| Failed { error, sent })
+        };
+        let greeting = answer(&mut con)?
             .and_then(|pong| Ok(::redis::from_redis_value::<String>(pong)?))
             .and(wrote);
         if let Err(e) = greeting {
@@ -638,7 +703,7 @@ impl RedisLock {
             return Err(fail(error));
         }
         if db != 0 {
-            answer(&mut con).map_err(|e| {
+            answer(&mut con)?.map_err(|e| {
                 fail(match e.kind() {
                     ErrorKind::Server(ServerErrorKind::ResponseError) => {
                         self.config_error(&format!(
@@ -650,10 +715,44 @@ impl RedisLock {
                 })
             })?;
         }
-        con.set_read_timeout(Some(timeout))
-            .and_then(|()| con.set_write_timeout(Some(timeout)))
-            .map_err(|e| fail(self.failure("cannot set up the connection", &e)))?;
+        if handshake != timeout {
+            con.set_read_timeout(Some(timeout))
+                .and_then(|()| con.set_write_timeout(Some(timeout)))
+                .map_err(|e| fail(self.failure("cannot set up the connection", &e)))?;
+        }
         Ok((con, sent))
+    }
+
+    /// Connects to `addr` on this thread ([`Plain::connect`]) within
+    /// `limit`. A signal that interrupts the connect ends it (128+N), as
+    /// does the deadline or a cancelled slot wait; a signal that is not
+    /// forwarded (SIGCHLD) makes it start again for the time left.
+    /// `Ok(Err(e))`: the connect failed (75, or a timeout at the deadline).
+    fn connect_plain(
+        &self,
+        addr: std::net::SocketAddr,
+        limit: Duration,
+        waiter: Option<&Waiter<'_>>,
+    ) -> Result<Result<Plain, RedisError>, Error> {
+        let give_up = Instant::now() + limit;
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            let left = waiter
+                .and_then(Waiter::remaining)
+                .map_or(left, |remaining| remaining.min(left));
+            if left.is_zero() {
+                let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
+                return Ok(Err(RedisError::from(timed_out)));
+            }
+            match Plain::connect(addr, left) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    if let Some(waiter) = waiter {
+                        waiter.watch(&[], Some(Duration::ZERO))?;
+                    }
+                }
+                connected => return Ok(connected.map_err(RedisError::from)),
+            }
+        }
     }
 
     /// After an acquire whose outcome is unknown: deletes the lock if it
@@ -666,7 +765,7 @@ impl RedisLock {
     }
 
     /// Who holds the lock, read on `con` (a waiter's own connection too).
-    fn read_status(&self, con: &mut Connection) -> Result<LockStatus, Error> {
+    fn read_status(&self, con: &mut Con) -> Result<LockStatus, Error> {
         let keys = Keys::new(&self.remote.name);
         let (exists, record): (bool, HashMap<String, String>) = ::redis::pipe()
             .exists(&keys.lock)
@@ -723,7 +822,7 @@ impl RedisLock {
     #[allow(clippy::too_many_arguments)]
     fn wait_on_list(
         &self,
-        con: &mut Connection,
+        con: &mut Con,
         target: &Target,
         list: &str,
         nap: Duration,
@@ -1136,6 +1235,17 @@ fn system_roots() -> Result<Vec<u8>, String> {
     Ok(pem)
 }
 
+/// Runs std's CPU feature detection now, while the main thread would only
+/// wait (for the helper thread to connect, for the server to answer). The
+/// driver's reply parser (memchr) asks for it at the first answer, and it
+/// runs `cpuid` a dozen times, each a trap to the hypervisor in a VM: about
+/// 40 µs of the critical path on the machine BENCHMARKS.md describes. The
+/// result is cached for the process, so asking again costs a load.
+fn warm_cpu_features() {
+    #[cfg(target_arch = "x86_64")]
+    let _ = std::arch::is_x86_feature_detected!("avx2");
+}
+
 /// `text` with `%XX` escapes decoded (invalid ones are kept as they are).
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -1299,7 +1409,13 @@ impl Backend for RedisLock {
             // taken back below.
             set_call_timeout(&con, within_deadline(call_timeout, waiter));
             let reply = if std::mem::take(&mut pending) {
-                con.recv_response()
+                match recv_through_stops(&mut con, Some(waiter)) {
+                    Ok(answer) => answer,
+                    Err(ended) => {
+                        self.take_back(&info, &keys, &token);
+                        return Err(ended);
+                    }
+                }
             } else {
                 sent = Instant::now();
                 attempt(false, now_ms()).query(&mut con)
@@ -1414,7 +1530,7 @@ impl Backend for RedisLock {
 /// A Redis lock we hold.
 struct RedisHeld {
     lock: String,
-    con: Connection,
+    con: Con,
     keys: Keys,
     token: String,
     lease: Duration,
