@@ -689,8 +689,8 @@ impl RedisLock {
             .and(wrote);
         if let Err(e) = greeting {
             let mut error = greeting_failure(&e);
-            if tls && sent && e.is_connection_dropped() && waiter.and_then(Waiter::ended).is_none()
-            {
+            let ended = matches!(error, Error::Interrupted { .. } | Error::Timeout { .. });
+            if tls && sent && e.is_connection_dropped() && !ended {
                 // A TLS 1.3 server that refuses this client (one without
                 // the client certificate it wants, or with one it does not
                 // trust) says so in an alert after the handshake, and the
