@@ -211,6 +211,131 @@ fn connections_received(server: &RedisServer) -> u64 {
         .unwrap_or_else(|| panic!("no total_connections_received in {info:?}"))
 }
 
+/// The replies the server has written so far (INFO stats): one per round
+/// trip of a client that waits for each answer before it asks again.
+fn replies_written(server: &RedisServer) -> u64 {
+    let info = server.command(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_writes_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total_writes_processed in {info:?}"))
+}
+
+/// Issue 15: an uncontended run makes three round trips to the server:
+/// the greeting (PING) goes in one write with the acquire, then the
+/// command's pid is recorded, then the lock released. (The first run on a
+/// server also loads the scripts; a database other than 0 and a password
+/// cost one more each.)
+#[test]
+fn an_uncontended_run_makes_three_round_trips() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("round-trips");
+        let lock = server.lock("trips");
+        run(&sb, &[&lock, "true"]).assert_code(0);
+        for round in 0..3 {
+            let before = replies_written(server);
+            run(&sb, &[&lock, "sh", "-c", "true & wait"]).assert_code(0);
+            // Less the reply to the INFO that asked before.
+            let trips = replies_written(server) - before - 1;
+            assert_eq!(trips, 3, "round {round}: {trips} round trips");
+        }
+    });
+}
+
+/// A listening port that never completes a TCP handshake: its accept
+/// queue (backlog 0) is full of connections nobody accepts, so the kernel
+/// drops every further SYN and a connect waits for the retransmissions.
+/// Returns the port and what keeps it so.
+fn unaccepting_port() -> (u16, Vec<std::os::fd::OwnedFd>) {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, connect, getsockname, listen,
+        socket,
+    };
+    use std::os::fd::AsRawFd;
+    let listener = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(
+        listener.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::LOCALHOST,
+            0,
+        )),
+    )
+    .expect("bind");
+    listen(&listener, Backlog::new(0).expect("backlog 0")).expect("listen");
+    let addr: SockaddrIn = getsockname(listener.as_raw_fd()).expect("getsockname");
+    let mut kept = vec![listener];
+    for _ in 0..4 {
+        let filler = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .expect("socket");
+        let _ = connect(filler.as_raw_fd(), &addr);
+        kept.push(filler);
+    }
+    (addr.port(), kept)
+}
+
+/// Whether process `pid` has a TCP connection to 127.0.0.1:`port` that is
+/// still connecting (SYN_SENT in /proc/net/tcp).
+fn connecting_to(pid: u32, port: u16) -> bool {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 9
+            && fields[2].ends_with(&format!(":{port:04X}"))
+            && fields[3] == "02"
+            && inodes.iter().any(|inode| inode == fields[9])
+    })
+}
+
+/// Issue 15: a plain `redis://` lock to an address connects on lockwrap's
+/// own thread (no helper thread); a connect the server never completes
+/// still ends at once at SIGTERM (143) and at the deadline of `-w`.
+#[test]
+fn a_connect_that_never_completes_ends_at_sigterm_and_at_w() {
+    let (port, _kept) = unaccepting_port();
+    let sb = Sandbox::new("syn-dropped");
+    let lock = format!("redis://127.0.0.1:{port}#x");
+    let mut plain = sb.spawn(sb.lockwrap([&lock, "sh", "-c", "true & wait"]), "plain");
+    wait_until("lockwrap to be connecting", WAIT, || {
+        connecting_to(plain.pid() as u32, port)
+    });
+    plain.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = plain.wait_timeout(Duration::from_secs(1));
+    plain.output(status).assert_code(143);
+
+    let started = Instant::now();
+    let out = run(&sb, &["-w", "0.5", &lock, "true"]);
+    assert!(
+        matches!(out.code(), 1 | 75),
+        "-w 0.5 ended neither with 1 nor 75: {out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "-w 0.5 took {:?}",
+        started.elapsed()
+    );
+}
+
 /// Issue 11 (2): a `--slots 2` waiter keeps its connections for the whole
 /// wait: over 3 s it opens at most 4 (say, one per slot and one to be
 /// woken), not a new one per look at the slots.

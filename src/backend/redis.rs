@@ -63,8 +63,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ::redis::{
-    Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo, ErrorKind,
-    IntoConnectionInfo, RedisError, Script, ServerErrorKind, TlsCertificates,
+    Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
+    RedisError, Script, ServerErrorKind, TlsCertificates,
 };
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -76,8 +76,12 @@ use crate::holder;
 use crate::spec::RemoteLock;
 use crate::wait::Waiter;
 
+#[path = "redis_conn.rs"]
+mod conn;
 #[path = "redis_line.rs"]
 mod line;
+
+use conn::{Con, Plain};
 
 /// The lease when `--lease` is not given.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -97,10 +101,33 @@ const MAX_NAP: Duration = Duration::from_secs(1);
 
 /// The read and write timeouts of `con` (best effort: a connection whose
 /// timeouts cannot be set keeps its old ones).
-fn set_call_timeout(con: &Connection, limit: Duration) {
+fn set_call_timeout(con: &Con, limit: Duration) {
     let limit = Some(limit.max(Duration::from_millis(1)));
     let _ = con.set_read_timeout(limit);
     let _ = con.set_write_timeout(limit);
+}
+
+/// The next answer on `con`. A read that a signal interrupted is read
+/// again when the signal ends nothing (a stop and continue, which Linux
+/// ends a socket call with a timeout for even without a handler, or
+/// SIGCHLD) and `con` can (see [`Con::recv_again`]); a forwarded signal or
+/// the deadline is `Err`.
+fn recv_through_stops(
+    con: &mut Con,
+    waiter: Option<&Waiter<'_>>,
+) -> Result<Result<::redis::Value, RedisError>, Error> {
+    let mut answer = con.recv_response();
+    while let (Err(e), Some(waiter)) = (&answer, waiter)
+        && wrapped::<std::io::Error>(e)
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
+    {
+        waiter.watch(&[], Some(Duration::ZERO))?;
+        match con.recv_again() {
+            Some(again) => answer = again,
+            None => break,
+        }
+    }
+    Ok(answer)
 }
 
 /// `limit`, or less if the wait's deadline comes sooner.
@@ -323,10 +350,32 @@ impl RedisLock {
         target: &Target,
         timeout: Duration,
         waiter: Option<&Waiter<'_>>,
-    ) -> Result<Connection, Error> {
+    ) -> Result<Con, Error> {
+        self.connect_with(target, timeout, waiter, None)
+            .map(|(con, _)| con)
+            .map_err(|failed| failed.error)
+    }
+
+    /// [`RedisLock::connect`], sending the packed command `then` in the
+    /// same write as the greeting when it can (one round trip less):
+    /// `Ok((con, true))` when it went, and its reply is the next to read on
+    /// `con`; `Ok((con, false))` when the caller must send it itself (with
+    /// Sentinel, whose master is asked its role first, and with a database
+    /// other than 0, which must be selected before `then` can run). A
+    /// failure says whether `then` went (its outcome is then unknown).
+    fn connect_with(
+        &self,
+        target: &Target,
+        timeout: Duration,
+        waiter: Option<&Waiter<'_>>,
+        then: Option<&[u8]>,
+    ) -> Result<(Con, bool), Failed> {
         match &target.sentinels {
-            Some(sentinels) => self.connect_to_master(target, sentinels, timeout, waiter),
-            None => self.connect_to(&target.info, &target.certificates, timeout, waiter),
+            Some(sentinels) => self
+                .connect_to_master(target, sentinels, timeout, waiter)
+                .map(|con| (con, false))
+                .map_err(Failed::before),
+            None => self.connect_to(&target.info, &target.certificates, timeout, waiter, then),
         }
     }
 
@@ -345,7 +394,7 @@ impl RedisLock {
         sentinels: &Sentinels,
         timeout: Duration,
         waiter: Option<&Waiter<'_>>,
-    ) -> Result<Connection, Error> {
+    ) -> Result<Con, Error> {
         let ended = || waiter.and_then(Waiter::ended);
         let mut unknown = Vec::new();
         let mut master_error = None;
@@ -358,7 +407,10 @@ impl RedisLock {
                     &target.certificates,
                     timeout,
                     waiter,
+                    None,
                 )
+                .map(|(con, _)| con)
+                .map_err(|failed| failed.error)
                 .and_then(|mut con| {
                     ::redis::cmd("SENTINEL")
                         .arg("get-master-addr-by-name")
@@ -396,7 +448,9 @@ impl RedisLock {
                 _ => ConnectionAddr::Tcp(master_host, master_port),
             });
             let connected = self
-                .connect_to(&info, &target.certificates, timeout, waiter)
+                .connect_to(&info, &target.certificates, timeout, waiter, None)
+                .map(|(con, _)| con)
+                .map_err(|failed| failed.error)
                 .and_then(|mut con| {
                     let role = ::redis::cmd("ROLE")
                         .query::<::redis::Value>(&mut con)
@@ -446,36 +500,53 @@ impl RedisLock {
     ///
     /// The driver only logs in (AUTH, when there is a password); the first
     /// command is a PING, which tells a server that wants a password
-    /// (NOAUTH) or is not Redis at all from one that answers, before any
-    /// longer command could make the server drop an unauthenticated client.
-    /// The database is selected after it, so that each failure has its own
-    /// message.
+    /// (NOAUTH) or is not Redis at all from one that answers. The database
+    /// is selected after it, so that each failure has its own message. Both
+    /// go in one write, with `then` after them when the database is 0 (see
+    /// [`RedisLock::connect_with`]): the server answers in order, so the
+    /// PING's answer comes first even from a server that then drops an
+    /// unauthenticated client for a long command.
     ///
     /// With a `waiter`, connecting also ends at its deadline (a timeout) and
-    /// on a forwarded signal (128+N), not only after `timeout`.
+    /// on a forwarded signal (128+N), not only after `timeout`. Plain TCP
+    /// to an address without a login is our own connection, made on this
+    /// thread ([`conn::Plain`], whose connect a signal interrupts); any
+    /// other is the driver's, which connects (and does the TLS handshake
+    /// and AUTH) on a helper thread, since its connect does not give up at
+    /// a signal. The answers are read here, where a signal interrupts the
+    /// read.
     ///
-    /// Over TLS the handshake happens with the PING: a certificate either
-    /// side refuses ends it there ([`RedisLock::tls_failure`]).
+    /// Over TLS the handshake happens with the PING, on the helper thread:
+    /// a certificate either side refuses ends it there
+    /// ([`RedisLock::tls_failure`]).
     fn connect_to(
         &self,
         info: &ConnectionInfo,
         certificates: &Option<TlsCertificates>,
         timeout: Duration,
         waiter: Option<&Waiter<'_>>,
-    ) -> Result<Connection, Error> {
+        then: Option<&[u8]>,
+    ) -> Result<(Con, bool), Failed> {
         const CONNECT: &str = "cannot connect to the Redis server";
         let handshake = waiter
             .and_then(Waiter::remaining)
             .map_or(timeout, |left| left.min(timeout))
             .max(Duration::from_millis(1));
         let ended = |e: Error| waiter.and_then(Waiter::ended).unwrap_or(e);
+        let original = info;
         let db = info.redis_settings().db();
         let settings = info
             .redis_settings()
             .clone()
             .set_db(0)
             .set_skip_set_lib_name();
-        let info = info.clone().set_redis_settings(settings);
+        // Nagle's algorithm would hold a second write back until the first
+        // is acknowledged: the TLS handshake's last flight and the request
+        // after it.
+        let info = info
+            .clone()
+            .set_redis_settings(settings)
+            .set_tcp_settings(::redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let host = match info.addr() {
             ConnectionAddr::TcpTls { host, .. } => Some(host.clone()),
             _ => None,
@@ -489,6 +560,35 @@ impl RedisLock {
             }
             _ => self.failure(what, e),
         };
+        // A failure of the greeting (the handshake, the PING's answer).
+        let greeting_failure = |e: &RedisError| match &host {
+            // The handshake goes with the first command: a server that does
+            // not speak TLS may wait for the end of a line forever (plain
+            // Redis does), which tells nothing about the server and is a
+            // timeout like any other (75).
+            Some(host) if e.is_timeout() => ended(Error::TempFail {
+                lock: self.lock.clone(),
+                reason: format!(
+                    "{CONNECT}: TLS: no answer to the handshake in time (host {host}; is this the server's TLS port? plain Redis is redis://)"
+                ),
+            }),
+            _ => ended(failure(CONNECT, e)),
+        };
+        // Plain TCP to an address, without a login or RESP3: our own
+        // connection, made on this thread. (The driver refuses a wildcard
+        // address with a message of its own.)
+        let plain = match info.addr() {
+            ConnectionAddr::Tcp(host, port)
+                if info.redis_settings().password().is_none()
+                    && !info.redis_settings().protocol().supports_resp3() =>
+            {
+                host.parse::<std::net::IpAddr>()
+                    .ok()
+                    .filter(|ip| !ip.is_unspecified())
+                    .map(|ip| std::net::SocketAddr::new(ip, *port))
+            }
+            _ => None,
+        };
         let client = match certificates {
             Some(certificates) => {
                 // ring is this build's only provider; installing it (once per
@@ -498,68 +598,113 @@ impl RedisLock {
             }
             None => Client::open(info),
         }
-        .map_err(|e| failure("cannot use the Redis server", &e))?;
+        .map_err(|e| Failed::before(failure("cannot use the Redis server", &e)))?;
         let limit = CONNECT_TIMEOUT.min(handshake.max(MIN_LEASE));
-        // Connecting and the first command, which carries the TLS handshake:
-        // `Ok(con)`, or the failed step (`true`: the greeting) and its error.
-        let greet = move || -> Result<Connection, (bool, RedisError)> {
-            let mut con = client
-                .get_connection_with_timeout(limit)
-                .map_err(|e| (false, e))?;
-            con.set_read_timeout(Some(handshake))
-                .and_then(|()| con.set_write_timeout(Some(handshake)))
-                .map_err(|e| (false, e))?;
-            ::redis::cmd("PING")
-                .query::<String>(&mut con)
-                .map_err(|e| (true, e))?;
-            Ok(con)
-        };
-        let greeted = match waiter {
-            // On a helper thread, so that the deadline and a signal end the
-            // wait at once, also during a TLS handshake (whose reads retry
-            // on EINTR); a thread given up on ends by itself at its
-            // timeouts.
-            Some(waiter) => {
-                let mut call = crate::wait::Background::start(greet)
-                    .map_err(|e| Error::os(&self.lock, "cannot start a thread", e))?;
-                loop {
-                    if let Some(result) = call.try_result() {
-                        break result;
-                    }
-                    waiter.watch(&[call.as_fd()], None)?;
+        let ping = ::redis::cmd("PING").get_packed_command();
+        let tls = host.is_some();
+        // Connecting, and over TLS the handshake, which goes with the first
+        // write (the PING's): `Ok(con)`, or the failed step (`true`: the
+        // greeting) and its error.
+        let greet = {
+            let ping = ping.clone();
+            move || -> Result<Con, (bool, RedisError)> {
+                let mut con = client
+                    .get_connection_with_timeout(limit)
+                    .map(Con::Driver)
+                    .map_err(|e| (false, e))?;
+                con.set_read_timeout(Some(handshake))
+                    .and_then(|()| con.set_write_timeout(Some(handshake)))
+                    .map_err(|e| (false, e))?;
+                if tls {
+                    con.send_packed_command(&ping).map_err(|e| (true, e))?;
                 }
+                Ok(con)
             }
-            None => greet(),
+        };
+        let greeted = match (plain, waiter) {
+            // Ours, on this thread (see redis_conn.rs).
+            (Some(addr), _) => self
+                .connect_plain(addr, limit, waiter)
+                .map_err(Failed::before)?
+                .and_then(|con| {
+                    let con = Con::Plain(con);
+                    con.set_read_timeout(Some(handshake))
+                        .and_then(|()| con.set_write_timeout(Some(handshake)))
+                        .map(|()| con)
+                })
+                .map_err(|e| (false, e)),
+            (None, waiter) => match waiter {
+                // On a helper thread, so that the deadline and a signal end the
+                // wait at once, also during a TLS handshake (whose reads retry
+                // on EINTR); a thread given up on ends by itself at its
+                // timeouts.
+                Some(waiter) => {
+                    let mut call = crate::wait::Background::start(greet).map_err(|e| {
+                        Failed::before(Error::os(&self.lock, "cannot start a thread", e))
+                    })?;
+                    warm_cpu_features();
+                    loop {
+                        if let Some(result) = call.try_result() {
+                            break result;
+                        }
+                        waiter
+                            .watch(&[call.as_fd()], None)
+                            .map_err(Failed::before)?;
+                    }
+                }
+                None => greet(),
+            },
         };
         let mut con = match greeted {
             Ok(con) => con,
-            Err((false, e)) => return Err(ended(failure(CONNECT, &e))),
-            Err((true, e)) => {
-                return Err(match &host {
-                    // The handshake goes with the first command: a server
-                    // that does not speak TLS may wait for the end of a line
-                    // forever (plain Redis does), which tells nothing about
-                    // the server and is a timeout like any other (75).
-                    Some(host) if e.is_timeout() => ended(Error::TempFail {
-                        lock: self.lock.clone(),
-                        reason: format!(
-                            "{CONNECT}: TLS: no answer to the handshake in time (host {host}; is this the server's TLS port? plain Redis is redis://)"
-                        ),
-                    }),
-                    _ => ended(failure(CONNECT, &e)),
-                });
-            }
+            Err((false, e)) => return Err(Failed::before(ended(failure(CONNECT, &e)))),
+            Err((true, e)) => return Err(Failed::before(greeting_failure(&e))),
         };
-        let set_timeouts = |con: &mut Connection, limit: Duration| {
-            con.set_read_timeout(Some(limit))
-                .and_then(|()| con.set_write_timeout(Some(limit)))
-                .map_err(|e| self.failure("cannot set up the connection", &e))
-        };
+        // The rest of the greeting, and `then` if it can go now.
+        let then = then.filter(|_| db == 0);
+        let sent = then.is_some();
+        let fail = |error: Error| Failed { error, sent };
+        let mut request = Vec::new();
+        if !tls {
+            request.extend_from_slice(&ping);
+        }
         if db != 0 {
-            ::redis::cmd("SELECT")
-                .arg(db)
-                .query::<()>(&mut con)
-                .map_err(|e| match e.kind() {
+            request.extend_from_slice(&::redis::cmd("SELECT").arg(db).get_packed_command());
+        }
+        request.extend_from_slice(then.unwrap_or_default());
+        let wrote = if request.is_empty() {
+            Ok(())
+        } else {
+            con.send_packed_command(&request)
+        };
+        // While the server works on it.
+        warm_cpu_features();
+        let answer = |con: &mut Con| -> Result<Result<::redis::Value, RedisError>, Failed> {
+            recv_through_stops(con, waiter)
+                .map(|answer| answer.and_then(::redis::Value::extract_error))
+                .map_err(|error| Failed { error, sent })
+        };
+        let greeting = answer(&mut con)?
+            .and_then(|pong| Ok(::redis::from_redis_value::<String>(pong)?))
+            .and(wrote);
+        if let Err(e) = greeting {
+            let mut error = greeting_failure(&e);
+            let ended = matches!(error, Error::Interrupted { .. } | Error::Timeout { .. });
+            if tls && sent && e.is_connection_dropped() && !ended {
+                // A TLS 1.3 server that refuses this client (one without
+                // the client certificate it wants, or with one it does not
+                // trust) says so in an alert after the handshake, and the
+                // request written after it makes the connection fail
+                // before the alert is read: a greeting alone tells why.
+                if let Err(again) = self.connect_to(original, certificates, timeout, waiter, None) {
+                    error = again.error;
+                }
+            }
+            return Err(fail(error));
+        }
+        if db != 0 {
+            answer(&mut con)?.map_err(|e| {
+                fail(match e.kind() {
                     ErrorKind::Server(ServerErrorKind::ResponseError) => {
                         self.config_error(&format!(
                             "the server has no database {db} ({}); fix the /DB part of the URL",
@@ -567,10 +712,47 @@ impl RedisLock {
                         ))
                     }
                     _ => ended(failure(CONNECT, &e)),
-                })?;
+                })
+            })?;
         }
-        set_timeouts(&mut con, timeout)?;
-        Ok(con)
+        if handshake != timeout {
+            con.set_read_timeout(Some(timeout))
+                .and_then(|()| con.set_write_timeout(Some(timeout)))
+                .map_err(|e| fail(self.failure("cannot set up the connection", &e)))?;
+        }
+        Ok((con, sent))
+    }
+
+    /// Connects to `addr` on this thread ([`Plain::connect`]) within
+    /// `limit`. A signal that interrupts the connect ends it (128+N), as
+    /// does the deadline or a cancelled slot wait; a signal that is not
+    /// forwarded (SIGCHLD) makes it start again for the time left.
+    /// `Ok(Err(e))`: the connect failed (75, or a timeout at the deadline).
+    fn connect_plain(
+        &self,
+        addr: std::net::SocketAddr,
+        limit: Duration,
+        waiter: Option<&Waiter<'_>>,
+    ) -> Result<Result<Plain, RedisError>, Error> {
+        let give_up = Instant::now() + limit;
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            let left = waiter
+                .and_then(Waiter::remaining)
+                .map_or(left, |remaining| remaining.min(left));
+            if left.is_zero() {
+                let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
+                return Ok(Err(RedisError::from(timed_out)));
+            }
+            match Plain::connect(addr, left) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    if let Some(waiter) = waiter {
+                        waiter.watch(&[], Some(Duration::ZERO))?;
+                    }
+                }
+                connected => return Ok(connected.map_err(RedisError::from)),
+            }
+        }
     }
 
     /// After an acquire whose outcome is unknown: deletes the lock if it
@@ -587,7 +769,7 @@ impl RedisLock {
     }
 
     /// Who holds the lock, read on `con` (a waiter's own connection too).
-    fn read_status(&self, con: &mut Connection) -> Result<LockStatus, Error> {
+    fn read_status(&self, con: &mut Con) -> Result<LockStatus, Error> {
         let keys = Keys::new(&self.remote.name);
         let (exists, record): (bool, HashMap<String, String>) = ::redis::pipe()
             .exists(&keys.lock)
@@ -644,7 +826,7 @@ impl RedisLock {
     #[allow(clippy::too_many_arguments)]
     fn wait_on_list(
         &self,
-        con: &mut Connection,
+        con: &mut Con,
         target: &Target,
         list: &str,
         nap: Duration,
@@ -708,6 +890,22 @@ struct Target {
     /// For `redis+sentinel://`: the sentinels that name the master (whose
     /// address then replaces the one in `info`).
     sentinels: Option<Sentinels>,
+}
+
+/// A connection that could not be made or greeted.
+struct Failed {
+    /// Why, with the exit code that tells retry from fix.
+    error: Error,
+    /// Whether the command to send with the greeting went: its outcome is
+    /// then unknown ([`RedisLock::take_back`]).
+    sent: bool,
+}
+
+impl Failed {
+    /// A failure before anything was sent.
+    fn before(error: Error) -> Failed {
+        Failed { error, sent: false }
+    }
 }
 
 /// The sentinel part of a `redis[s]+sentinel://` URL.
@@ -1041,6 +1239,17 @@ fn system_roots() -> Result<Vec<u8>, String> {
     Ok(pem)
 }
 
+/// Runs std's CPU feature detection now, while the main thread would only
+/// wait (for the helper thread to connect, for the server to answer). The
+/// driver's reply parser (memchr) asks for it at the first answer, and it
+/// runs `cpuid` a dozen times, each a trap to the hypervisor in a VM: about
+/// 40 µs of the critical path on the machine BENCHMARKS.md describes. The
+/// result is cached for the process, so asking again costs a load.
+fn warm_cpu_features() {
+    #[cfg(target_arch = "x86_64")]
+    let _ = std::arch::is_x86_feature_detected!("avx2");
+}
+
 /// `text` with `%XX` escapes decoded (invalid ones are kept as they are).
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -1155,41 +1364,87 @@ impl Backend for RedisLock {
         let lease = self.lease(request)?;
         let info = self.connection_info()?;
         let call_timeout = lease / 3;
-        let mut con = self.connect(&info, call_timeout, Some(waiter))?;
         let keys = Keys::new(&self.remote.name);
         let token = random_token();
         let acquire = Script::new(ACQUIRE);
+        let (host, pid) = (holder::hostname(), std::process::id());
+        // One attempt: the script by its hash (`EVALSHA`), or `EVAL` with
+        // its text.
+        let attempt = |by_text: bool, now_ms: u64| {
+            let mut cmd = if by_text {
+                ::redis::cmd("EVAL").arg(ACQUIRE).clone()
+            } else {
+                ::redis::cmd("EVALSHA").arg(acquire.get_hash()).clone()
+            };
+            cmd.arg(3)
+                .arg(&keys.lock)
+                .arg(&keys.fence)
+                .arg(&keys.holder)
+                .arg(&token)
+                .arg(lease.as_millis() as u64)
+                .arg(&host)
+                .arg(pid)
+                .arg(request.command)
+                .arg(now_ms);
+            cmd
+        };
+        let now_ms = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        };
+        // The first attempt goes with the greeting, in the same write.
+        let mut sent = Instant::now();
+        let first = attempt(false, now_ms()).get_packed_command();
+        let (mut con, mut pending) =
+            match self.connect_with(&info, call_timeout, Some(waiter), Some(&first)) {
+                Ok(connected) => connected,
+                Err(failed) => {
+                    if failed.sent {
+                        self.take_back(&info, &keys, &token);
+                    }
+                    return Err(failed.error);
+                }
+            };
         loop {
             // A round trip gives up at the deadline too (-w is honoured while
             // the server does not answer); the outcome is then unknown, and
             // taken back below.
             set_call_timeout(&con, within_deadline(call_timeout, waiter));
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0);
-            let sent = Instant::now();
-            let reply: Vec<i64> = acquire
-                .key(&keys.lock)
-                .key(&keys.fence)
-                .key(&keys.holder)
-                .arg(&token)
-                .arg(lease.as_millis() as u64)
-                .arg(holder::hostname())
-                .arg(std::process::id())
-                .arg(request.command)
-                .arg(now_ms as u64)
-                .invoke(&mut con)
-                .map_err(|e| {
-                    // The script may have run although its reply was lost
-                    // (a timeout, a signal): take back what it may have set.
-                    self.take_back(&info, &keys, &token);
-                    // A forwarded signal interrupts the round trip (EINTR):
-                    // 128+N, not "server unreachable".
-                    waiter
-                        .ended()
-                        .unwrap_or_else(|| self.failure("cannot take the lock", &e))
-                })?;
+            let reply = if std::mem::take(&mut pending) {
+                match recv_through_stops(&mut con, Some(waiter)) {
+                    Ok(answer) => answer,
+                    Err(ended) => {
+                        self.take_back(&info, &keys, &token);
+                        return Err(ended);
+                    }
+                }
+            } else {
+                sent = Instant::now();
+                attempt(false, now_ms()).query(&mut con)
+            };
+            let reply = match reply.and_then(::redis::Value::extract_error) {
+                // The server does not know the script (yet, or since a
+                // SCRIPT FLUSH): it did not run. Its text goes instead
+                // (and is kept by the server for the next EVALSHA).
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    sent = Instant::now();
+                    attempt(true, now_ms()).query(&mut con)
+                }
+                answer => answer,
+            }
+            .and_then(|answer| Ok(::redis::from_redis_value::<Vec<i64>>(answer)?));
+            let reply: Vec<i64> = reply.map_err(|e| {
+                // The script may have run although its reply was lost
+                // (a timeout, a signal): take back what it may have set.
+                self.take_back(&info, &keys, &token);
+                // A forwarded signal interrupts the round trip (EINTR):
+                // 128+N, not "server unreachable".
+                waiter
+                    .ended()
+                    .unwrap_or_else(|| self.failure("cannot take the lock", &e))
+            })?;
             match reply.as_slice() {
                 [1, fence] => {
                     let follow = info.sentinels.is_some().then(|| (self.clone(), info));
@@ -1279,7 +1534,7 @@ impl Backend for RedisLock {
 /// A Redis lock we hold.
 struct RedisHeld {
     lock: String,
-    con: Connection,
+    con: Con,
     keys: Keys,
     token: String,
     lease: Duration,

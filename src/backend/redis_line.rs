@@ -43,7 +43,9 @@ use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use ::redis::{Connection, RedisError, Script};
+use ::redis::{RedisError, Script};
+
+use super::Con as Connection;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 use super::{
