@@ -334,13 +334,14 @@ fn acquire_any_slot(
     if backends.len() == 1 {
         return backends[0].acquire(request, waiter).map(|held| (0, held));
     }
-    if waiter.is_nonblocking() || backends.len() > MAX_SLOT_THREADS {
-        for (slot, backend) in backends.iter().enumerate() {
-            match backend.acquire(request, &waiter.nonblocking()) {
-                Ok(held) => return Ok((slot, held)),
-                Err(Error::Conflict { .. }) => {}
-                Err(e) => return Err(e),
-            }
+    // A free slot is taken at once, the lowest first, without a thread
+    // per slot: the uncontended case costs one attempt, and two slots
+    // cannot both be taken (and one handed back) when several are free.
+    for (slot, backend) in backends.iter().enumerate() {
+        match backend.acquire(request, &waiter.nonblocking()) {
+            Ok(held) => return Ok((slot, held)),
+            Err(Error::Conflict { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     if waiter.is_nonblocking() {

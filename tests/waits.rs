@@ -1055,3 +1055,21 @@ fn a_mkdir_exec_waiter_leaves_no_room_behind() {
 fn an_excl_exec_waiter_leaves_no_room_behind() {
     an_exec_waiter_leaves_no_room_behind(Backend::Excl);
 }
+
+/// Issue 15: with slots free, `--slots` takes the lowest at once, in one
+/// attempt: no thread per slot racing for them (which took several free
+/// slots at once and handed all but one back; on Redis, an interrupted
+/// hand-back could leave a slot taken for a whole lease).
+#[test]
+fn free_slots_are_taken_lowest_first_in_one_attempt() {
+    let sb = Sandbox::new("slots-lowest");
+    for backend in [Backend::Flock, Backend::Mkdir, Backend::Abstract] {
+        let lock = backend.spec(&sb, &format!("pool-{backend:?}"));
+        for round in 0..8 {
+            let out =
+                sb.run(sb.lockwrap(["--slots", "4", &lock, "sh", "-c", "echo \"$LOCKWRAP_SLOT\""]));
+            out.assert_code(0);
+            assert_eq!(out.stdout.trim(), "0", "{lock}, round {round}: {out:?}");
+        }
+    }
+}
