@@ -516,6 +516,52 @@ fn a_stopped_and_continued_waiter_waits_on() {
     });
 }
 
+/// Whether process `pid` is stopped (state T in /proc/PID/stat).
+fn is_stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with('T')))
+        .unwrap_or(false)
+}
+
+/// A holder stopped (Ctrl-Z) and continued while it waits for the answer
+/// to its release still releases the lock: Linux ends a socket read that
+/// has a timeout with EINTR after a stop and continue, even with every
+/// caught signal held back, and the lock used to stay taken for the whole
+/// lease ("cannot release the lock (Interrupted system call)").
+#[test]
+fn a_holder_stopped_and_continued_in_its_release_still_releases() {
+    with(|server: &RedisServer| {
+        let sb = Sandbox::new("stop-release");
+        let lock = server.lock("sr");
+        let mut holder = sb.hold(&[], &lock);
+        // The release (a script that writes) waits while writes are paused.
+        server.command(&["CLIENT", "PAUSE", "60000", "WRITE"]);
+        holder.release();
+        wait_until("the release to wait for the paused server", WAIT, || {
+            server
+                .command(&["CLIENT", "LIST"])
+                .lines()
+                .any(|l| l.contains(" flags=b ") && l.contains(" cmd=evalsha "))
+        });
+        let stopped = servers::Stopped::stop(holder.proc.pid());
+        wait_until("the holder to stop", WAIT, || is_stopped(holder.proc.pid()));
+        drop(stopped);
+        wait_until("the holder to go on", WAIT, || {
+            !is_stopped(holder.proc.pid())
+        });
+        server.command(&["CLIENT", "UNPAUSE"]);
+        let out = holder.proc.finish();
+        out.assert_code(0);
+        assert!(out.stderr.is_empty(), "{lock}: {out:?}");
+        assert_eq!(
+            server.command(&["EXISTS", "lockwrap:sr"]).trim(),
+            ":0",
+            "{lock}: the lock is still taken after its holder ended"
+        );
+    });
+}
+
 /// Issue 12 (5): the fencing token never goes backwards, even when the
 /// server loses its data (a restart without persistence, here FLUSHALL):
 /// a holder after the loss gets a larger token than every holder before.

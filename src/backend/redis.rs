@@ -118,8 +118,7 @@ fn recv_through_stops(
 ) -> Result<Result<::redis::Value, RedisError>, Error> {
     let mut answer = con.recv_response();
     while let (Err(e), Some(waiter)) = (&answer, waiter)
-        && wrapped::<std::io::Error>(e)
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
+        && interrupted(e)
     {
         waiter.watch(&[], Some(Duration::ZERO))?;
         match con.recv_again() {
@@ -128,6 +127,33 @@ fn recv_through_stops(
         }
     }
     Ok(answer)
+}
+
+/// Whether `e` is a socket call that a signal, or a stop and continue,
+/// ended with EINTR.
+fn interrupted(e: &RedisError) -> bool {
+    wrapped::<std::io::Error>(e).is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
+}
+
+/// `call`, a request that may run twice (an owner-checked release, the
+/// command's pid), made again while a stop and continue (Ctrl-Z, `kill
+/// -STOP`/`-CONT`) ends its read with EINTR, for at most `limit`: Linux
+/// does that to a socket call with a timeout even while every caught
+/// signal is held back (signal(7)), and giving up would leave the lock
+/// taken for the rest of its lease. The first call's answer is skipped
+/// when it comes (both connections count it, see [`Con::recv_again`]), so
+/// the answer read is the last call's.
+fn again_after_stops<T>(
+    limit: Duration,
+    mut call: impl FnMut() -> ::redis::RedisResult<T>,
+) -> ::redis::RedisResult<T> {
+    let give_up = Instant::now() + limit;
+    loop {
+        match call() {
+            Err(e) if interrupted(&e) && Instant::now() < give_up => {}
+            done => return done,
+        }
+    }
 }
 
 /// `limit`, or less if the wait's deadline comes sooner.
@@ -1570,9 +1596,8 @@ impl RedisHeld {
         self.done = true;
         let _ = self.con.set_read_timeout(Some(self.lease / 3));
         let _ = self.con.set_write_timeout(Some(self.lease / 3));
-        self.keys
-            .release(&self.token)
-            .invoke::<i64>(&mut self.con)
+        let release = self.keys.release(&self.token);
+        again_after_stops(self.lease / 3, || release.invoke::<i64>(&mut self.con))
             .map(drop)
             .map_err(|e| Error::TempFail {
                 lock: self.lock.clone(),
@@ -1586,12 +1611,14 @@ impl RedisHeld {
 
 impl Held for RedisHeld {
     fn child_started(&mut self, child: nix::unistd::Pid) -> Result<(), Error> {
-        let recorded = Script::new(CHILD)
+        let script = Script::new(CHILD);
+        let mut record = script.prepare_invoke();
+        record
             .key(&self.keys.lock)
             .key(&self.keys.holder)
             .arg(&self.token)
-            .arg(child.as_raw())
-            .invoke::<i64>(&mut self.con);
+            .arg(child.as_raw());
+        let recorded = again_after_stops(self.lease / 3, || record.invoke::<i64>(&mut self.con));
         recorded.map(drop).map_err(|e| {
             // A reply may still be on its way: the connection cannot be
             // trusted to pair the next renewal with its answer.
