@@ -116,11 +116,20 @@ pub(crate) use shared_scenarios;
 pub struct Stopped(Pid);
 
 impl Stopped {
-    /// Sends SIGSTOP to `pid`.
+    /// Sends SIGSTOP to `pid` and waits until it is stopped (a SIGCONT sent
+    /// before the stop has taken hold would make the stop a no-op).
     pub fn stop(pid: i32) -> Stopped {
-        let pid = Pid::from_raw(pid);
-        kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
-        Stopped(pid)
+        let stopped = Stopped(Pid::from_raw(pid));
+        kill(stopped.0, Signal::SIGSTOP).expect("SIGSTOP");
+        wait_until(&format!("pid {pid} to stop"), WAIT, || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .is_some_and(|state| state == "T" || state == "t")
+            })
+        });
+        stopped
     }
 }
 
