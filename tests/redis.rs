@@ -505,11 +505,21 @@ fn a_stopped_and_continued_waiter_waits_on() {
         let lock = server.lock("sc");
         let mut holder = sb.hold(&[], &lock);
         let mut waiter = sb.spawn(sb.lockwrap([&lock, "true"]), "waiter");
+        // Blocked in BLPOP again: at least one blocked client (a connection
+        // given up at the stop may still be closing when the new one blocks).
+        let blocked_again = || {
+            wait_until("the waiter to block in BLPOP again", WAIT, || {
+                server
+                    .command(&["CLIENT", "LIST"])
+                    .lines()
+                    .any(|l| l.contains(" flags=b ") && l.contains(" cmd=blpop "))
+            })
+        };
         for _ in 0..3 {
-            server.wait_for_waiters("sc", 1);
+            blocked_again();
             drop(servers::Stopped::stop(waiter.pid()));
         }
-        server.wait_for_waiters("sc", 1);
+        blocked_again();
         assert!(waiter.is_running(), "{lock}: the waiter gave up");
         holder.release_and_finish().assert_code(0);
         waiter.finish().assert_code(0);
