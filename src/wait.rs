@@ -133,14 +133,7 @@ impl Signals {
     /// SA_RESTART (signal(7)) and leaves a protocol stream out of step: a
     /// lease renewal, or a release, must not fail because the command exited.
     pub fn defer(&self) -> Deferred {
-        let mut set = SigSet::empty();
-        for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
-            set.add(signal);
-        }
-        let previous = set
-            .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
-            .ok();
-        Deferred { previous }
+        hold_back(&[Signal::SIGCHLD])
     }
 
     /// The first pending forwarded signal (not SIGCHLD), if any.
@@ -174,9 +167,15 @@ impl Signals {
 /// (taking back a lock whose acquisition a signal interrupted), bounded by
 /// its own timeouts; the signals are delivered when the guard drops.
 pub fn uninterrupted() -> Deferred {
+    hold_back(&[Signal::SIGCHLD, INTERRUPT])
+}
+
+/// Blocks [`FORWARDED`] and `more` on the calling thread until the guard
+/// drops.
+fn hold_back(more: &[Signal]) -> Deferred {
     let mut set = SigSet::empty();
-    for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD, INTERRUPT]) {
-        set.add(signal);
+    for signal in FORWARDED.iter().chain(more) {
+        set.add(*signal);
     }
     let previous = set
         .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
