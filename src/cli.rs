@@ -877,15 +877,8 @@ impl Cli {
         let locks = texts
             .iter()
             .map(|text| {
-                let lock = LockSpec::parse(text);
-                if lock.is_empty() {
-                    return Err(usage(format!(
-                        "'{lock}': the lock has an empty path or name"
-                    )));
-                }
                 // As -n would refuse them.
-                let lock = lock.normalised().map_err(usage)?;
-                self.kernel_lock(lock)
+                self.checked_lock(LockSpec::parse(text))
             })
             .collect::<Result<_, _>>()?;
         Ok(StatusQuery {
@@ -1009,16 +1002,7 @@ impl Cli {
         let also: Vec<(LockSpec, OsString)> = self
             .also
             .iter()
-            .map(|text| {
-                let lock = LockSpec::parse(text);
-                if lock.is_empty() {
-                    return Err(usage(format!(
-                        "'{lock}': the lock has an empty path or name"
-                    )));
-                }
-                let lock = self.kernel_lock(lock.normalised().map_err(usage)?)?;
-                Ok((lock, text.clone()))
-            })
+            .map(|text| Ok((self.checked_lock(LockSpec::parse(text))?, text.clone())))
             .collect::<Result<_, _>>()?;
         for text in std::iter::once(lock_text).chain(also.iter().map(|(_, text)| text)) {
             if text.as_encoded_bytes().contains(&b'\n') {
@@ -1138,15 +1122,7 @@ impl Cli {
                     self.split_command(positional)?;
                     return Err(Error::open("", nix::errno::Errno::ENOENT));
                 }
-                if lock.is_empty() {
-                    // The spec, not the text: a server URL's password is
-                    // redacted in the spec's Display.
-                    return Err(usage(format!(
-                        "'{lock}': the lock has an empty path or name"
-                    )));
-                }
-                lock = lock.normalised().map_err(usage)?;
-                lock = self.kernel_lock(lock)?;
+                lock = self.checked_lock(lock)?;
                 let command = self.split_command(positional)?;
                 Ok(Task::Run {
                     lock,
@@ -1181,6 +1157,20 @@ impl Cli {
 
     /// A LOCK made an OFD fcntl lock on its byte range when `--fcntl`,
     /// `--start` or `--length` asks for one; they apply to file locks only.
+    /// A lock named on the command line, as it will be taken: refused when
+    /// it names nothing, normalised, and given the byte range of
+    /// `--start`/`--length`.
+    fn checked_lock(&self, lock: LockSpec) -> Result<LockSpec, Error> {
+        if lock.is_empty() {
+            // The spec, not the text: a server URL's password is redacted
+            // in the spec's Display.
+            return Err(usage(format!(
+                "'{lock}': the lock has an empty path or name"
+            )));
+        }
+        self.kernel_lock(lock.normalised().map_err(usage)?)
+    }
+
     fn kernel_lock(&self, lock: LockSpec) -> Result<LockSpec, Error> {
         let Some(range) = self.fcntl_range()? else {
             return Ok(lock);
