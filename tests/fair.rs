@@ -651,3 +651,55 @@ fn a_fair_waiter_of_many_slots_joins_a_line_held_up_longer_than_a_rescan() {
     drop(slots.pop());
     waiter.finish().assert_code(0);
 }
+
+/// Someone who only looks at the line (`--status`, or a releasing holder
+/// deciding whether to tidy) takes a shared flock on each ticket for a
+/// moment, without the line directory's lock: when that moment falls
+/// between a fair waiter's creation of its ticket and its own flock on it,
+/// the waiter tries again instead of failing ("cannot join the line",
+/// exit 66, with the lock taken meanwhile by its blocked attempt). strace
+/// widens the moment: every flock of the waiter is delayed on entry while
+/// the test holds a shared flock on the new ticket.
+#[test]
+fn a_fair_waiter_joins_while_someone_looks_at_its_new_ticket() {
+    if !common::strace_usable() {
+        return;
+    }
+    let sb = Sandbox::new("fair-looked-at");
+    let lock = Backend::Flock.spec(&sb, "lk");
+    let mut holder = sb.hold(&[], &lock);
+    let ran = sb.work_path("ran");
+    let mut command = std::process::Command::new("strace");
+    command
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=flock"])
+        .args(["-e", "inject=flock:delay_enter=300000"])
+        .arg(common::bin())
+        .args(["--fair", lock.as_str(), "touch"])
+        .arg(&ran);
+    let mut waiter = sb.spawn(command, "waiter");
+    let uid = nix::unistd::geteuid().as_raw();
+    let ticket = sb
+        .locks
+        .join(format!(".lk.lockwrap-line-{uid}"))
+        .join("1.fair");
+    let mut look = None;
+    wait_until("the waiter's new ticket", WAIT, || {
+        look = fs::File::open(&ticket).ok().and_then(|file| {
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock).ok()
+        });
+        look.is_some()
+    });
+    // Longer than the waiter's delayed flock on its ticket.
+    std::thread::sleep(Duration::from_millis(800));
+    drop(look);
+    // In line (its flock on the ticket held), or gone.
+    wait_until("the waiter in line", WAIT, || {
+        !waiter.is_running()
+            || fs::File::open(&ticket).is_ok_and(|file| {
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
+            })
+    });
+    holder.release_and_finish().assert_code(0);
+    waiter.finish().assert_code(0);
+    assert!(ran.exists(), "{lock}: the waiter's command did not run");
+}

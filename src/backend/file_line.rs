@@ -207,13 +207,15 @@ impl Line for FileLine {
                     return Err(self.cannot_join(e));
                 }
             };
-            let made = super::flock_fd(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)
-                .and_then(|()| write_all(file.as_fd(), entry.record.encode().as_bytes()));
+            let made = lock_new_ticket(file.as_fd(), give_up, waiter).and_then(|()| {
+                write_all(file.as_fd(), entry.record.encode().as_bytes())
+                    .map_err(|e| self.cannot_join(e))
+            });
             if let Err(e) = made {
                 let _ = unlinkat(dir.as_fd(), name.as_os_str(), UnlinkatFlags::NoRemoveDir);
                 drop(guard);
                 tidy(parent.as_fd(), &self.own_name(), dir.as_fd());
-                return Err(self.cannot_join(e));
+                return Err(e);
             }
             drop(guard);
             return Ok(Box::new(FileTicket {
@@ -319,6 +321,36 @@ fn any_flock_held(dir: BorrowedFd<'_>) -> bool {
     list(dir).iter().any(|ticket| {
         open_ticket(dir, &ticket.name).is_some_and(|file| probe(file.as_fd()) == Some(true))
     })
+}
+
+/// Takes the flock of a ticket just created, as [`DirLock::take`] takes
+/// the directory's: until `give_up` and as `waiter` allows. Only someone
+/// looking at the line without its directory's flock (`--status`, a
+/// releasing holder's [`any_flock_held`]) holds it meanwhile, shared and
+/// for a moment: failing at once made a fair waiter fail to join.
+fn lock_new_ticket(
+    file: BorrowedFd<'_>,
+    give_up: Option<Instant>,
+    waiter: &Waiter<'_>,
+) -> Result<(), Error> {
+    loop {
+        match super::flock_fd(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) {
+            Err(Errno::EWOULDBLOCK | Errno::EINTR)
+                if give_up.is_none_or(|at| Instant::now() < at) =>
+            {
+                waiter.watch(&[], Some(DIR_LOCK_AGAIN))?;
+            }
+            other => {
+                return other.map_err(|e| {
+                    Error::os(
+                        waiter.lock(),
+                        "--fair: cannot lock its ticket in the line of waiters",
+                        e,
+                    )
+                });
+            }
+        }
+    }
 }
 
 /// A ticket in a file line.
