@@ -181,7 +181,7 @@ impl Line for FileLine {
             let Some(dir) = self.open_own(parent.as_fd(), true)? else {
                 continue;
             };
-            let guard = DirLock::take(dir.as_fd(), give_up, waiter, &self.lock)?;
+            let guard = DirLock::take(dir.as_fd(), give_up, waiter)?;
             // Whoever joins removes what dead waiters left, so that it never
             // piles up however many waiters are killed in a row.
             remove_dead(dir.as_fd(), &guard);
@@ -207,7 +207,13 @@ impl Line for FileLine {
                     return Err(self.cannot_join(e));
                 }
             };
-            let made = lock_new_ticket(file.as_fd(), give_up, waiter).and_then(|()| {
+            let made = flock_retrying(
+                file.as_fd(),
+                give_up,
+                waiter,
+                "its ticket in the line of waiters",
+            )
+            .and_then(|()| {
                 write_all(file.as_fd(), entry.record.encode().as_bytes())
                     .map_err(|e| self.cannot_join(e))
             });
@@ -323,15 +329,15 @@ fn any_flock_held(dir: BorrowedFd<'_>) -> bool {
     })
 }
 
-/// Takes the flock of a ticket just created, as [`DirLock::take`] takes
-/// the directory's: until `give_up` and as `waiter` allows. Only someone
-/// looking at the line without its directory's flock (`--status`, a
-/// releasing holder's [`any_flock_held`]) holds it meanwhile, shared and
-/// for a moment: failing at once made a fair waiter fail to join.
-fn lock_new_ticket(
+/// Takes `file`'s exclusive flock, retried every [`DIR_LOCK_AGAIN`] while
+/// someone briefly holds it (a holder or `--status` probing a new ticket,
+/// a joiner holding the directory) until `give_up`; a signal or the wait's
+/// deadline ends it. `what` names the file for the error.
+fn flock_retrying(
     file: BorrowedFd<'_>,
     give_up: Option<Instant>,
     waiter: &Waiter<'_>,
+    what: &str,
 ) -> Result<(), Error> {
     loop {
         match super::flock_fd(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) {
@@ -342,11 +348,7 @@ fn lock_new_ticket(
             }
             other => {
                 return other.map_err(|e| {
-                    Error::os(
-                        waiter.lock(),
-                        "--fair: cannot lock its ticket in the line of waiters",
-                        e,
-                    )
+                    Error::os(waiter.lock(), &format!("--fair: cannot lock {what}"), e)
                 });
             }
         }
@@ -563,28 +565,16 @@ fn remove_dead(dir: BorrowedFd<'_>, _guard: &DirLock<'_>) {
 struct DirLock<'a>(BorrowedFd<'a>);
 
 impl<'a> DirLock<'a> {
-    /// Takes it for the lock `lock`, trying again (its holders hold it for
-    /// a few calls only) until `give_up` at the latest (then an OS error,
-    /// 71), and as `waiter` allows: its deadline, a signal or a cancelled
-    /// slot wait end the try with their error.
+    /// Takes it, trying again (its holders hold it for a few calls only)
+    /// until `give_up` at the latest (then an OS error, 71), and as `waiter`
+    /// allows: its deadline, a signal or a cancelled slot wait end the try
+    /// with their error.
     fn take(
         dir: BorrowedFd<'a>,
         give_up: Option<Instant>,
         waiter: &Waiter<'_>,
-        lock: &str,
     ) -> Result<DirLock<'a>, Error> {
-        loop {
-            match DirLock::try_take(dir) {
-                Err(Errno::EWOULDBLOCK) if give_up.is_none_or(|at| Instant::now() < at) => {
-                    waiter.watch(&[], Some(DIR_LOCK_AGAIN))?;
-                }
-                other => {
-                    return other.map_err(|e| {
-                        Error::os(lock, "--fair: cannot lock the line of waiters", e)
-                    });
-                }
-            }
-        }
+        flock_retrying(dir, give_up, waiter, "the line of waiters").map(|()| DirLock(dir))
     }
 
     fn try_take(dir: BorrowedFd<'a>) -> Result<DirLock<'a>, Errno> {
